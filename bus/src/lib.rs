@@ -1,0 +1,30 @@
+//! The messaging ports of orderly and the embedded broker behind them.
+//!
+//! Services talk to [`Bus`] (events: publish, fan-out subscriptions, durable
+//! groups) and [`JobQueue`] (jobs: enqueue, reserve, ack, retry, dead letters).
+//! They never name a transport: adapters (`embedded` here, Kafka, NATS, Redis in
+//! `adapters/`) implement the traits, and the same contract holds for each.
+
+pub mod embedded;
+mod error;
+mod message;
+mod ports;
+mod retry;
+
+pub use error::{BusError, QueueError};
+pub use message::{Delivery, Headers, Message, Subscription};
+pub use ports::{
+    Bus, DeadJob, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats, RetryOutcome,
+    StreamConfig,
+};
+pub use retry::RetryPolicy;
+
+/// Header names shared by every adapter (the contract's event headers).
+pub mod header {
+    /// Unique per logical event; consumers deduplicate on it.
+    pub const EVENT_ID: &str = "event-id";
+    /// The event's type, e.g. `new_order`.
+    pub const EVENT_TYPE: &str = "event-type";
+    /// W3C trace context of the request that caused the event.
+    pub const TRACEPARENT: &str = "traceparent";
+}

@@ -1,0 +1,152 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// Message headers: ordered, string to string (NATS headers, Kafka headers).
+pub type Headers = BTreeMap<String, String>;
+
+/// A message as published and as delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Dot-separated subject (`new_order`, `orders.eu.created`). Kafka: the topic.
+    pub subject: String,
+    /// Partitioning / ordering key (the order id); ordering is kept per key where
+    /// the adapter's [`crate::Features::ordered_per_key`] says so.
+    pub key: Option<String>,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+impl Message {
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            subject: subject.into(),
+            key: None,
+            headers: Headers::new(),
+            payload: payload.into(),
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// What a delivery's receiver decided; sent back to the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    Ack,
+    /// Redeliver after the delay.
+    Nack(Duration),
+}
+
+/// The adapter side of a delivery: told once how it ended.
+pub trait Acker: Send + Sync + 'static {
+    fn settle(&self, kind: AckKind);
+}
+
+const OPEN: u8 = 0;
+const ACKED: u8 = 1;
+const NACKED: u8 = 2;
+
+/// A message handed to a subscriber. For durable groups it must be acked;
+/// an un-acked delivery is redelivered after the group's ack wait.
+///
+/// `ack` and `nack` never block, are idempotent, and return `false` when the
+/// opposite decision was already made (Watermill's contract). Dropping a delivery
+/// without deciding leaves it to the ack-wait redelivery.
+pub struct Delivery {
+    pub message: Message,
+    /// 1 on the first delivery, 2 on the first redelivery, …
+    pub attempt: u32,
+    state: AtomicU8,
+    acker: Option<Arc<dyn Acker>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery that needs no acknowledgement (plain fan-out subscriptions).
+    pub fn unacked(message: Message) -> Self {
+        Self {
+            message,
+            attempt: 1,
+            state: AtomicU8::new(OPEN),
+            acker: None,
+        }
+    }
+
+    pub fn with_acker(message: Message, attempt: u32, acker: Arc<dyn Acker>) -> Self {
+        Self {
+            message,
+            attempt,
+            state: AtomicU8::new(OPEN),
+            acker: Some(acker),
+        }
+    }
+
+    pub fn ack(&self) -> bool {
+        self.settle(ACKED, AckKind::Ack)
+    }
+
+    pub fn nack(&self, delay: Duration) -> bool {
+        self.settle(NACKED, AckKind::Nack(delay))
+    }
+
+    fn settle(&self, to: u8, kind: AckKind) -> bool {
+        match self
+            .state
+            .compare_exchange(OPEN, to, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                if let Some(acker) = &self.acker {
+                    acker.settle(kind);
+                }
+                true
+            }
+            Err(current) => current == to,
+        }
+    }
+}
+
+/// A stream of deliveries. Dropping it (or [`Subscription::close`]) ends the
+/// subscription; un-acked deliveries of a durable group go back to the group.
+pub struct Subscription {
+    rx: mpsc::Receiver<Delivery>,
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl Subscription {
+    /// `guard` is dropped with the subscription; adapters use it to unsubscribe.
+    pub fn new(rx: mpsc::Receiver<Delivery>, guard: Option<Box<dyn Send + Sync>>) -> Self {
+        Self { rx, _guard: guard }
+    }
+
+    /// The next delivery; `None` once the subscription or the bus is closed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    pub fn close(self) {}
+}

@@ -1,0 +1,196 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{BusError, Message, QueueError, Subscription};
+
+/// What an adapter can promise; the conformance kit skips cases a flag rules out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// Messages of a stream survive a broker or process restart.
+    pub durable: bool,
+    /// Messages with the same key are delivered in publish order to a group.
+    pub ordered_per_key: bool,
+    /// `subscribe_group` balances deliveries across members of a group.
+    pub consumer_groups: bool,
+    /// `nack(delay)` holds the redelivery back for the delay.
+    pub redelivery_delay: bool,
+    /// Request/reply through inboxes.
+    pub request_reply: bool,
+    /// Headers travel with the message.
+    pub headers: bool,
+    /// Largest payload accepted by `publish`.
+    pub max_payload: usize,
+}
+
+/// A durable stream: the messages of its subjects are kept for groups to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// `[A-Za-z0-9_-]+`; a file name for the embedded broker, a topic prefix elsewhere.
+    pub name: String,
+    /// Subjects (wildcards allowed) whose messages the stream keeps.
+    pub subjects: Vec<String>,
+    /// Messages older than this are dropped even if not yet consumed.
+    pub max_age: Duration,
+}
+
+impl StreamConfig {
+    pub fn new(name: impl Into<String>, subjects: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How a durable group delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupOptions {
+    /// An un-acked delivery is redelivered after this long.
+    pub ack_wait: Duration,
+    /// After this many deliveries without an ack the message goes to the dead letters.
+    pub max_deliveries: u32,
+    /// At most this many un-acked deliveries per subscription at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 10,
+            max_in_flight: 64,
+        }
+    }
+}
+
+/// The event bus: publish to subjects, subscribe by fan-out or as a durable group.
+///
+/// Contract every adapter keeps (the conformance kit checks it):
+/// - `publish` returns once the broker has accepted the message; for a subject in
+///   a durable stream it is then stored and survives a restart.
+/// - `subscribe` is a plain fan-out subscription: every subscriber gets every
+///   message published after it subscribed; nothing to ack, nothing replayed.
+/// - `subscribe_group` joins the named durable group on a subject captured by a
+///   stream: each message goes to one member, starting with the oldest message
+///   the group has not acked (also those published before the group existed);
+///   un-acked deliveries come back after `ack_wait`, nacked ones after their delay.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    fn features(&self) -> Features;
+
+    /// Create the stream if missing (idempotent; an existing one keeps its messages).
+    async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError>;
+
+    async fn publish(&self, message: Message) -> Result<(), BusError>;
+
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
+
+    async fn subscribe_group(
+        &self,
+        subject: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<Subscription, BusError>;
+
+    /// Whether the bus can serve now (for `/ready`).
+    async fn check(&self) -> Result<(), BusError>;
+
+    /// Flush and stop; later calls fail with [`BusError::Closed`].
+    async fn close(&self);
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Queue name, e.g. `process_order`.
+    pub queue: String,
+    /// Deduplication id: enqueueing the same id again makes no second job.
+    pub id: String,
+    pub payload: Bytes,
+}
+
+/// A reserved job. Invisible to other workers until its visibility timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub queue: String,
+    pub id: String,
+    pub payload: Bytes,
+    /// 1 on the first run, 2 on the first retry, …
+    pub attempt: u32,
+    /// Errors of the earlier attempts, oldest first.
+    pub errors: Vec<String>,
+    /// Adapter's handle of this reservation (stream sequence, entry id …).
+    pub receipt: String,
+}
+
+/// A job that exhausted its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadJob {
+    pub queue: String,
+    pub id: String,
+    pub payload: Bytes,
+    pub attempts: u32,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Waiting to run (including those scheduled for a retry).
+    pub waiting: u64,
+    /// Reserved by a worker right now.
+    pub running: u64,
+    /// Waiting for their retry delay to pass.
+    pub retrying: u64,
+    pub dead: u64,
+}
+
+/// What [`JobQueue::fail`] did with a failed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// It runs again after this delay.
+    Retry(Duration),
+    /// No retries left: it is in the dead letters.
+    Dead,
+}
+
+/// The durable job queue (Celery's role).
+///
+/// Contract: a job is reserved by one worker at a time; if it is neither acked
+/// nor failed within the visibility timeout it is reclaimed and reserved again
+/// (so jobs must be idempotent); `fail` retries it with the queue's
+/// [`crate::RetryPolicy`] and dead-letters it when the retries are used up.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// `Ok(false)` when a job with this id already exists or ran.
+    async fn enqueue(&self, job: NewJob) -> Result<bool, QueueError>;
+
+    /// Wait up to `wait` for a job of `queue`.
+    async fn reserve(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Option<Job>, QueueError>;
+
+    /// The job is done; it will not run again.
+    async fn ack(&self, job: &Job) -> Result<(), QueueError>;
+
+    /// The attempt failed with `error`: retry later or dead-letter.
+    async fn fail(&self, job: &Job, error: &str) -> Result<RetryOutcome, QueueError>;
+
+    /// Keep a long-running job reserved for another `visibility`.
+    async fn extend(&self, job: &Job, visibility: Duration) -> Result<(), QueueError>;
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
+
+    /// Move a dead job back to the queue with a fresh attempt count.
+    async fn requeue_dead(&self, queue: &str, id: &str) -> Result<bool, QueueError>;
+
+    /// Whether the queue can serve now (for `/ready`).
+    async fn check(&self) -> Result<(), QueueError>;
+}

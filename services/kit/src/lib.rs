@@ -1,0 +1,15 @@
+//! What every orderly service shares: configuration, errors as the contract's
+//! `{"detail": …}`, request extractors, token verification, health/ready/metrics,
+//! HTTP serving with graceful shutdown, and telemetry.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token;
+
+pub use error::{ApiError, FieldError};
+pub use shutdown::Shutdown;
