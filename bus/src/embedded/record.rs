@@ -436,7 +436,11 @@ mod tests {
             rec.encode_framed(&mut buf);
             let body = &buf[FRAME_HEADER..];
             for cut in 0..body.len() {
-                assert_eq!(Record::decode_body(&body[..cut]), None, "{rec:?} cut at {cut}");
+                assert_eq!(
+                    Record::decode_body(&body[..cut]),
+                    None,
+                    "{rec:?} cut at {cut}"
+                );
             }
         }
     }

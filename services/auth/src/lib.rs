@@ -1,1 +1,22 @@
+//! The auth service: registration, OAuth2 password-flow tokens and Google login.
+//!
+//! `main` calls [`build`] (store, migrations, keys, finished router) and serves the
+//! router ([`migrate`] alone for `orderly migrate`);
+//! tests and other hosts can assemble the parts with [`AuthState::from_settings`],
+//! [`router`], [`openapi`] and [`readiness_checks`].
 
+pub mod error;
+pub mod google;
+pub mod keys;
+pub mod password;
+mod routes;
+pub mod sqlite;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod tokens;
+
+pub use error::AuthError;
+pub use routes::{openapi, router};
+pub use startup::{StartupError, build, migrate, readiness_checks};
+pub use state::AuthState;

@@ -339,7 +339,10 @@ impl Settings {
             .map(PathBuf::from)
             .unwrap_or_else(|| keys.join("public.pem"));
         let ttl_minutes: u64 = env.parse(
-            &["AUTH_ACCESS_TOKEN_EXPIRE_MINUTES", "ACCESS_TOKEN_EXPIRE_MINUTES"],
+            &[
+                "AUTH_ACCESS_TOKEN_EXPIRE_MINUTES",
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+            ],
             30,
         )?;
         if ttl_minutes == 0 {

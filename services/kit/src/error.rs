@@ -55,6 +55,10 @@ pub enum ApiError {
     TooManyRequests { detail: String, headers: HeaderMap },
     #[error("{0}")]
     Unavailable(String),
+    /// 502: an upstream (e.g. an OAuth provider) failed. The detail is the public
+    /// text; log the cause where it happens, it is never sent to the client.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("internal error: {0}")]
@@ -83,6 +87,7 @@ impl ApiError {
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,10 +109,9 @@ impl IntoResponse for ApiError {
             Self::Unauthorized { detail, bearer } => {
                 let mut response = detail_response(status, &detail);
                 if bearer {
-                    response.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer"),
-                    );
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 }
                 response
             }
@@ -126,7 +130,8 @@ impl IntoResponse for ApiError {
             | Self::NotFound(d)
             | Self::Conflict(d)
             | Self::Unprocessable(d)
-            | Self::Unavailable(d) => detail_response(status, &d),
+            | Self::Unavailable(d)
+            | Self::BadGateway(d) => detail_response(status, &d),
         }
     }
 }

@@ -175,8 +175,13 @@ mod tests {
             .await
             .unwrap();
         let status = res.status().as_u16();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -191,7 +196,10 @@ mod tests {
     async fn a_wrong_type_deep_inside_names_its_path() {
         let (status, body) = post_json(r#"{"email":"a","items":[{"price":"x"}]}"#).await;
         assert_eq!(status, 422);
-        assert_eq!(body["detail"][0]["loc"], json!(["body", "items", 0, "price"]));
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "items", 0, "price"])
+        );
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ pub fn finish(
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request| {
-                    tracing::info_span!("http", %service, method = %req.method(), uri = %req.uri())
+                    tracing::info_span!("http", %service, method = %req.method(), path = %req.uri().path())
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -80,9 +80,9 @@ async fn record_metrics(service: &'static str, req: Request, next: Next) -> Resp
 
 /// Bind, with the address in the error (port taken, bad address).
 pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("{what}: cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: cannot listen on {addr}: {e}")))
 }
 
 /// Serve until `shutdown`, then let in-flight requests finish (bounded).

@@ -1,1 +1,17 @@
+//! The orders service: REST API, cache, rate limit, and event publishing through
+//! a transactional outbox. The worker uses [`service::OrderService`] too.
 
+pub mod cache;
+pub mod client_ip;
+pub mod domain;
+pub mod events;
+pub mod limiter;
+pub mod relay;
+pub mod routes;
+pub mod service;
+pub mod sqlite;
+pub mod store;
+
+pub use domain::{Order, OrderStatus};
+pub use routes::{OrdersState, openapi, router};
+pub use service::{OrderService, OrdersError, PayOutcome};

@@ -1,0 +1,503 @@
+//! The embedded broker: NATS-style subjects and queue groups in process, plus
+//! durable streams with consumer groups, kept in an append-only log under the
+//! data directory (or only in memory).
+//!
+//! - [`subject`]: subject validation and the subscription trie.
+//! - [`core`](self::core): fan-out pub/sub without storage.
+//! - [`stream`]: a stream and its durable groups; [`store`] is its storage port,
+//!   with [`memstore`] and [`filestore`] behind it.
+//! - [`queue`]: the job queue on top of a `jobs` stream.
+
+mod core;
+mod filestore;
+mod memstore;
+mod queue;
+mod record;
+mod store;
+mod stream;
+mod subject;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::core::{Core, SUB_PENDING};
+use self::filestore::FileStore;
+use self::memstore::MemStore;
+use self::store::StreamStore;
+use self::stream::{MemberGuard, Stream, StreamShared};
+use crate::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
+
+pub use self::queue::EmbeddedQueue;
+
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// How often messages past `max_age` are dropped.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// When appended records are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `publish` returns after the stream log is fsynced. Acks and delivery
+    /// counts are not waited for: losing one only causes a redelivery.
+    Always,
+    /// Records are written at once and fsynced in the background at this
+    /// interval; a power cut may lose that much, a process crash loses nothing.
+    Interval(Duration),
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy::Interval(Duration::from_millis(50))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Where streams are kept (`<data_dir>/broker/`); `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Largest payload `publish` accepts.
+    pub max_payload: usize,
+    pub sync: SyncPolicy,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            sync: SyncPolicy::default(),
+        }
+    }
+}
+
+/// The in-process broker. Cheap to clone; all clones are one broker.
+#[derive(Clone)]
+pub struct EmbeddedBroker {
+    inner: Arc<Broker>,
+}
+
+struct Broker {
+    config: BrokerConfig,
+    /// `<data_dir>/broker`, if durable.
+    dir: Option<PathBuf>,
+    core: Arc<Core>,
+    streams: RwLock<Vec<Arc<StreamShared>>>,
+    /// Serialises stream creation so two callers cannot create the same file twice.
+    create: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    /// Held for the broker's life: one process per data directory.
+    lock_file: Mutex<Option<File>>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Subscriptions may outlive the broker; they must stop writing before the
+        // directory lock (a field, dropped after this) lets another broker in.
+        let streams = self
+            .streams
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for s in streams {
+            s.lock().close();
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn lock_data_dir(data_dir: &Path, dir: &Path) -> Result<File, BusError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(BusError::Unavailable(format!(
+            "data directory {} is in use by another orderly process",
+            data_dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(BusError::Storage(e)),
+    }
+}
+
+/// Replays every `<name>.log` in `dir`.
+fn load_streams(dir: &Path) -> Result<Vec<Stream>, BusError> {
+    let mut streams = Vec::new();
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if !valid_stream_name(name) {
+            tracing::warn!(path = %path.display(), "not a stream log name; ignored");
+            continue;
+        }
+        let (store, records) = FileStore::open(&path)?;
+        let mut stream = Stream::restore(name.to_string(), None, Box::new(store), records);
+        stream.expire(stream::wall_ms());
+        // Start every run from a log holding only live state.
+        stream.compact()?;
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
+impl EmbeddedBroker {
+    /// Opens the broker; with a data directory, locks it and replays its streams.
+    pub async fn open(config: BrokerConfig) -> Result<Self, BusError> {
+        let mut lock_file = None;
+        let mut streams = Vec::new();
+        let dir = config.data_dir.as_ref().map(|d| d.join("broker"));
+        if let (Some(data_dir), Some(dir)) = (config.data_dir.clone(), dir.clone()) {
+            let (file, loaded) = tokio::task::spawn_blocking(move || {
+                fs::create_dir_all(&dir)?;
+                let file = lock_data_dir(&data_dir, &dir)?;
+                let loaded = load_streams(&dir)?;
+                Ok::<_, BusError>((file, loaded))
+            })
+            .await
+            .map_err(|e| BusError::Other(format!("broker open task failed: {e}")))??;
+            lock_file = Some(file);
+            streams = loaded.into_iter().map(StreamShared::new).collect();
+        }
+        let inner = Arc::new(Broker {
+            config,
+            dir,
+            core: Arc::new(Core::new()),
+            streams: RwLock::new(streams),
+            create: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            lock_file: Mutex::new(lock_file),
+        });
+        tokio::spawn(maintain(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// A plain (not durable) queue group: each message goes to one member of
+    /// `queue`, round robin; nothing to ack, nothing replayed.
+    pub async fn subscribe_queue(
+        &self,
+        subject: &str,
+        queue: &str,
+    ) -> Result<Subscription, BusError> {
+        self.ensure_open()?;
+        if queue.is_empty() || queue.chars().any(char::is_whitespace) {
+            return Err(BusError::Other(format!(
+                "invalid queue group name {queue:?}"
+            )));
+        }
+        self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
+    }
+
+    /// Messages dropped because a plain subscriber did not keep up.
+    pub fn slow_consumer_drops(&self) -> u64 {
+        self.inner.core.slow_consumer_drops()
+    }
+
+    fn ensure_open(&self) -> Result<(), BusError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(BusError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn streams(&self) -> Vec<Arc<StreamShared>> {
+        self.inner
+            .streams
+            .read()
+            .expect("streams lock poisoned")
+            .clone()
+    }
+
+    pub(crate) fn stream_named(&self, name: &str) -> Option<Arc<StreamShared>> {
+        self.streams().into_iter().find(|s| s.lock().name() == name)
+    }
+
+    fn check_message(&self, message: &Message) -> Result<(), BusError> {
+        subject::validate_literal(&message.subject)
+            .map_err(|why| BusError::InvalidSubject(message.subject.clone(), why))?;
+        let max = self.inner.config.max_payload;
+        if message.payload.len() > max {
+            return Err(BusError::PayloadTooLarge {
+                size: message.payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends to one stream and, under [`SyncPolicy::Always`], waits for the fsync.
+    /// `Ok(None)`: a duplicate of a remembered dedup id.
+    pub(crate) async fn append_to(
+        &self,
+        stream: &StreamShared,
+        message: Message,
+        dedup: bool,
+    ) -> Result<Option<u64>, BusError> {
+        self.ensure_open()?;
+        self.check_message(&message)?;
+        let (seq, dirty) = {
+            let mut s = stream.lock();
+            if s.is_closed() {
+                return Err(BusError::Closed);
+            }
+            let seq = s.append(message, dedup)?;
+            let dirty = match self.inner.config.sync {
+                SyncPolicy::Always => s.take_dirty(),
+                SyncPolicy::Interval(_) => None,
+            };
+            (seq, dirty)
+        };
+        if let Some(file) = dirty {
+            sync_file(file).await?;
+        }
+        Ok(seq)
+    }
+
+    #[cfg(test)]
+    fn stream_for_test(&self, name: &str) -> Arc<StreamShared> {
+        self.stream_named(name).expect("stream exists")
+    }
+}
+
+async fn sync_file(file: Arc<File>) -> Result<(), BusError> {
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|e| BusError::Other(format!("fsync task failed: {e}")))??;
+    Ok(())
+}
+
+/// Background fsync (for [`SyncPolicy::Interval`]) and `max_age` expiry.
+async fn maintain(broker: Weak<Broker>) {
+    let every = match broker.upgrade().map(|b| b.config.sync) {
+        Some(SyncPolicy::Interval(d)) => d.max(Duration::from_millis(1)),
+        Some(SyncPolicy::Always) => EXPIRE_EVERY,
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_expiry = tokio::time::Instant::now();
+    loop {
+        ticker.tick().await;
+        let streams = match broker.upgrade() {
+            Some(b) if !b.closed.load(Ordering::Acquire) => {
+                b.streams.read().expect("streams lock poisoned").clone()
+            }
+            _ => return,
+        };
+        for s in &streams {
+            let dirty = s.lock().take_dirty();
+            if let Some(file) = dirty
+                && let Err(e) = sync_file(file).await
+            {
+                tracing::warn!(error = %e, "background fsync of a stream log failed");
+            }
+        }
+        if last_expiry.elapsed() >= EXPIRE_EVERY {
+            last_expiry = tokio::time::Instant::now();
+            let now_ms = stream::wall_ms();
+            for s in &streams {
+                s.lock().expire(now_ms);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBroker {
+    fn features(&self) -> Features {
+        Features {
+            durable: self.inner.config.data_dir.is_some(),
+            ordered_per_key: true,
+            consumer_groups: true,
+            redelivery_delay: true,
+            request_reply: false,
+            headers: true,
+            max_payload: self.inner.config.max_payload,
+        }
+    }
+
+    async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
+        self.ensure_open()?;
+        if !valid_stream_name(&config.name) {
+            return Err(BusError::Other(format!(
+                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
+                config.name
+            )));
+        }
+        if config.subjects.is_empty() {
+            return Err(BusError::Other(format!(
+                "stream {} needs at least one subject",
+                config.name
+            )));
+        }
+        for s in &config.subjects {
+            subject::validate_filter(s).map_err(|why| BusError::InvalidSubject(s.clone(), why))?;
+        }
+        let _creating = self.inner.create.lock().await;
+        let existing = self.streams();
+        for other in &existing {
+            let o = other.lock();
+            if o.name() == config.name {
+                continue;
+            }
+            // One subject in two streams would store (and deliver) it twice.
+            for mine in &config.subjects {
+                if let Some(theirs) = o
+                    .config()
+                    .subjects
+                    .iter()
+                    .find(|t| subject::overlap(mine, t))
+                {
+                    return Err(BusError::Other(format!(
+                        "subject {mine:?} of stream {} overlaps {theirs:?} of stream {}",
+                        config.name,
+                        o.name()
+                    )));
+                }
+            }
+        }
+        if let Some(s) = existing.iter().find(|s| s.lock().name() == config.name) {
+            s.lock().configure(config)?;
+            return Ok(());
+        }
+        let name = config.name.clone();
+        let store: Box<dyn StreamStore> = match &self.inner.dir {
+            Some(dir) => {
+                let path = dir.join(format!("{name}.log"));
+                let (store, records) = tokio::task::spawn_blocking(move || FileStore::open(&path))
+                    .await
+                    .map_err(|e| BusError::Other(format!("stream open task failed: {e}")))??;
+                if !records.is_empty() {
+                    // Only possible if the file appeared after open; keep it safe.
+                    return Err(BusError::Other(format!(
+                        "stream log for {name} appeared while the broker was running"
+                    )));
+                }
+                Box::new(store)
+            }
+            None => Box::new(MemStore),
+        };
+        let mut stream = Stream::restore(name, None, store, Vec::new());
+        stream.configure(config)?;
+        self.inner
+            .streams
+            .write()
+            .expect("streams lock poisoned")
+            .push(StreamShared::new(stream));
+        Ok(())
+    }
+
+    async fn publish(&self, message: Message) -> Result<(), BusError> {
+        self.ensure_open()?;
+        self.check_message(&message)?;
+        for s in self.streams() {
+            if s.lock().captures(&message.subject) {
+                self.append_to(&s, message.clone(), true).await?;
+            }
+        }
+        self.inner.core.publish(&message);
+        Ok(())
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
+        self.ensure_open()?;
+        self.inner.core.subscribe(subject, None, SUB_PENDING)
+    }
+
+    async fn subscribe_group(
+        &self,
+        subject: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<Subscription, BusError> {
+        self.ensure_open()?;
+        subject::validate_filter(subject)
+            .map_err(|why| BusError::InvalidSubject(subject.to_string(), why))?;
+        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BusError::Other(format!("invalid group name {group:?}")));
+        }
+        let stream = self
+            .streams()
+            .into_iter()
+            .find(|s| s.lock().covers(subject))
+            .ok_or_else(|| BusError::NoStream(subject.to_string()))?;
+        let (gi, member) = {
+            let mut s = stream.lock();
+            let gi = s.ensure_group(group, subject, &options)?;
+            (gi, s.add_member(gi))
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(options.max_in_flight.max(1));
+        tokio::spawn(stream::pump(stream.clone(), gi, member, options, tx));
+        let guard = MemberGuard {
+            stream: Arc::downgrade(&stream),
+            group: gi,
+            member,
+        };
+        Ok(Subscription::new(rx, Some(Box::new(guard))))
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        self.ensure_open()?;
+        if let Some(dir) = &self.inner.dir {
+            let meta = fs::metadata(dir)?;
+            if !meta.is_dir() {
+                return Err(BusError::Unavailable(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.core.close();
+        for s in self.streams() {
+            let dirty = s.lock().close();
+            if let Some(file) = dirty
+                && let Err(e) = sync_file(file).await
+            {
+                tracing::warn!(error = %e, "final fsync of a stream log failed");
+            }
+        }
+        // Let a new broker (in this process or another) take the directory now.
+        drop(
+            self.inner
+                .lock_file
+                .lock()
+                .expect("lock file mutex poisoned")
+                .take(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! Everything a request can fail with, and the one place it becomes HTTP.
+
+use orderly_kit::{ApiError, FieldError};
+
+use crate::google::GoogleError;
+use crate::password::PasswordError;
+use crate::store::StoreError;
+use crate::tokens::TokenError;
+
+pub const EMAIL_TAKEN: &str = "Email already registered";
+pub const BAD_LOGIN: &str = "Incorrect email or password";
+pub const GOOGLE_NOT_CONFIGURED: &str =
+    "Google login is not configured (set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)";
+pub const MISSING_STATE: &str = "Missing state parameter";
+pub const INVALID_STATE: &str = "Invalid state parameter (CSRF check failed)";
+pub const MISSING_CODE: &str = "Missing code parameter";
+pub const EMAIL_NOT_VERIFIED: &str = "Google account e-mail is not verified";
+pub const GOOGLE_ACCOUNT_CONFLICT: &str =
+    "This e-mail is already linked to a different Google account";
+pub const GOOGLE_FAILED: &str = "Google login failed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid request body")]
+    Validation(Vec<FieldError>),
+    #[error("{EMAIL_TAKEN}")]
+    EmailTaken,
+    #[error("{BAD_LOGIN}")]
+    BadLogin,
+    #[error("{GOOGLE_NOT_CONFIGURED}")]
+    GoogleNotConfigured,
+    #[error("{MISSING_STATE}")]
+    MissingState,
+    #[error("{INVALID_STATE}")]
+    InvalidState,
+    #[error("{MISSING_CODE}")]
+    MissingCode,
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Validation(errors) => ApiError::Validation(errors),
+            AuthError::EmailTaken | AuthError::Store(StoreError::DuplicateEmail) => {
+                ApiError::BadRequest(EMAIL_TAKEN.into())
+            }
+            AuthError::BadLogin => ApiError::unauthorized(BAD_LOGIN),
+            AuthError::GoogleNotConfigured => ApiError::Unavailable(GOOGLE_NOT_CONFIGURED.into()),
+            AuthError::MissingState => ApiError::BadRequest(MISSING_STATE.into()),
+            AuthError::InvalidState => ApiError::BadRequest(INVALID_STATE.into()),
+            AuthError::MissingCode => ApiError::BadRequest(MISSING_CODE.into()),
+            AuthError::Google(GoogleError::EmailNotVerified) => {
+                ApiError::BadRequest(EMAIL_NOT_VERIFIED.into())
+            }
+            AuthError::Store(StoreError::GoogleAccountConflict) => {
+                ApiError::BadRequest(GOOGLE_ACCOUNT_CONFLICT.into())
+            }
+            AuthError::Google(GoogleError::Provider(cause)) => {
+                // The cause stays in the log: provider replies are not for clients.
+                tracing::warn!(error = %cause, "Google login failed at the provider");
+                ApiError::BadGateway(GOOGLE_FAILED.into())
+            }
+            // Internal failures: kit logs the cause and answers a generic 500.
+            err @ (AuthError::Store(_) | AuthError::Password(_) | AuthError::Token(_)) => {
+                ApiError::internal(error_chain(&err))
+            }
+        }
+    }
+}
+
+/// `outer: inner: innermost`, so a logged 500 says what actually failed.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror's `transparent` and `{0}` messages often repeat the source.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

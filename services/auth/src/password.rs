@@ -1,0 +1,126 @@
+//! Password hashing: Argon2id with OWASP's baseline parameters, stored as PHC
+//! strings. Hashing is CPU-bound (tens of milliseconds), so it runs on the
+//! blocking pool instead of stalling the async workers.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngCore;
+
+/// Memory cost in KiB, iterations and parallelism (OWASP: m=19 MiB, t=2, p=1).
+const MEMORY_KIB: u32 = 19_456;
+const ITERATIONS: u32 = 2;
+const PARALLELISM: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("the stored password hash is not a valid PHC string: {0}")]
+    StoredHash(String),
+    #[error("the password hashing task failed: {0}")]
+    Task(String),
+}
+
+fn hasher() -> Result<Argon2<'static>, PasswordError> {
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    // The salt comes from rand 0.9's CSPRNG; argon2's own salt helper would need
+    // the older rand_core's OS RNG feature.
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    hasher()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+/// A hash of a password nobody knows, with the same parameters as real ones:
+/// checking an unknown e-mail's password against it costs what a wrong password
+/// costs, so response times do not reveal which e-mails are registered.
+fn dummy_hash() -> Result<&'static str, PasswordError> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let mut random = [0u8; 32];
+    rand::rng().fill_bytes(&mut random);
+    let hash = hash_blocking(&format!("{random:?}"))?;
+    Ok(DUMMY.get_or_init(|| hash))
+}
+
+fn verify_blocking(password: &str, stored: Option<&str>) -> Result<bool, PasswordError> {
+    let (stored, real) = match stored {
+        Some(hash) => (hash, true),
+        None => (dummy_hash()?, false),
+    };
+    let parsed = PasswordHash::new(stored).map_err(|e| PasswordError::StoredHash(e.to_string()))?;
+    // `verify_password` takes the cost parameters from the PHC string itself.
+    let matches = hasher()?
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    Ok(real && matches)
+}
+
+/// Hash a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+pub async fn hash(password: String) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|e| PasswordError::Task(e.to_string()))?
+}
+
+/// Check a password against a stored hash. `None` (unknown user, or a Google-only
+/// account) still does a full verification against the dummy hash, and is false.
+pub async fn verify(password: String, stored: Option<String>) -> Result<bool, PasswordError> {
+    tokio::task::spawn_blocking(move || verify_blocking(&password, stored.as_deref()))
+        .await
+        .map_err(|e| PasswordError::Task(e.to_string()))?
+}
+
+/// Compute the dummy hash at startup, so the first failed login is not the one
+/// that pays for it (which would itself be a timing signal).
+pub async fn warm_up() -> Result<(), PasswordError> {
+    tokio::task::spawn_blocking(|| dummy_hash().map(|_| ()))
+        .await
+        .map_err(|e| PasswordError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_is_argon2id_with_the_chosen_cost_and_verifies_only_its_password() {
+        let hash = hash("correct horse".into()).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify("wrong horse".into(), Some(hash)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_stored_hash_never_verifies() {
+        assert!(!verify(String::new(), None).await.unwrap());
+        assert!(!verify("anything".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
+        let err = verify("x".into(), Some("plaintext".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PasswordError::StoredHash(_)));
+    }
+}

@@ -1,0 +1,103 @@
+//! Turning [`AuthSettings`] into a ready-to-serve router.
+
+use std::sync::Arc;
+
+use axum::Router;
+use orderly_kit::config::AuthSettings;
+use orderly_kit::health::ReadinessCheck;
+
+use crate::google::GoogleClient;
+use crate::keys::{self, KeyError};
+use crate::password::{self, PasswordError};
+use crate::sqlite::SqliteUserStore;
+use crate::state::AuthState;
+use crate::store::{StoreError, StoreReadiness, UserStore};
+use crate::tokens::TokenIssuer;
+
+/// Why the service could not start. Each variant names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the HTTP client for Google login: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+impl AuthState {
+    /// Open and migrate the user database, load (or on first start generate) the
+    /// signing keys, and set up Google login when configured.
+    pub async fn from_settings(settings: &AuthSettings) -> Result<Self, StartupError> {
+        let store = SqliteUserStore::connect(&settings.database_url).await?;
+        let keys =
+            keys::load_or_generate(&settings.private_key_path, &settings.public_key_path).await?;
+        password::warm_up().await?;
+        let google = settings.google.clone().map(GoogleClient::new).transpose()?;
+        if google.is_none() {
+            tracing::info!("Google login is not configured; its routes answer 503");
+        }
+        Ok(AuthState::new(
+            Arc::new(store),
+            TokenIssuer::new(keys.encoding, settings.access_token_ttl),
+            google,
+            settings.cookie_secure,
+        ))
+    }
+}
+
+/// What `/ready` checks for this service.
+pub fn readiness_checks(state: &AuthState) -> Vec<Arc<dyn ReadinessCheck>> {
+    let store: Arc<dyn UserStore> = Arc::clone(state.store());
+    vec![Arc::new(StoreReadiness(store))]
+}
+
+/// The whole service: state from settings, routes, and kit's operational
+/// routes and layers (`/health`, `/ready`, `/docs`, metrics, 404/405 bodies).
+pub async fn build(settings: &AuthSettings) -> Result<Router, StartupError> {
+    let state = AuthState::from_settings(settings).await?;
+    let checks = readiness_checks(&state);
+    Ok(orderly_kit::http::finish(
+        "auth",
+        crate::routes::router(state),
+        crate::routes::openapi(),
+        checks,
+    ))
+}
+
+/// Apply the user database's migrations and return (`orderly migrate`).
+/// Touches no keys, so it can run before the first real start.
+pub async fn migrate(settings: &AuthSettings) -> Result<(), StartupError> {
+    let store = SqliteUserStore::connect(&settings.database_url).await?;
+    store.pool().close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn migrate_creates_the_database_and_its_directory_but_no_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data/auth.db");
+        let settings = AuthSettings {
+            bind: "127.0.0.1:0".into(),
+            database_url: format!("sqlite://{}?mode=rwc", db.display()),
+            private_key_path: dir.path().join("keys/private.pem"),
+            public_key_path: dir.path().join("keys/public.pem"),
+            access_token_ttl: Duration::from_secs(60),
+            cookie_secure: false,
+            google: None,
+        };
+        migrate(&settings).await.unwrap();
+        assert!(db.exists());
+        assert!(!settings.private_key_path.exists());
+        // Running it again is a no-op.
+        migrate(&settings).await.unwrap();
+    }
+}

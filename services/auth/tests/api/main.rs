@@ -1,0 +1,7 @@
+//! Black-box tests of the auth service through its router (no sockets, except
+//! the fake Google provider).
+
+mod google;
+mod helpers;
+mod register;
+mod token;

@@ -1,0 +1,52 @@
+//! Which client a request comes from, for rate limiting.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+
+/// The peer address, or — only when the peer is a trusted proxy — the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (clients can
+/// prepend anything to that header, so the left end is never believed).
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer_ip = peer.ip();
+    if !trusted.contains(&peer_ip) {
+        return peer_ip;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer_ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_another_address() {
+        let peer: SocketAddr = "9.9.9.9:1000".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers("1.1.1.1"), &[]), peer.ip());
+    }
+
+    #[test]
+    fn a_trusted_proxy_forwards_the_client() {
+        let peer: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let trusted = ["10.0.0.1".parse().unwrap()];
+        let ip = client_ip(peer, &headers("6.6.6.6, 2.2.2.2"), &trusted);
+        assert_eq!(ip, "2.2.2.2".parse::<IpAddr>().unwrap());
+    }
+}

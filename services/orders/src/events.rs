@@ -1,0 +1,133 @@
+//! The events orders publishes (contract: `new_order`, `order_status_changed`).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use orderly_bus::StreamConfig;
+
+use crate::OrderStatus;
+
+pub const NEW_ORDER: &str = "new_order";
+pub const ORDER_STATUS_CHANGED: &str = "order_status_changed";
+
+/// The durable stream holding both events, so a consumer group started later
+/// still receives what was published before it.
+pub fn stream() -> StreamConfig {
+    StreamConfig::new("orders", &[NEW_ORDER, ORDER_STATUS_CHANGED])
+}
+
+/// `new_order` value, exactly as the old Kafka consumers read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub order_id: Uuid,
+    pub user_id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderStatusChanged {
+    pub order_id: Uuid,
+    pub user_id: i64,
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+}
+
+/// An event ready for the outbox: written with the change, published by the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub event_id: Uuid,
+    pub subject: &'static str,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: String,
+}
+
+impl OutboxEvent {
+    fn new<T: Serialize>(
+        subject: &'static str,
+        key: Uuid,
+        body: &T,
+        traceparent: Option<&str>,
+    ) -> Self {
+        let event_id = Uuid::now_v7();
+        let mut headers = vec![
+            (
+                orderly_bus::header::EVENT_ID.to_string(),
+                event_id.to_string(),
+            ),
+            (
+                orderly_bus::header::EVENT_TYPE.to_string(),
+                subject.to_string(),
+            ),
+        ];
+        if let Some(tp) = traceparent {
+            headers.push((orderly_bus::header::TRACEPARENT.to_string(), tp.to_string()));
+        }
+        Self {
+            event_id,
+            subject,
+            key: key.to_string(),
+            headers,
+            // Serialising these plain structs cannot fail.
+            payload: serde_json::to_string(body).unwrap_or_default(),
+        }
+    }
+
+    pub fn new_order(
+        order_id: Uuid,
+        user_id: i64,
+        at: OffsetDateTime,
+        traceparent: Option<&str>,
+    ) -> Self {
+        let body = NewOrder {
+            order_id,
+            user_id,
+            timestamp: at,
+        };
+        Self::new(NEW_ORDER, order_id, &body, traceparent)
+    }
+
+    pub fn status_changed(
+        order_id: Uuid,
+        user_id: i64,
+        from: OrderStatus,
+        to: OrderStatus,
+        at: OffsetDateTime,
+        traceparent: Option<&str>,
+    ) -> Self {
+        let body = OrderStatusChanged {
+            order_id,
+            user_id,
+            from,
+            to,
+            timestamp: at,
+        };
+        Self::new(ORDER_STATUS_CHANGED, order_id, &body, traceparent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_order_has_exactly_the_old_fields() {
+        let id = Uuid::nil();
+        let at = time::macros::datetime!(2026-02-16 10:30:00 UTC);
+        let e = OutboxEvent::new_order(id, 7, at, None);
+        assert_eq!(
+            e.payload,
+            r#"{"order_id":"00000000-0000-0000-0000-000000000000","user_id":7,"timestamp":"2026-02-16T10:30:00Z"}"#
+        );
+        assert_eq!(e.key, id.to_string());
+        assert!(
+            e.headers
+                .iter()
+                .any(|(k, v)| k == "event-id" && *v == e.event_id.to_string())
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The outbox relay: publishes events written with their changes, marking them
+//! sent only after the bus accepted them (at-least-once; never lost), and the
+//! listener that keeps this process's cache coherent with other processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use orderly_bus::{Bus, Message};
+use orderly_kit::Shutdown;
+
+use crate::OrderService;
+use crate::events::{ORDER_STATUS_CHANGED, OrderStatusChanged};
+use crate::store::{OrderStore, PendingEvent};
+
+const BATCH: i64 = 200;
+/// Safety net for a missed wake-up and for rows left by a crashed process.
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct OutboxRelay {
+    store: Arc<dyn OrderStore>,
+    bus: Arc<dyn Bus>,
+    wake: Arc<Notify>,
+}
+
+fn to_message(event: &PendingEvent) -> Message {
+    let mut message = Message::new(event.subject.clone(), Bytes::from(event.payload.clone()));
+    message.key = event.key.clone();
+    message.headers = event.headers.iter().cloned().collect();
+    message
+}
+
+impl OutboxRelay {
+    pub fn new(store: Arc<dyn OrderStore>, bus: Arc<dyn Bus>, wake: Arc<Notify>) -> Self {
+        Self { store, bus, wake }
+    }
+
+    /// Publish everything unsent, in order. Returns how many were sent.
+    pub async fn drain_once(&self) -> Result<usize, String> {
+        let mut total = 0;
+        loop {
+            let batch = self
+                .store
+                .unsent_events(BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            let mut sent = Vec::with_capacity(batch.len());
+            let mut failure = None;
+            for event in &batch {
+                match self.bus.publish(to_message(event)).await {
+                    Ok(()) => sent.push(event.id),
+                    Err(e) => {
+                        failure = Some(format!("publishing {}: {e}", event.subject));
+                        break;
+                    }
+                }
+            }
+            self.store
+                .mark_sent(&sent)
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics::counter!("outbox_published_total").increment(sent.len() as u64);
+            total += sent.len();
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            if batch.len() < BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain_once().await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not publish; will retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            if let Ok(lag) = self.store.unsent_count().await {
+                metrics::gauge!("outbox_unsent").set(lag as f64);
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        // One last pass so events of requests that finished during shutdown go out now.
+        if let Err(e) = self.drain_once().await {
+            tracing::warn!(error = %e, "outbox relay stopped with events unsent; they go out at the next start");
+        }
+        tracing::info!("outbox relay stopped");
+    }
+}
+
+/// Drop cached orders that another process changed (in-memory cache coherence).
+pub async fn forget_changed_orders(
+    service: Arc<OrderService>,
+    bus: Arc<dyn Bus>,
+    shutdown: Shutdown,
+) {
+    let mut subscription = match bus.subscribe(ORDER_STATUS_CHANGED).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to order_status_changed; cache coherence across processes is off");
+            return;
+        }
+    };
+    loop {
+        let delivery = tokio::select! {
+            d = subscription.next() => d,
+            _ = shutdown.wait() => break,
+        };
+        let Some(delivery) = delivery else { break };
+        match serde_json::from_slice::<OrderStatusChanged>(&delivery.message.payload) {
+            Ok(event) => service.forget(event.order_id).await,
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed order_status_changed event"),
+        }
+        delivery.ack();
+    }
+}

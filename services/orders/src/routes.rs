@@ -1,0 +1,309 @@
+//! The orders REST API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use orderly_kit::error::header_pair;
+use orderly_kit::extract::Json;
+use orderly_kit::token::{CurrentUser, TokenVerifier};
+use orderly_kit::{ApiError, FieldError};
+
+use crate::client_ip::client_ip;
+use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
+use crate::limiter::RateLimiter;
+use crate::service::{CreateOutcome, OrderService};
+
+#[derive(Clone)]
+pub struct OrdersState {
+    pub service: Arc<OrderService>,
+    pub verifier: Arc<TokenVerifier>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+impl FromRef<OrdersState> for Arc<TokenVerifier> {
+    fn from_ref(state: &OrdersState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// `/orders/*`: every route authenticated, then rate limited (the compat order:
+/// a request without a valid token is refused before it is counted).
+pub fn router(state: OrdersState) -> Router {
+    let orders = Router::new()
+        .route("/orders/", post(create_order))
+        .route("/orders", post(create_order))
+        .route("/orders/{order_id}/", get(get_order).patch(update_status))
+        .route("/orders/{order_id}", get(get_order).patch(update_status))
+        .route("/orders/user/{user_id}/", get(list_user_orders))
+        .route("/orders/user/{user_id}", get(list_user_orders))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_and_limit,
+        ));
+    orders.with_state(state)
+}
+
+async fn authenticate_and_limit(
+    State(state): State<OrdersState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    user: CurrentUser,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ip = client_ip(peer, req.headers(), &state.trusted_proxies);
+    let decision = state.limiter.hit(&ip.to_string()).await;
+    let headers = [
+        header_pair("x-ratelimit-limit", decision.limit),
+        header_pair("x-ratelimit-remaining", decision.remaining),
+        header_pair("x-ratelimit-reset", decision.reset_after),
+    ];
+    if !decision.allowed {
+        metrics::counter!("rate_limited_total").increment(1);
+        let mut h: HeaderMap = headers.into_iter().collect();
+        let (name, value) = header_pair("retry-after", decision.reset_after);
+        h.insert(name, value);
+        return ApiError::TooManyRequests {
+            detail: "Rate limit exceeded".into(),
+            headers: h,
+        }
+        .into_response();
+    }
+    req.extensions_mut().insert(user);
+    let mut response = next.run(req).await;
+    response.headers_mut().extend(headers);
+    response
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::Validation(vec![FieldError::new(
+            vec![json!("path"), json!("order_id")],
+            "Input should be a valid UUID",
+            "uuid_parsing",
+        )])
+    })
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Create an order; `user_id` comes from the token.
+#[utoipa::path(post, path = "/orders/", tag = "orders",
+    request_body = OrderCreate,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body returns the same order")),
+    responses(
+        (status = 200, description = "The created order (or the earlier one for a repeated Idempotency-Key)", body = Order),
+        (status = 401, description = "Not authenticated / Could not validate credentials"),
+        (status = 422, description = "Invalid body: empty items, non-positive price or quantity, total mismatch, reused key"),
+        (status = 429, description = "Rate limit exceeded"),
+    ),
+    security(("bearer" = [])))]
+async fn create_order(
+    State(state): State<OrdersState>,
+    Extension(user): Extension<CurrentUser>,
+    headers: HeaderMap,
+    Json(body): Json<OrderCreate>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Some(k.to_string()),
+            _ => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    vec![json!("header"), json!("Idempotency-Key")],
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    "string_length",
+                )]));
+            }
+        },
+    };
+    let outcome = state
+        .service
+        .create(&user, body, key, traceparent(&headers))
+        .await?;
+    Ok(match outcome {
+        CreateOutcome::New(order) => axum::Json(order).into_response(),
+        CreateOutcome::Replayed(order) => {
+            let mut r = axum::Json(order).into_response();
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+    })
+}
+
+/// One order (from the cache when present).
+#[utoipa::path(get, path = "/orders/{order_id}/", tag = "orders",
+    params(("order_id" = String, Path, description = "Order UUID")),
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "Not authenticated / Could not validate credentials"),
+        (status = 403, description = "Not authorized (another user's order)"),
+        (status = 404, description = "Order not found"),
+        (status = 422, description = "order_id is not a UUID"),
+        (status = 429, description = "Rate limit exceeded"),
+    ),
+    security(("bearer" = [])))]
+async fn get_order(
+    State(state): State<OrdersState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Order>, ApiError> {
+    let id = parse_order_id(&order_id)?;
+    Ok(axum::Json(state.service.get(&user, id).await?))
+}
+
+/// Change the status (legal transitions only).
+#[utoipa::path(patch, path = "/orders/{order_id}/", tag = "orders",
+    params(("order_id" = String, Path, description = "Order UUID")),
+    request_body = OrderStatusUpdate,
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "Not authenticated / Could not validate credentials"),
+        (status = 403, description = "Not authorized"),
+        (status = 404, description = "Order not found"),
+        (status = 409, description = "Illegal status transition"),
+        (status = 422, description = "Invalid status value"),
+        (status = 429, description = "Rate limit exceeded"),
+    ),
+    security(("bearer" = [])))]
+async fn update_status(
+    State(state): State<OrdersState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<OrderStatusUpdate>,
+) -> Result<axum::Json<Order>, ApiError> {
+    let id = parse_order_id(&order_id)?;
+    let order = state
+        .service
+        .set_status(&user, id, body.status, traceparent(&headers))
+        .await?;
+    Ok(axum::Json(order))
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+fn query_int(
+    name: &str,
+    raw: Option<&str>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, FieldError> {
+    let Some(raw) = raw else { return Ok(default) };
+    let value: i64 = raw.trim().parse().map_err(|_| {
+        FieldError::new(
+            vec![json!("query"), json!(name)],
+            "Input should be a valid integer",
+            "int_parsing",
+        )
+    })?;
+    if !(min..=max).contains(&value) {
+        return Err(FieldError::new(
+            vec![json!("query"), json!(name)],
+            format!("Input should be between {min} and {max}"),
+            "less_than_equal",
+        ));
+    }
+    Ok(value)
+}
+
+/// A user's orders, newest first.
+#[utoipa::path(get, path = "/orders/user/{user_id}/", tag = "orders",
+    params(
+        ("user_id" = i64, Path),
+        ("limit" = Option<i64>, Query, description = "1..=1000, default 100"),
+        ("offset" = Option<i64>, Query, description = ">= 0, default 0"),
+    ),
+    responses(
+        (status = 200, body = [Order]),
+        (status = 401, description = "Not authenticated / Could not validate credentials"),
+        (status = 403, description = "Not authorized (another user's id)"),
+        (status = 422, description = "Invalid user_id, limit or offset"),
+        (status = 429, description = "Rate limit exceeded"),
+    ),
+    security(("bearer" = [])))]
+async fn list_user_orders(
+    State(state): State<OrdersState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(user_id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<axum::Json<Vec<Order>>, ApiError> {
+    let user_id: i64 = user_id.parse().map_err(|_| {
+        ApiError::Validation(vec![FieldError::new(
+            vec![json!("path"), json!("user_id")],
+            "Input should be a valid integer",
+            "int_parsing",
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let limit = query_int("limit", page.limit.as_deref(), DEFAULT_LIMIT, 1, MAX_LIMIT)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
+    let offset = query_int("offset", page.offset.as_deref(), 0, 0, i64::MAX)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(axum::Json(
+        state.service.list(&user, user_id, limit, offset).await?,
+    ))
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "orderly orders", description = "Orders REST API (compatible with the FastAPI order service)"),
+    paths(create_order, get_order, update_status, list_user_orders),
+    components(schemas(Order, OrderCreate, OrderStatusUpdate, crate::domain::OrderItem, crate::domain::OrderStatus)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,91 @@
+//! The port to the orders database.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderStatus, ValidOrder};
+use crate::events::OutboxEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// How an idempotent create ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Order),
+    /// The same key was used before with the same body: the earlier order.
+    Replayed(Order),
+    /// The same key was used before with another body.
+    KeyReused,
+}
+
+/// An idempotency key and the canonical body it was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request: String,
+}
+
+/// How a conditional status change ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusChange {
+    Changed(Order),
+    /// The order was not in the expected status (someone else changed it first).
+    Conflict(Order),
+    NotFound,
+}
+
+/// An unsent outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    pub id: i64,
+    pub subject: String,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: String,
+}
+
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Write the order and its `new_order` event in one transaction.
+    async fn create(
+        &self,
+        order: &Order,
+        valid: &ValidOrder,
+        event: &OutboxEvent,
+        idempotency: Option<(&IdempotencyKey, i64)>,
+    ) -> Result<Created, StoreError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
+
+    async fn list_by_user(
+        &self,
+        user_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// `UPDATE … WHERE status = from`, the history row and the event, in one transaction.
+    async fn change_status(
+        &self,
+        id: Uuid,
+        from: OrderStatus,
+        to: OrderStatus,
+        event: &OutboxEvent,
+        at: OffsetDateTime,
+    ) -> Result<StatusChange, StoreError>;
+
+    async fn unsent_events(&self, limit: i64) -> Result<Vec<PendingEvent>, StoreError>;
+
+    async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    async fn unsent_count(&self) -> Result<i64, StoreError>;
+
+    async fn check(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,273 @@
+//! Start the built `orderly` binary on a fresh data directory and talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub struct TestApp {
+    pub auth_url: String,
+    pub orders_url: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Settings for a test run: fast payment, generous rate limit unless a test
+/// is about the limit, ports chosen by the OS.
+pub fn default_env() -> Vec<(String, String)> {
+    [
+        ("AUTH_BIND", "127.0.0.1:0"),
+        ("ORDERS_BIND", "127.0.0.1:0"),
+        ("WORKER_PAYMENT_DELAY_MS", "200"),
+        ("ORDERS_RATE_LIMIT", "10000/minute"),
+        ("JOB_RETRY_BASE_MS", "100"),
+        ("RUST_LOG", "info"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data_dir = tmp.path().join("data");
+    let mut app = start(&data_dir, overrides, 0).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Start on an existing data directory (restart tests); `generation` names the log file.
+pub fn start(
+    data_dir: &Path,
+    overrides: &[(&str, &str)],
+    generation: u32,
+) -> impl Future<Output = TestApp> {
+    let data_dir = data_dir.to_path_buf();
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    async move {
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let log_path = data_dir.join(format!("orderly-{generation}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderly"));
+        cmd.arg("all")
+            .current_dir(data_dir.parent().unwrap_or(&data_dir))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ORDERLY_DATA_DIR", &data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in default_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in &overrides {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start orderly");
+        let stdout = child.stdout.take().expect("stdout");
+        // The binary prints "  auth: http://127.0.0.1:PORT  (docs: …)" per service.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut auth_url = None;
+        let mut orders_url = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while auth_url.is_none() || orders_url.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("orderly did not announce its URLs; log:\n{log}");
+                }
+            };
+            let url = line.split_whitespace().nth(1).map(str::to_string);
+            if line.trim_start().starts_with("auth:") {
+                auth_url = url;
+            } else if line.trim_start().starts_with("orders:") {
+                orders_url = url;
+            }
+        }
+        TestApp {
+            auth_url: auth_url.unwrap_or_default(),
+            orders_url: orders_url.unwrap_or_default(),
+            data_dir,
+            http: reqwest::Client::new(),
+            child: Some(child),
+            _tmp: None,
+        }
+    }
+}
+
+impl TestApp {
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            let mut paths: Vec<_> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "log")
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("orderly-"))
+                })
+                .collect();
+            paths.sort();
+            for p in paths {
+                all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+        all
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/auth/register/", self.auth_url))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("register request")
+    }
+
+    pub async fn token_response(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/auth/token/", self.auth_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "username={}&password={}",
+                urlencode(email),
+                urlencode(password)
+            ))
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    /// Register a fresh user and return (user id, access token).
+    pub async fn user(&self, email: &str) -> (i64, String) {
+        let r = self.register(email, "secret-password").await;
+        assert_eq!(r.status(), 200, "register {email}");
+        let id = r.json::<Value>().await.unwrap()["user_id"]
+            .as_i64()
+            .unwrap();
+        let t = self.token_response(email, "secret-password").await;
+        assert_eq!(t.status(), 200);
+        let token = t.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (id, token)
+    }
+
+    pub async fn create_order(&self, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders/", self.orders_url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create order")
+    }
+
+    pub async fn get_order(&self, token: &str, id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/orders/{id}/", self.orders_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get order")
+    }
+
+    /// Poll until the order has `status` (or panic after `within`).
+    pub async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let body: Value = self.get_order(token, id).await.json().await.unwrap();
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} never became {status}: {body}\nlogs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn one_item_order() -> Value {
+    json!({"items": [{"name": "Test Item", "price": 100.0, "quantity": 1}], "total_price": 100.0})
+}
+
+fn urlencode(s: &str) -> String {
+    url_escape(s)
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
