@@ -5,6 +5,8 @@
 //! They never name a transport: adapters (`embedded` here, Kafka, NATS, Redis in
 //! `adapters/`) implement the traits, and the same contract holds for each.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod embedded;
 mod error;
 mod message;
@@ -12,7 +14,7 @@ mod ports;
 mod retry;
 
 pub use error::{BusError, QueueError};
-pub use message::{Delivery, Headers, Message, Subscription};
+pub use message::{AckKind, Acker, Delivery, Headers, Message, Subscription};
 pub use ports::{
     Bus, DeadJob, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats, RetryOutcome,
     StreamConfig,
