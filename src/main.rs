@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tokio::sync::Notify;
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{Bus, JobQueue, RetryPolicy};
@@ -13,12 +12,9 @@ use orderly_kit::config::{BusKind, Env, Settings};
 use orderly_kit::health::ReadinessCheck;
 use orderly_kit::token::TokenVerifier;
 use orderly_kit::{Shutdown, http};
-use orderly_orders::cache::MemoryCache;
-use orderly_orders::limiter::MemoryLimiter;
+use orderly_orders::OrdersState;
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
-use orderly_orders::sqlite::SqliteOrderStore;
-use orderly_orders::store::OrderStore;
-use orderly_orders::{OrderService, OrdersState};
+use orderly_orders::startup::OrdersParts;
 use orderly_worker::{Worker, WorkerConfig};
 
 /// Order processing: auth, orders API, event bus, consumer and worker.
@@ -88,7 +84,9 @@ async fn run(command: Command) -> Result<()> {
 
     if command == Command::Migrate {
         orderly_auth::migrate(&settings.auth).await?;
-        SqliteOrderStore::connect(&settings.orders.database_url).await?;
+        orderly_orders::startup::migrate(&settings.orders)
+            .await
+            .context("orders database")?;
         tracing::info!("migrations applied");
         println!("migrations applied");
         return Ok(());
@@ -111,13 +109,16 @@ async fn run(command: Command) -> Result<()> {
 
     if let Some((bus, queue)) = &messaging {
         let orders = if matches!(command, Command::All | Command::Orders | Command::Worker) {
-            Some(orders_service(&settings).await?)
+            Some(orderly_orders::startup::build(&settings.orders).await?)
         } else {
             None
         };
-        if let (true, Some((service, wake))) =
-            (matches!(command, Command::All | Command::Orders), &orders)
-        {
+        if let (true, Some(parts)) = (matches!(command, Command::All | Command::Orders), &orders) {
+            let OrdersParts {
+                service,
+                outbox_written: wake,
+                ..
+            } = parts;
             bus.ensure_stream(orderly_orders::events::stream()).await?;
             let verifier = Arc::new(
                 TokenVerifier::from_file(&settings.orders.public_key_path)
@@ -126,13 +127,11 @@ async fn run(command: Command) -> Result<()> {
             let state = OrdersState {
                 service: service.clone(),
                 verifier,
-                limiter: Arc::new(MemoryLimiter::new(settings.orders.rate_limit)),
+                limiter: parts.limiter.clone(),
                 trusted_proxies: Arc::new(settings.orders.trusted_proxies.clone()),
             };
-            let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-                Arc::new(StoreCheck(service.store().clone())),
-                Arc::new(BusCheck(bus.clone())),
-            ];
+            let mut checks: Vec<Arc<dyn ReadinessCheck>> = parts.checks.clone();
+            checks.push(Arc::new(BusCheck(bus.clone())));
             let app = http::finish(
                 "orders",
                 orderly_orders::router(state),
@@ -148,17 +147,21 @@ async fn run(command: Command) -> Result<()> {
                 relay.run(relay_stop).await;
                 Ok(())
             });
-            let (svc, b, s) = (service.clone(), bus.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                forget_changed_orders(svc, b, s).await;
-                Ok(())
-            });
+            // A shared (Redis) cache is refreshed by whoever writes; only
+            // per-process caches need to hear about other processes' changes.
+            if !parts.shared_cache {
+                let (svc, b, s) = (service.clone(), bus.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    forget_changed_orders(svc, b, s).await;
+                    Ok(())
+                });
+            }
         }
         if matches!(command, Command::All | Command::Consumer) {
             let (b, q, s) = (bus.clone(), queue.clone(), shutdown.clone());
             tasks.spawn(async move { orderly_consumer::run(b, q, s).await.context("consumer") });
         }
-        if let (true, Some((service, _))) =
+        if let (true, Some(OrdersParts { service, .. })) =
             (matches!(command, Command::All | Command::Worker), &orders)
         {
             let w = &settings.worker;
@@ -242,30 +245,6 @@ async fn open_messaging(settings: &Settings) -> Result<(Arc<dyn Bus>, Arc<dyn Jo
                 .context("embedded job queue")?;
             Ok((Arc::new(broker), Arc::new(queue)))
         }
-    }
-}
-
-async fn orders_service(settings: &Settings) -> Result<(Arc<OrderService>, Arc<Notify>)> {
-    let store: Arc<dyn OrderStore> = Arc::new(
-        SqliteOrderStore::connect(&settings.orders.database_url)
-            .await
-            .context("orders database")?,
-    );
-    let cache = Arc::new(MemoryCache::new(settings.orders.cache_ttl, 100_000));
-    let wake = Arc::new(Notify::new());
-    let service = OrderService::new(store, cache, settings.orders.status_policy, wake.clone());
-    Ok((Arc::new(service), wake))
-}
-
-struct StoreCheck(Arc<dyn OrderStore>);
-
-#[async_trait::async_trait]
-impl ReadinessCheck for StoreCheck {
-    fn name(&self) -> &'static str {
-        "database"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
     }
 }
 

@@ -1,7 +1,7 @@
 use crate::helpers::spawn_app_with;
 
 /// The old README's script, unchanged but for the host:port of each service.
-fn run_old_script(auth_url: &str, orders_url: &str) -> String {
+pub fn run_old_script(auth_url: &str, orders_url: &str) -> String {
     let script = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/e2e/old_readme_e2e.sh"

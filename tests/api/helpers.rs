@@ -50,6 +50,19 @@ pub fn start(
     overrides: &[(&str, &str)],
     generation: u32,
 ) -> impl Future<Output = TestApp> {
+    start_role("all", data_dir, overrides, generation)
+}
+
+/// Like [`start`], for one role (`all`, `auth` or `orders`); waits for the URLs
+/// that role announces (the others stay empty).
+pub fn start_role(
+    role: &'static str,
+    data_dir: &Path,
+    overrides: &[(&str, &str)],
+    generation: u32,
+) -> impl Future<Output = TestApp> {
+    let wants_auth = matches!(role, "all" | "auth");
+    let wants_orders = matches!(role, "all" | "orders");
     let data_dir = data_dir.to_path_buf();
     let overrides: Vec<(String, String)> = overrides
         .iter()
@@ -60,7 +73,7 @@ pub fn start(
         let log_path = data_dir.join(format!("orderly-{generation}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderly"));
-        cmd.arg("all")
+        cmd.arg(role)
             .current_dir(data_dir.parent().unwrap_or(&data_dir))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -88,7 +101,7 @@ pub fn start(
         let mut auth_url = None;
         let mut orders_url = None;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while auth_url.is_none() || orders_url.is_none() {
+        while (wants_auth && auth_url.is_none()) || (wants_orders && orders_url.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,

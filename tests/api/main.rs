@@ -6,3 +6,4 @@ mod contract;
 mod crash;
 mod e2e;
 mod helpers;
+mod production;

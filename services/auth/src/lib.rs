@@ -9,14 +9,17 @@ pub mod error;
 pub mod google;
 pub mod keys;
 pub mod password;
+pub mod postgres;
 mod routes;
 pub mod sqlite;
 pub mod startup;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 pub mod tokens;
 
 pub use error::AuthError;
 pub use routes::{openapi, router};
-pub use startup::{StartupError, build, migrate, readiness_checks};
+pub use startup::{StartupError, build, migrate, open_store, readiness_checks};
 pub use state::AuthState;

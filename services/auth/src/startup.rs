@@ -9,6 +9,7 @@ use orderly_kit::health::ReadinessCheck;
 use crate::google::GoogleClient;
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
+use crate::postgres::PgUserStore;
 use crate::sqlite::SqliteUserStore;
 use crate::state::AuthState;
 use crate::store::{StoreError, StoreReadiness, UserStore};
@@ -27,11 +28,21 @@ pub enum StartupError {
     Password(#[from] PasswordError),
 }
 
+/// The user store the URL names: `postgres://` (or `postgresql://`) or `sqlite://`.
+/// Opening applies the migrations.
+pub async fn open_store(url: &str) -> Result<Arc<dyn UserStore>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgUserStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteUserStore::connect(url).await?))
+    }
+}
+
 impl AuthState {
     /// Open and migrate the user database, load (or on first start generate) the
     /// signing keys, and set up Google login when configured.
     pub async fn from_settings(settings: &AuthSettings) -> Result<Self, StartupError> {
-        let store = SqliteUserStore::connect(&settings.database_url).await?;
+        let store = open_store(settings.database_url.expose()).await?;
         let keys =
             keys::load_or_generate(&settings.private_key_path, &settings.public_key_path).await?;
         password::warm_up().await?;
@@ -40,7 +51,7 @@ impl AuthState {
             tracing::info!("Google login is not configured; its routes answer 503");
         }
         Ok(AuthState::new(
-            Arc::new(store),
+            store,
             TokenIssuer::new(keys.encoding, settings.access_token_ttl),
             google,
             settings.cookie_secure,
@@ -70,8 +81,12 @@ pub async fn build(settings: &AuthSettings) -> Result<Router, StartupError> {
 /// Apply the user database's migrations and return (`orderly migrate`).
 /// Touches no keys, so it can run before the first real start.
 pub async fn migrate(settings: &AuthSettings) -> Result<(), StartupError> {
-    let store = SqliteUserStore::connect(&settings.database_url).await?;
-    store.pool().close().await;
+    let url = settings.database_url.expose();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        PgUserStore::connect(url).await?.pool().close().await;
+    } else {
+        SqliteUserStore::connect(url).await?.pool().close().await;
+    }
     Ok(())
 }
 
@@ -87,7 +102,10 @@ mod tests {
         let db = dir.path().join("data/auth.db");
         let settings = AuthSettings {
             bind: "127.0.0.1:0".into(),
-            database_url: format!("sqlite://{}?mode=rwc", db.display()),
+            database_url: orderly_kit::config::Secret::new(format!(
+                "sqlite://{}?mode=rwc",
+                db.display()
+            )),
             private_key_path: dir.path().join("keys/private.pem"),
             public_key_path: dir.path().join("keys/public.pem"),
             access_token_ttl: Duration::from_secs(60),

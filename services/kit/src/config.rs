@@ -44,6 +44,8 @@ pub const ENV_NAMES: &[&str] = &[
     "REDIS_URL",
     "ORDERS_REDIS_URL",
     "ORDERS_REDIS_LIMITER_URL",
+    "ORDERS_RATE_LIMIT_FAIL_CLOSED",
+    "ORDERS_RATE_LIMIT_KEY_PREFIX",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
     "WORKER_PAYMENT_DELAY_MS",
@@ -70,6 +72,18 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "<unparsable URL>".to_string(),
     }
 }
 
@@ -167,7 +181,8 @@ pub struct GoogleSettings {
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub bind: String,
-    pub database_url: String,
+    /// `sqlite://…` or `postgres://…`; may hold a password, hence [`Secret`].
+    pub database_url: Secret,
     pub private_key_path: PathBuf,
     pub public_key_path: PathBuf,
     pub access_token_ttl: Duration,
@@ -218,13 +233,22 @@ impl std::str::FromStr for RateLimit {
 #[derive(Debug, Clone)]
 pub struct OrdersSettings {
     pub bind: String,
-    pub database_url: String,
+    /// `sqlite://…` or `postgres://…`; may hold a password, hence [`Secret`].
+    pub database_url: Secret,
     pub public_key_path: PathBuf,
     pub rate_limit: RateLimit,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub cache_ttl: Duration,
     pub status_policy: StatusPolicy,
+    /// Redis for the order cache (`order:{id}`); `None`: in-process cache.
+    pub redis_cache_url: Option<Secret>,
+    /// Redis for the rate-limit counters; `None`: in-process limiter.
+    pub redis_limiter_url: Option<Secret>,
+    /// With Redis unreachable: refuse requests (503) instead of letting them through.
+    pub rate_limit_fail_closed: bool,
+    /// Prefix of the limiter's Redis keys (lets instances or test runs count apart).
+    pub rate_limit_key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -254,37 +278,98 @@ fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A database URL: the whole-URL variable wins; PostgreSQL parts next; else SQLite in the data dir.
-fn database_url(
-    env: &Env,
-    url_var: &str,
-    host_var: &str,
-    port_var: &str,
-    db_var: &str,
-    password_var: &str,
-    sqlite_file: PathBuf,
-) -> Result<String, ConfigError> {
-    if let Some((name, url)) = env.get(&[url_var]) {
-        let parsed = url::Url::parse(&url).map_err(|e| invalid(&name, &url, e.to_string()))?;
+/// The variables of one service's PostgreSQL parts.
+struct PgParts<'a> {
+    url: &'a str,
+    host: &'a str,
+    port: &'a str,
+    db: &'a str,
+    password: &'a str,
+    default_db: &'a str,
+}
+
+/// A database URL: the whole-URL variable wins; then the PostgreSQL parts (any of
+/// host/port/db/password set selects PostgreSQL); else SQLite in the data dir.
+fn database_url(env: &Env, vars: PgParts<'_>, sqlite_file: PathBuf) -> Result<Secret, ConfigError> {
+    if let Some((name, url)) = env.get(&[vars.url]) {
+        let parsed =
+            url::Url::parse(&url).map_err(|e| invalid(&name, &redact_url(&url), e.to_string()))?;
         return match parsed.scheme() {
-            "sqlite" => Ok(url),
-            "postgres" | "postgresql" => Err(ConfigError::Unsupported(format!(
-                "{name}: PostgreSQL is not supported by this build yet; use a sqlite:// URL or leave it unset"
-            ))),
+            "sqlite" | "postgres" | "postgresql" => Ok(Secret::new(url)),
             other => Err(invalid(
                 &name,
-                &url,
-                format!("unknown scheme {other:?} (expected sqlite://)"),
+                &redact_url(&url),
+                format!("unknown scheme {other:?} (expected postgres:// or sqlite://)"),
             )),
         };
     }
-    if env.get(&[host_var]).is_some() {
-        let _ = (port_var, db_var, password_var);
-        return Err(ConfigError::Unsupported(format!(
-            "{host_var} is set, but PostgreSQL is not supported by this build yet; unset it to use SQLite"
+    if [vars.host, vars.port, vars.db, vars.password]
+        .iter()
+        .all(|v| env.get(&[v]).is_none())
+    {
+        return Ok(Secret::new(format!(
+            "sqlite://{}?mode=rwc",
+            sqlite_file.display()
         )));
     }
-    Ok(format!("sqlite://{}?mode=rwc", sqlite_file.display()))
+    let host = env
+        .value(&[vars.host])
+        .unwrap_or_else(|| "localhost".into());
+    let port: u16 = env.parse(&[vars.port], 5432)?;
+    let user = env
+        .value(&["POSTGRES_USER"])
+        .unwrap_or_else(|| "postgres".into());
+    let db = env
+        .value(&[vars.db])
+        .unwrap_or_else(|| vars.default_db.into());
+    let mut url = url::Url::parse("postgres://localhost/")
+        .map_err(|e| invalid(vars.host, &host, e.to_string()))?;
+    url.set_host(Some(&host))
+        .map_err(|e| invalid(vars.host, &host, e.to_string()))?;
+    let _ = url.set_port(Some(port));
+    // `set_username`/`set_password` percent-encode, so any password works.
+    let _ = url.set_username(&user);
+    if let Some(password) = env.value(&[vars.password]) {
+        let _ = url.set_password(Some(&password));
+    }
+    url.set_path(&format!("/{db}"));
+    Ok(Secret::new(url.to_string()))
+}
+
+/// A Redis URL setting: `redis://` or `unix://` (no TLS in this build).
+fn redis_url(env: &Env, names: &[&str]) -> Result<Option<(String, url::Url)>, ConfigError> {
+    let Some((name, value)) = env.get(names) else {
+        return Ok(None);
+    };
+    let parsed =
+        url::Url::parse(&value).map_err(|e| invalid(&name, &redact_url(&value), e.to_string()))?;
+    match parsed.scheme() {
+        "redis" | "unix" | "redis+unix" => Ok(Some((name, parsed))),
+        other => Err(invalid(
+            &name,
+            &redact_url(&value),
+            format!("unknown scheme {other:?} (expected redis:// or unix://)"),
+        )),
+    }
+}
+
+/// The same server as `url`, database `db` (the old layout: cache 0, results 1, limiter 2).
+fn with_redis_db(url: &url::Url, db: u8) -> url::Url {
+    let mut url = url.clone();
+    if url.scheme() == "redis" {
+        url.set_path(&format!("/{db}"));
+    } else {
+        let others: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "db")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(others)
+            .append_pair("db", &db.to_string());
+    }
+    url
 }
 
 fn bind_addr(env: &Env, var: &str, default: &str) -> Result<String, ConfigError> {
@@ -315,13 +400,7 @@ impl Settings {
             }
             Some((name, v)) => return Err(invalid(&name, &v, "expected embedded, kafka or nats")),
         };
-        for redis_var in [
-            "REDIS_URL",
-            "ORDERS_REDIS_URL",
-            "ORDERS_REDIS_LIMITER_URL",
-            "CELERY_BROKER_URL",
-            "CELERY_RESULT_BACKEND",
-        ] {
+        for redis_var in ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"] {
             if let Some((name, _)) = env.get(&[redis_var]) {
                 return Err(ConfigError::Unsupported(format!(
                     "{name} is set, but Redis is not supported by this build yet; unset it to use the embedded cache, limiter and queue"
@@ -378,11 +457,14 @@ impl Settings {
             bind: bind_addr(env, "AUTH_BIND", "0.0.0.0:8001")?,
             database_url: database_url(
                 env,
-                "AUTH_DATABASE_URL",
-                "POSTGRES_AUTH_HOST",
-                "POSTGRES_AUTH_PORT",
-                "POSTGRES_AUTH_DB",
-                "POSTGRES_AUTH_PASSWORD",
+                PgParts {
+                    url: "AUTH_DATABASE_URL",
+                    host: "POSTGRES_AUTH_HOST",
+                    port: "POSTGRES_AUTH_PORT",
+                    db: "POSTGRES_AUTH_DB",
+                    password: "POSTGRES_AUTH_PASSWORD",
+                    default_db: "authdb",
+                },
                 data_dir.join("auth.db"),
             )?,
             private_key_path,
@@ -410,15 +492,25 @@ impl Settings {
             Some((_, v)) if v == "strict" => StatusPolicy::Strict,
             Some((name, v)) => return Err(invalid(&name, &v, "expected owner or strict")),
         };
+        // The more specific name wins: ORDERS_REDIS_URL lets orders use another
+        // Redis than the job queue's REDIS_URL.
+        let redis_cache = redis_url(env, &["ORDERS_REDIS_URL", "REDIS_URL"])?;
+        let redis_limiter = match redis_url(env, &["ORDERS_REDIS_LIMITER_URL"])? {
+            Some((_, url)) => Some(url),
+            None => redis_cache.as_ref().map(|(_, url)| with_redis_db(url, 2)),
+        };
         let orders = OrdersSettings {
             bind: bind_addr(env, "ORDERS_BIND", "0.0.0.0:8000")?,
             database_url: database_url(
                 env,
-                "ORDERS_DATABASE_URL",
-                "POSTGRES_ORDERS_HOST",
-                "POSTGRES_ORDERS_PORT",
-                "POSTGRES_ORDERS_DB",
-                "POSTGRES_ORDERS_PASSWORD",
+                PgParts {
+                    url: "ORDERS_DATABASE_URL",
+                    host: "POSTGRES_ORDERS_HOST",
+                    port: "POSTGRES_ORDERS_PORT",
+                    db: "POSTGRES_ORDERS_DB",
+                    password: "POSTGRES_ORDERS_PASSWORD",
+                    default_db: "ordersdb",
+                },
                 data_dir.join("orders.db"),
             )?,
             public_key_path: env
@@ -435,6 +527,12 @@ impl Settings {
             trusted_proxies,
             cache_ttl: Duration::from_secs(env.parse(&["ORDERS_CACHE_TTL_SECONDS"], 300)?),
             status_policy,
+            redis_cache_url: redis_cache.map(|(_, url)| Secret::new(url.to_string())),
+            redis_limiter_url: redis_limiter.map(|url| Secret::new(url.to_string())),
+            rate_limit_fail_closed: env.flag(&["ORDERS_RATE_LIMIT_FAIL_CLOSED"])?,
+            rate_limit_key_prefix: env
+                .value(&["ORDERS_RATE_LIMIT_KEY_PREFIX"])
+                .unwrap_or_else(|| "rate_limit:".into()),
         };
 
         let concurrency: usize = env.parse(&["WORKER_CONCURRENCY"], 4)?;
@@ -471,7 +569,13 @@ mod tests {
         let s = Settings::from_env(&Env::default()).unwrap();
         assert_eq!(s.auth.bind, "0.0.0.0:8001");
         assert_eq!(s.orders.bind, "0.0.0.0:8000");
-        assert_eq!(s.auth.database_url, "sqlite://data/auth.db?mode=rwc");
+        assert_eq!(
+            s.auth.database_url.expose(),
+            "sqlite://data/auth.db?mode=rwc"
+        );
+        assert!(s.orders.redis_cache_url.is_none());
+        assert!(s.orders.redis_limiter_url.is_none());
+        assert!(!s.orders.rate_limit_fail_closed);
         assert_eq!(s.orders.rate_limit.limit, 10);
         assert_eq!(s.auth.access_token_ttl, Duration::from_secs(1800));
         assert!(s.auth.google.is_none());
@@ -490,6 +594,79 @@ mod tests {
         let err = Settings::from_env(&env).unwrap_err().to_string();
         assert!(err.starts_with("ORDERS_BIND="), "{err}");
         let env = Env::from_pairs([("ORDERS_RATE_LIMIT", "ten")]);
+        assert!(Settings::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn postgres_parts_make_a_url_with_the_password_encoded_and_hidden() {
+        let env = Env::from_pairs([
+            ("POSTGRES_USER", "orders user"),
+            ("POSTGRES_ORDERS_HOST", "db.internal"),
+            ("POSTGRES_ORDERS_PASSWORD", "p@ss:w/rd"),
+            ("POSTGRES_AUTH_HOST", "authdb.internal"),
+            ("POSTGRES_AUTH_PORT", "6543"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(
+            s.orders.database_url.expose(),
+            "postgres://orders%20user:p%40ss%3Aw%2Frd@db.internal:5432/ordersdb"
+        );
+        assert_eq!(
+            s.auth.database_url.expose(),
+            "postgres://orders%20user@authdb.internal:6543/authdb"
+        );
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("p%40ss") && !shown.contains("p@ss"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url(s.orders.database_url.expose()),
+            "postgres://orders%20user:***@db.internal:5432/ordersdb"
+        );
+    }
+
+    #[test]
+    fn a_whole_database_url_wins_over_the_parts() {
+        let env = Env::from_pairs([
+            ("ORDERS_DATABASE_URL", "postgresql://u:pw@h/orders"),
+            ("POSTGRES_ORDERS_HOST", "ignored"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(s.orders.database_url.expose(), "postgresql://u:pw@h/orders");
+        let env = Env::from_pairs([("AUTH_DATABASE_URL", "mysql://u:secret@h/db")]);
+        let err = Settings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("AUTH_DATABASE_URL="), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn redis_url_is_the_cache_and_database_2_of_it_the_limiter() {
+        let env = Env::from_pairs([("REDIS_URL", "redis://:pw@cache:6379/0")]);
+        let s = Settings::from_env(&env).unwrap();
+        let cache = s.orders.redis_cache_url.unwrap();
+        assert_eq!(cache.expose(), "redis://:pw@cache:6379/0");
+        assert_eq!(
+            s.orders.redis_limiter_url.unwrap().expose(),
+            "redis://:pw@cache:6379/2"
+        );
+        let env = Env::from_pairs([
+            ("REDIS_URL", "redis://queue:6379"),
+            ("ORDERS_REDIS_URL", "redis://cache:6379"),
+            ("ORDERS_REDIS_LIMITER_URL", "redis://limits:6379/5"),
+            ("ORDERS_RATE_LIMIT_FAIL_CLOSED", "true"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(
+            s.orders.redis_cache_url.unwrap().expose(),
+            "redis://cache:6379"
+        );
+        assert_eq!(
+            s.orders.redis_limiter_url.unwrap().expose(),
+            "redis://limits:6379/5"
+        );
+        assert!(s.orders.rate_limit_fail_closed);
+        let env = Env::from_pairs([("REDIS_URL", "http://cache")]);
         assert!(Settings::from_env(&env).is_err());
     }
 

@@ -6,11 +6,18 @@ pub mod client_ip;
 pub mod domain;
 pub mod events;
 pub mod limiter;
+pub mod postgres;
+pub mod redis_cache;
+mod redis_gate;
+pub mod redis_limiter;
 pub mod relay;
 pub mod routes;
 pub mod service;
 pub mod sqlite;
+pub mod startup;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 
 pub use domain::{Order, OrderStatus};
 pub use routes::{OrdersState, openapi, router};

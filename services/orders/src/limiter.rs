@@ -22,9 +22,16 @@ pub struct Decision {
     pub reset_after: u64,
 }
 
+/// The limiter cannot count and is configured to refuse rather than guess (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Rate limiter unavailable")]
+pub struct LimiterUnavailable;
+
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    async fn hit(&self, client: &str) -> Decision;
+    /// Count one request of `client`. `Err` only when the backend is down and
+    /// the limiter is set to fail closed; failing open returns an allowing decision.
+    async fn hit(&self, client: &str) -> Result<Decision, LimiterUnavailable>;
 }
 
 pub struct MemoryLimiter {
@@ -63,11 +70,11 @@ impl MemoryLimiter {
 
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
-    async fn hit(&self, client: &str) -> Decision {
+    async fn hit(&self, client: &str) -> Result<Decision, LimiterUnavailable> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        self.decide(client, now)
+        Ok(self.decide(client, now))
     }
 }
 

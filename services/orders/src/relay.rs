@@ -38,21 +38,23 @@ impl OutboxRelay {
         Self { store, bus, wake }
     }
 
-    /// Publish everything unsent, in order. Returns how many were sent.
+    /// Publish everything unsent that no other relay holds, in order. Returns
+    /// how many were sent.
     pub async fn drain_once(&self) -> Result<usize, String> {
         let mut total = 0;
         loop {
-            let batch = self
+            let claim = self
                 .store
-                .unsent_events(BATCH)
+                .claim_unsent(BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
-            if batch.is_empty() {
+            let batch_len = claim.events().len();
+            if batch_len == 0 {
                 return Ok(total);
             }
-            let mut sent = Vec::with_capacity(batch.len());
+            let mut sent = Vec::with_capacity(batch_len);
             let mut failure = None;
-            for event in &batch {
+            for event in claim.events() {
                 match self.bus.publish(to_message(event)).await {
                     Ok(()) => sent.push(event.id),
                     Err(e) => {
@@ -61,22 +63,21 @@ impl OutboxRelay {
                     }
                 }
             }
-            self.store
-                .mark_sent(&sent)
-                .await
-                .map_err(|e| e.to_string())?;
+            claim.finish(&sent).await.map_err(|e| e.to_string())?;
             metrics::counter!("outbox_published_total").increment(sent.len() as u64);
             total += sent.len();
             if let Some(f) = failure {
                 return Err(f);
             }
-            if batch.len() < BATCH as usize {
+            if batch_len < BATCH as usize {
                 return Ok(total);
             }
         }
     }
 
     pub async fn run(self, shutdown: Shutdown) {
+        let (store, wake, stop) = (self.store.clone(), self.wake.clone(), shutdown.clone());
+        let watcher = tokio::spawn(async move { store.watch_outbox(wake, stop).await });
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.drain_once().await {
@@ -104,6 +105,7 @@ impl OutboxRelay {
         if let Err(e) = self.drain_once().await {
             tracing::warn!(error = %e, "outbox relay stopped with events unsent; they go out at the next start");
         }
+        let _ = watcher.await;
         tracing::info!("outbox relay stopped");
     }
 }

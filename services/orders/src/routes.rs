@@ -63,7 +63,10 @@ async fn authenticate_and_limit(
     next: Next,
 ) -> Response {
     let ip = client_ip(peer, req.headers(), &state.trusted_proxies);
-    let decision = state.limiter.hit(&ip.to_string()).await;
+    let decision = match state.limiter.hit(&ip.to_string()).await {
+        Ok(decision) => decision,
+        Err(unavailable) => return ApiError::Unavailable(unavailable.to_string()).into_response(),
+    };
     let headers = [
         header_pair("x-ratelimit-limit", decision.limit),
         header_pair("x-ratelimit-remaining", decision.remaining),
@@ -114,6 +117,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         (status = 401, description = "Not authenticated / Could not validate credentials"),
         (status = 422, description = "Invalid body: empty items, non-positive price or quantity, total mismatch, reused key"),
         (status = 429, description = "Rate limit exceeded"),
+        (status = 503, description = "Rate limiter unavailable (Redis down and ORDERS_RATE_LIMIT_FAIL_CLOSED=true)"),
     ),
     security(("bearer" = [])))]
 async fn create_order(

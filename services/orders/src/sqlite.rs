@@ -14,12 +14,48 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus, ValidOrder, from_cents};
 use crate::events::OutboxEvent;
-use crate::store::{Created, IdempotencyKey, OrderStore, PendingEvent, StatusChange, StoreError};
+use crate::store::{
+    Created, IdempotencyKey, OrderStore, OutboxClaim, PendingEvent, StatusChange, StoreError,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite/orders");
 
 pub struct SqliteOrderStore {
     pool: SqlitePool,
+    /// One outbox claim at a time: every relay on a SQLite file is in this process.
+    claim_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Events taken by [`SqliteOrderStore::claim_unsent`]; holds the claim lock.
+struct SqliteClaim {
+    pool: SqlitePool,
+    events: Vec<PendingEvent>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl OutboxClaim for SqliteClaim {
+    fn events(&self) -> &[PendingEvent] {
+        &self.events
+    }
+
+    async fn finish(self: Box<Self>, sent: &[i64]) -> Result<(), StoreError> {
+        mark_sent(&self.pool, sent).await
+    }
+}
+
+async fn mark_sent(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders = vec!["?"; ids.len()].join(",");
+    let sql = format!("UPDATE outbox SET sent_at = ? WHERE id IN ({placeholders})");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts(OffsetDateTime::now_utc()));
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.execute(pool).await?;
+    Ok(())
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -83,7 +119,10 @@ impl SqliteOrderStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            claim_lock: Default::default(),
+        })
     }
 
     async fn fetch_order<'e, E>(executor: E, id: &str) -> Result<Option<Order>, StoreError>
@@ -295,17 +334,17 @@ impl OrderStore for SqliteOrderStore {
     }
 
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let placeholders = vec!["?"; ids.len()].join(",");
-        let sql = format!("UPDATE outbox SET sent_at = ? WHERE id IN ({placeholders})");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts(OffsetDateTime::now_utc()));
-        for id in ids {
-            query = query.bind(id);
-        }
-        query.execute(&self.pool).await?;
-        Ok(())
+        mark_sent(&self.pool, ids).await
+    }
+
+    async fn claim_unsent(&self, limit: i64) -> Result<Box<dyn OutboxClaim>, StoreError> {
+        let lock = self.claim_lock.clone().lock_owned().await;
+        let events = self.unsent_events(limit).await?;
+        Ok(Box::new(SqliteClaim {
+            pool: self.pool.clone(),
+            events,
+            _lock: lock,
+        }))
     }
 
     async fn unsent_count(&self) -> Result<i64, StoreError> {

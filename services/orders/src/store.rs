@@ -51,6 +51,17 @@ pub struct PendingEvent {
     pub payload: String,
 }
 
+/// Unsent outbox rows taken by one relay. While it is held no other relay
+/// (on PostgreSQL: in any process) takes them; dropping it without
+/// [`OutboxClaim::finish`] hands them back unsent.
+#[async_trait]
+pub trait OutboxClaim: Send {
+    fn events(&self) -> &[PendingEvent];
+
+    /// Mark `sent` (a subset of [`OutboxClaim::events`]) as sent and release the rest.
+    async fn finish(self: Box<Self>, sent: &[i64]) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Write the order and its `new_order` event in one transaction.
@@ -86,6 +97,22 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     async fn unsent_count(&self) -> Result<i64, StoreError>;
+
+    /// Take up to `limit` unsent events, oldest first, skipping those another
+    /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so several orders
+    /// instances relay without sending an event twice in the normal case.
+    async fn claim_unsent(&self, limit: i64) -> Result<Box<dyn OutboxClaim>, StoreError>;
+
+    /// Wake `wake` whenever another process writes an outbox row (LISTEN/NOTIFY on
+    /// PostgreSQL), until `shutdown`. Returns at once where writers are all in this
+    /// process (SQLite): they wake the relay directly.
+    async fn watch_outbox(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        shutdown: orderly_kit::Shutdown,
+    ) {
+        let _ = (wake, shutdown);
+    }
 
     async fn check(&self) -> Result<(), StoreError>;
 }

@@ -50,10 +50,10 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
     let (_, private, public) = &*KEYS;
     AuthSettings {
         bind: "127.0.0.1:0".into(),
-        database_url: format!(
+        database_url: orderly_kit::config::Secret::new(format!(
             "sqlite://{}?mode=rwc",
             db_dir.path().join("auth.db").display()
-        ),
+        )),
         private_key_path: private.clone(),
         public_key_path: public.clone(),
         access_token_ttl: Duration::from_secs(30 * 60),

@@ -1,0 +1,152 @@
+//! Turning [`OrdersSettings`] into the service's parts: the store the database
+//! URL names (SQLite or PostgreSQL), the cache and limiter (in-process or
+//! Redis), and what `/ready` checks. `main` only wires these to the bus.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use orderly_kit::config::OrdersSettings;
+use orderly_kit::health::ReadinessCheck;
+
+use crate::OrderService;
+use crate::cache::{MemoryCache, OrderCache};
+use crate::limiter::{MemoryLimiter, RateLimiter};
+use crate::postgres::PgOrderStore;
+use crate::redis_cache::RedisCache;
+use crate::redis_limiter::RedisLimiter;
+use crate::sqlite::SqliteOrderStore;
+use crate::store::{OrderStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("orders database: {0}")]
+    Store(#[from] StoreError),
+    #[error("orders Redis: {0}")]
+    Redis(String),
+}
+
+/// Entries of the in-process cache (the Redis cache is bounded by its TTL).
+const MEMORY_CACHE_ENTRIES: u64 = 100_000;
+
+/// Everything the orders role (and the worker, which changes orders too) needs.
+pub struct OrdersParts {
+    pub service: Arc<OrderService>,
+    /// Wakes the outbox relay after a write in this process.
+    pub outbox_written: Arc<Notify>,
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Database, and the Redis cache and limiter when configured.
+    pub checks: Vec<Arc<dyn ReadinessCheck>>,
+    /// One cache for all processes (Redis): writers refresh it themselves, so
+    /// there is nothing to drop on `order_status_changed`.
+    pub shared_cache: bool,
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The store the URL names; opening applies its migrations.
+pub async fn open_store(url: &str) -> Result<Arc<dyn OrderStore>, StoreError> {
+    if is_postgres(url) {
+        Ok(Arc::new(PgOrderStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteOrderStore::connect(url).await?))
+    }
+}
+
+/// Apply the orders database's migrations and return (`orderly migrate`).
+pub async fn migrate(settings: &OrdersSettings) -> Result<(), StoreError> {
+    let url = settings.database_url.expose();
+    if is_postgres(url) {
+        PgOrderStore::connect(url).await?.pool().close().await;
+    } else {
+        SqliteOrderStore::connect(url).await?;
+    }
+    Ok(())
+}
+
+pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupError> {
+    let store = open_store(settings.database_url.expose()).await?;
+    let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
+
+    let (cache, shared_cache): (Arc<dyn OrderCache>, bool) = match &settings.redis_cache_url {
+        Some(url) => {
+            let cache = Arc::new(
+                RedisCache::new(url.expose(), settings.cache_ttl).map_err(StartupError::Redis)?,
+            );
+            if let Err(e) = cache.ping().await {
+                tracing::warn!(error = %e, "the Redis order cache does not answer yet; reading from the database until it does");
+            }
+            checks.push(Arc::new(CacheCheck(cache.clone())));
+            (cache, true)
+        }
+        None => (
+            Arc::new(MemoryCache::new(settings.cache_ttl, MEMORY_CACHE_ENTRIES)),
+            false,
+        ),
+    };
+    let limiter: Arc<dyn RateLimiter> = match &settings.redis_limiter_url {
+        Some(url) => {
+            let limiter = Arc::new(
+                RedisLimiter::new(
+                    url.expose(),
+                    settings.rate_limit,
+                    &settings.rate_limit_key_prefix,
+                    settings.rate_limit_fail_closed,
+                )
+                .map_err(StartupError::Redis)?,
+            );
+            checks.push(Arc::new(LimiterCheck(limiter.clone())));
+            limiter
+        }
+        None => Arc::new(MemoryLimiter::new(settings.rate_limit)),
+    };
+
+    let outbox_written = Arc::new(Notify::new());
+    let service = OrderService::new(store, cache, settings.status_policy, outbox_written.clone());
+    Ok(OrdersParts {
+        service: Arc::new(service),
+        outbox_written,
+        limiter,
+        checks,
+        shared_cache,
+    })
+}
+
+struct StoreCheck(Arc<dyn OrderStore>);
+
+#[async_trait]
+impl ReadinessCheck for StoreCheck {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}
+
+struct CacheCheck(Arc<RedisCache>);
+
+#[async_trait]
+impl ReadinessCheck for CacheCheck {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await
+    }
+}
+
+struct LimiterCheck(Arc<RedisLimiter>);
+
+#[async_trait]
+impl ReadinessCheck for LimiterCheck {
+    fn name(&self) -> &'static str {
+        "rate_limiter"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await
+    }
+}
