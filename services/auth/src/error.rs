@@ -1,9 +1,13 @@
 //! Everything a request can fail with, and the one place it becomes HTTP.
 
+use std::time::Duration;
+
+use orderly_kit::error::header_pair;
 use orderly_kit::{ApiError, FieldError};
 
 use crate::google::GoogleError;
 use crate::password::PasswordError;
+use crate::refresh::SessionError;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
 
@@ -18,6 +22,8 @@ pub const EMAIL_NOT_VERIFIED: &str = "Google account e-mail is not verified";
 pub const GOOGLE_ACCOUNT_CONFLICT: &str =
     "This e-mail is already linked to a different Google account";
 pub const GOOGLE_FAILED: &str = "Google login failed";
+pub const INVALID_REFRESH_TOKEN: &str = "Invalid refresh token";
+pub const TOO_MANY_ATTEMPTS: &str = "Too many failed login attempts; try again later";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -43,6 +49,11 @@ pub enum AuthError {
     Password(#[from] PasswordError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The account or the client IP used up its failed logins; retry after this.
+    #[error("{TOO_MANY_ATTEMPTS}")]
+    TooManyAttempts(Duration),
 }
 
 impl From<AuthError> for ApiError {
@@ -68,10 +79,24 @@ impl From<AuthError> for ApiError {
                 tracing::warn!(error = %cause, "Google login failed at the provider");
                 ApiError::BadGateway(GOOGLE_FAILED.into())
             }
-            // Internal failures: kit logs the cause and answers a generic 500.
-            err @ (AuthError::Store(_) | AuthError::Password(_) | AuthError::Token(_)) => {
-                ApiError::internal(error_chain(&err))
+            AuthError::Session(SessionError::InvalidRefreshToken) => {
+                ApiError::unauthorized(INVALID_REFRESH_TOKEN)
             }
+            AuthError::TooManyAttempts(wait) => {
+                // Whole seconds, rounded up: retrying at the announced time succeeds.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                ApiError::TooManyRequests {
+                    detail: TOO_MANY_ATTEMPTS.into(),
+                    headers: [header_pair("retry-after", secs.max(1))]
+                        .into_iter()
+                        .collect(),
+                }
+            }
+            // Internal failures: kit logs the cause and answers a generic 500.
+            err @ (AuthError::Store(_)
+            | AuthError::Password(_)
+            | AuthError::Token(_)
+            | AuthError::Session(_)) => ApiError::internal(error_chain(&err)),
         }
     }
 }

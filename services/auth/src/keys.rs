@@ -7,6 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use jsonwebtoken::EncodingKey;
+use orderly_kit::token::{VerifyingKey, keys_from_pem_text};
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
@@ -59,6 +60,8 @@ pub enum KeyError {
 pub struct SigningKeys {
     pub encoding: EncodingKey,
     pub public_pem: String,
+    /// The public half with its kid (the JWK thumbprint), for headers and the JWKS.
+    pub public: VerifyingKey,
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -152,10 +155,39 @@ fn load(private_path: &Path, public_path: &Path) -> Result<SigningKeys, KeyError
             what: "private key",
             reason: e.to_string(),
         })?;
+    let public = verifying_key(&public, public_path)?;
     Ok(SigningKeys {
         encoding,
         public_pem,
+        public,
     })
+}
+
+fn verifying_key(public: &RsaPublicKey, path: &Path) -> Result<VerifyingKey, KeyError> {
+    VerifyingKey::from_rsa(public).map_err(|e| KeyError::Parse {
+        path: path.to_path_buf(),
+        what: "public key",
+        reason: e.to_string(),
+    })
+}
+
+/// The public keys of earlier signing keys (each file may hold several PEM
+/// blocks), published in the JWKS during a rotation's overlap.
+pub fn load_previous(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>, KeyError> {
+    let mut keys = Vec::new();
+    for path in paths {
+        let text = read_to_string(path)?;
+        keys.extend(
+            keys_from_pem_text(&text, &path.display().to_string()).map_err(|e| {
+                KeyError::Parse {
+                    path: path.clone(),
+                    what: "public key",
+                    reason: e.to_string(),
+                }
+            })?,
+        );
+    }
+    Ok(keys)
 }
 
 fn read_to_string(path: &Path) -> Result<String, KeyError> {
@@ -183,7 +215,8 @@ fn write_new_pair(private_path: &Path, public_path: &Path) -> Result<SigningKeys
     let private_pem = private
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let public_pem = RsaPublicKey::from(&private)
+    let public = RsaPublicKey::from(&private);
+    let public_pem = public
         .to_public_key_pem(LineEnding::LF)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
 
@@ -196,9 +229,11 @@ fn write_new_pair(private_path: &Path, public_path: &Path) -> Result<SigningKeys
             what: "private key",
             reason: e.to_string(),
         })?;
+    let public = verifying_key(&public, public_path)?;
     Ok(SigningKeys {
         encoding,
         public_pem,
+        public,
     })
 }
 

@@ -10,16 +10,24 @@ pub mod google;
 pub mod keys;
 pub mod password;
 pub mod postgres;
+pub mod refresh;
+mod refresh_postgres;
+mod refresh_sqlite;
 mod routes;
+#[cfg(test)]
+mod session_store_tests;
 pub mod sqlite;
 pub mod startup;
 pub mod state;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod throttle;
 pub mod tokens;
 
 pub use error::AuthError;
 pub use routes::{openapi, router};
-pub use startup::{StartupError, build, migrate, open_store, readiness_checks};
-pub use state::AuthState;
+pub use startup::{
+    StartupError, build, migrate, open_store, open_stores, readiness_checks, set_role,
+};
+pub use state::{AuthParts, AuthState};

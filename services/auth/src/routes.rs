@@ -2,6 +2,7 @@
 
 mod google;
 mod register;
+mod session;
 mod token;
 
 use axum::Router;
@@ -22,6 +23,9 @@ pub fn router(state: AuthState) -> Router {
         .route("/auth/token", post(token::token))
         .route("/auth/login/google", get(google::login))
         .route("/auth/callback/google", get(google::callback))
+        .route("/auth/refresh", post(session::refresh))
+        .route("/auth/logout", post(session::logout))
+        .route("/.well-known/jwks.json", get(session::jwks))
         .with_state(state)
 }
 
@@ -50,12 +54,15 @@ pub(crate) struct ValidationErrorBody {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "orderly auth", description = "Users, passwords, tokens and Google login."),
+    info(title = "orderly auth", description = "Users, passwords, tokens (with refresh and a JWKS) and Google login."),
     paths(
         register::register,
         token::token,
         google::login,
         google::callback,
+        session::refresh,
+        session::logout,
+        session::jwks,
     ),
     components(schemas(ErrorBody, ValidationItem, ValidationErrorBody)),
     tags((name = "auth", description = "Registration and sign-in"))

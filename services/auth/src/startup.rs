@@ -10,9 +10,11 @@ use crate::google::GoogleClient;
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
 use crate::postgres::PgUserStore;
+use crate::refresh::{SessionStore, Sessions};
 use crate::sqlite::SqliteUserStore;
-use crate::state::AuthState;
-use crate::store::{StoreError, StoreReadiness, UserStore};
+use crate::state::{AuthParts, AuthState};
+use crate::store::{StoreError, StoreReadiness, User, UserStore};
+use crate::throttle::MemoryLoginThrottle;
 use crate::tokens::TokenIssuer;
 
 /// Why the service could not start. Each variant names what to fix.
@@ -31,31 +33,72 @@ pub enum StartupError {
 /// The user store the URL names: `postgres://` (or `postgresql://`) or `sqlite://`.
 /// Opening applies the migrations.
 pub async fn open_store(url: &str) -> Result<Arc<dyn UserStore>, StoreError> {
+    Ok(open_stores(url).await?.0)
+}
+
+/// Both ports of the one database the URL names (they share its pool).
+pub async fn open_stores(
+    url: &str,
+) -> Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>), StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgUserStore::connect(url).await?))
+        let store = Arc::new(PgUserStore::connect(url).await?);
+        Ok((store.clone(), store))
     } else {
-        Ok(Arc::new(SqliteUserStore::connect(url).await?))
+        let store = Arc::new(SqliteUserStore::connect(url).await?);
+        Ok((store.clone(), store))
     }
+}
+
+/// Give the user with this e-mail a role (`orderly user promote|demote`).
+/// `Ok(None)`: no such user. Tokens issued before keep their old role until
+/// they expire; the next login or refresh carries the new one.
+pub async fn set_role(
+    settings: &AuthSettings,
+    email: &str,
+    role: &str,
+) -> Result<Option<User>, StartupError> {
+    let (_, sessions) = open_stores(settings.database_url.expose()).await?;
+    Ok(sessions.set_role(&email.to_lowercase(), role).await?)
 }
 
 impl AuthState {
     /// Open and migrate the user database, load (or on first start generate) the
     /// signing keys, and set up Google login when configured.
     pub async fn from_settings(settings: &AuthSettings) -> Result<Self, StartupError> {
-        let store = open_store(settings.database_url.expose()).await?;
+        let (store, session_store) = open_stores(settings.database_url.expose()).await?;
         let keys =
             keys::load_or_generate(&settings.private_key_path, &settings.public_key_path).await?;
+        let mut published_keys = vec![keys.public.clone()];
+        for key in keys::load_previous(&settings.previous_public_key_paths)? {
+            if !published_keys.iter().any(|k| k.kid == key.kid) {
+                published_keys.push(key);
+            }
+        }
+        tracing::info!(
+            kid = %keys.public.kid,
+            published = published_keys.len(),
+            "signing tokens with the current key"
+        );
         password::warm_up().await?;
         let google = settings.google.clone().map(GoogleClient::new).transpose()?;
         if google.is_none() {
             tracing::info!("Google login is not configured; its routes answer 503");
         }
-        Ok(AuthState::new(
+        let issuer = TokenIssuer::new(
+            keys.encoding,
+            keys.public.kid.clone(),
+            settings.access_token_ttl,
+            settings.verifier.clone(),
+        );
+        Ok(AuthState::new(AuthParts {
             store,
-            TokenIssuer::new(keys.encoding, settings.access_token_ttl),
+            sessions: Sessions::new(session_store, issuer, settings.refresh_token_ttl),
             google,
-            settings.cookie_secure,
-        ))
+            cookie_secure: settings.cookie_secure,
+            published_keys,
+            throttle: Arc::new(MemoryLoginThrottle::new(settings.login_limits)),
+            trusted_proxies: settings.trusted_proxies.clone(),
+        }))
     }
 }
 
@@ -111,6 +154,11 @@ mod tests {
             access_token_ttl: Duration::from_secs(60),
             cookie_secure: false,
             google: None,
+            previous_public_key_paths: Vec::new(),
+            verifier: Default::default(),
+            refresh_token_ttl: Duration::from_secs(3600),
+            login_limits: Default::default(),
+            trusted_proxies: Vec::new(),
         };
         migrate(&settings).await.unwrap();
         assert!(db.exists());

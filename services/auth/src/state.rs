@@ -1,34 +1,52 @@
-//! What handlers share: the user store, the token issuer, and Google login.
+//! What handlers share: the stores, sessions (token issuing), Google login, the
+//! published keys and the login throttle.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use orderly_kit::token::VerifyingKey;
+
 use crate::google::GoogleClient;
+use crate::refresh::Sessions;
 use crate::store::UserStore;
-use crate::tokens::TokenIssuer;
+use crate::throttle::LoginThrottle;
 
 #[derive(Clone)]
 pub struct AuthState(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn UserStore>,
-    issuer: TokenIssuer,
+    sessions: Sessions,
     google: Option<GoogleClient>,
     cookie_secure: bool,
+    /// Current key first, then the previous ones (JWKS order).
+    published_keys: Vec<VerifyingKey>,
+    throttle: Arc<dyn LoginThrottle>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+/// Everything [`AuthState::new`] needs.
+pub struct AuthParts {
+    pub store: Arc<dyn UserStore>,
+    pub sessions: Sessions,
+    /// `None` makes the Google routes answer 503.
+    pub google: Option<GoogleClient>,
+    pub cookie_secure: bool,
+    pub published_keys: Vec<VerifyingKey>,
+    pub throttle: Arc<dyn LoginThrottle>,
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl AuthState {
-    /// `google: None` makes the Google routes answer 503.
-    pub fn new(
-        store: Arc<dyn UserStore>,
-        issuer: TokenIssuer,
-        google: Option<GoogleClient>,
-        cookie_secure: bool,
-    ) -> Self {
+    pub fn new(parts: AuthParts) -> Self {
         Self(Arc::new(Inner {
-            store,
-            issuer,
-            google,
-            cookie_secure,
+            store: parts.store,
+            sessions: parts.sessions,
+            google: parts.google,
+            cookie_secure: parts.cookie_secure,
+            published_keys: parts.published_keys,
+            throttle: parts.throttle,
+            trusted_proxies: parts.trusted_proxies,
         }))
     }
 
@@ -36,8 +54,8 @@ impl AuthState {
         &self.0.store
     }
 
-    pub(crate) fn issuer(&self) -> &TokenIssuer {
-        &self.0.issuer
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
     }
 
     pub(crate) fn google(&self) -> Option<&GoogleClient> {
@@ -46,5 +64,17 @@ impl AuthState {
 
     pub(crate) fn cookie_secure(&self) -> bool {
         self.0.cookie_secure
+    }
+
+    pub fn published_keys(&self) -> &[VerifyingKey] {
+        &self.0.published_keys
+    }
+
+    pub(crate) fn throttle(&self) -> &Arc<dyn LoginThrottle> {
+        &self.0.throttle
+    }
+
+    pub(crate) fn trusted_proxies(&self) -> &[IpAddr] {
+        &self.0.trusted_proxies
     }
 }

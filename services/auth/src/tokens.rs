@@ -1,10 +1,10 @@
 //! Access tokens: RS256 JWTs with the claims every service verifies
-//! ([`orderly_kit::token::AccessClaims`]).
+//! ([`orderly_kit::token::AccessClaims`]), the signing key named by `kid`.
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orderly_kit::token::AccessClaims;
+use jsonwebtoken::{EncodingKey, Header};
+use orderly_kit::token::{ALGORITHM, AccessClaims, VerifierConfig};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -25,16 +25,27 @@ pub struct TokenResponse {
     /// Lifetime of the access token in seconds.
     #[schema(example = 1800)]
     pub expires_in: u64,
+    /// Single use: trade it at `POST /auth/refresh` for a new pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 pub struct TokenIssuer {
     key: EncodingKey,
+    kid: String,
     ttl: Duration,
+    claims: VerifierConfig,
 }
 
 impl TokenIssuer {
-    pub fn new(key: EncodingKey, ttl: Duration) -> Self {
-        Self { key, ttl }
+    /// `claims`: the `iss`/`aud` to put in every token (when set).
+    pub fn new(key: EncodingKey, kid: String, ttl: Duration, claims: VerifierConfig) -> Self {
+        Self {
+            key,
+            kid,
+            ttl,
+            claims,
+        }
     }
 
     pub fn issue(&self, user: &User) -> Result<TokenResponse, TokenError> {
@@ -45,16 +56,21 @@ impl TokenIssuer {
             email: user.email.clone(),
             exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             iat: Some(now),
+            nbf: Some(now),
             jti: Some(uuid::Uuid::new_v4().to_string()),
             // Orders decides admin rights from this claim.
             role: Some(user.role.clone()),
+            iss: self.claims.issuer.clone(),
+            aud: self.claims.audience.clone(),
         };
-        let access_token =
-            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)?;
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(self.kid.clone());
+        let access_token = jsonwebtoken::encode(&header, &claims, &self.key)?;
         Ok(TokenResponse {
             access_token,
             token_type: "bearer",
             expires_in: ttl,
+            refresh_token: None,
         })
     }
 }

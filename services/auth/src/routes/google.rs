@@ -125,7 +125,11 @@ pub(crate) async fn callback(
         .find_or_create_google(&identity.sub, &identity.email)
         .await
         .map_err(AuthError::from)?;
-    let token: TokenResponse = state.issuer().issue(&user).map_err(AuthError::from)?;
+    let token: TokenResponse = state
+        .sessions()
+        .start(&user)
+        .await
+        .map_err(AuthError::from)?;
     tracing::info!(user_id = user.id, "signed in with Google");
     // The state is single-use: a replayed callback URL fails the CSRF check.
     let clear = state_cookie("", 0, state.cookie_secure())?;

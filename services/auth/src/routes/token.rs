@@ -1,7 +1,11 @@
 //! `POST /auth/token/`: the OAuth2 password flow.
 
+use std::net::SocketAddr;
+
 use axum::Json as JsonResponse;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use orderly_kit::extract::Form;
 use orderly_kit::{ApiError, FieldError};
 use serde::Deserialize;
@@ -10,6 +14,7 @@ use utoipa::ToSchema;
 use crate::error::AuthError;
 use crate::password;
 use crate::state::AuthState;
+use crate::throttle::client_ip;
 use crate::tokens::TokenResponse;
 
 /// FastAPI's `OAuth2PasswordRequestForm`; `scope`, `client_id` and
@@ -35,11 +40,15 @@ pub(crate) struct TokenForm {
         (status = 401, description = "Incorrect email or password", body = super::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 422, description = "A form field is missing", body = super::ValidationErrorBody),
+        (status = 429, description = "Too many failed logins for this account or from this address",
+            body = super::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn token(
     State(state): State<AuthState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<JsonResponse<TokenResponse>, ApiError> {
     if let Some(grant_type) = form.grant_type.as_deref()
@@ -52,9 +61,17 @@ pub(crate) async fn token(
             "string_pattern_mismatch",
         )]));
     }
+    let account = form.username.to_lowercase();
+    let ip = client_ip(peer, &headers, state.trusted_proxies());
+    // Checked before the password: once locked, even the right password waits,
+    // so guessing on cannot tell a hit from a miss.
+    if let Err(wait) = state.throttle().check(ip, &account).await {
+        tracing::info!(ip = ?ip, "login refused: too many failed attempts");
+        return Err(AuthError::TooManyAttempts(wait).into());
+    }
     let user = state
         .store()
-        .find_by_email(&form.username.to_lowercase())
+        .find_by_email(&account)
         .await
         .map_err(AuthError::from)?;
     let stored_hash = user.as_ref().and_then(|u| u.hashed_password.clone());
@@ -72,14 +89,39 @@ pub(crate) async fn token(
                 "account has no password (Google sign-in only)"
             };
             tracing::info!(user_id = user.id, reason, "login failed");
+            state.throttle().record_failure(ip, &account).await;
             return Err(AuthError::BadLogin.into());
         }
         None => {
+            // Unknown e-mails count too: a lockout must not reveal which exist.
             tracing::info!(reason = "unknown e-mail", "login failed");
+            state.throttle().record_failure(ip, &account).await;
             return Err(AuthError::BadLogin.into());
         }
     };
-    let response = state.issuer().issue(&user).map_err(AuthError::from)?;
+    state.throttle().record_success(&account).await;
+    let response = state
+        .sessions()
+        .start(&user)
+        .await
+        .map_err(AuthError::from)?;
     tracing::info!(user_id = user.id, "token issued");
     Ok(JsonResponse(response))
+}
+
+/// The TCP peer when the server recorded it (`into_make_service_with_connect_info`);
+/// `None` for a router driven without a socket.
+pub(crate) struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0),
+        ))
+    }
 }

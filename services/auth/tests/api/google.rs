@@ -204,7 +204,7 @@ async fn a_verified_google_account_signs_in_and_gets_the_same_user_next_time() {
             .await;
         assert_eq!(response.status, 200, "{}", response.text);
         assert_eq!(response.json["token_type"], "bearer");
-        let claims = verify(response.json["access_token"].as_str().unwrap());
+        let claims = verify(response.json["access_token"].as_str().unwrap()).await;
         assert_eq!(claims.sub, "1");
         assert_eq!(claims.email, "carol@example.com");
         assert!(
@@ -236,7 +236,9 @@ async fn google_login_links_to_an_existing_password_account_with_that_email() {
         .await;
     assert_eq!(response.status, 200, "{}", response.text);
     assert_eq!(
-        verify(response.json["access_token"].as_str().unwrap()).sub,
+        verify(response.json["access_token"].as_str().unwrap())
+            .await
+            .sub,
         "2"
     );
     // The password still works too.

@@ -30,7 +30,8 @@ fn init_tracing() {
 
 pub struct TestApp {
     pub app: Router,
-    _db_dir: TempDir,
+    /// `None` when the caller owns the database directory.
+    _db_dir: Option<TempDir>,
 }
 
 pub struct TestResponse {
@@ -59,6 +60,11 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
         access_token_ttl: Duration::from_secs(30 * 60),
         cookie_secure: false,
         google,
+        previous_public_key_paths: Vec::new(),
+        verifier: Default::default(),
+        refresh_token_ttl: Duration::from_secs(14 * 86_400),
+        login_limits: Default::default(),
+        trusted_proxies: Vec::new(),
     }
 }
 
@@ -75,16 +81,24 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut AuthSettings)) -> TestApp {
     let app = orderly_auth::build(&settings).await.expect("auth builds");
     TestApp {
         app,
-        _db_dir: db_dir,
+        _db_dir: Some(db_dir),
     }
 }
 
-pub fn verifier() -> TokenVerifier {
-    TokenVerifier::from_file(&KEYS.2).expect("public key loads")
+/// A service on settings whose database the caller keeps (tests that also open
+/// the database themselves).
+pub async fn spawn_app_on(settings: &AuthSettings) -> TestApp {
+    init_tracing();
+    let app = orderly_auth::build(settings).await.expect("auth builds");
+    TestApp { app, _db_dir: None }
 }
 
-pub fn verify(token: &str) -> AccessClaims {
-    verifier().verify(token).expect("the token verifies")
+pub fn verifier() -> TokenVerifier {
+    TokenVerifier::from_file(&KEYS.2, &Default::default()).expect("public key loads")
+}
+
+pub async fn verify(token: &str) -> AccessClaims {
+    verifier().verify(token).await.expect("the token verifies")
 }
 
 impl TestApp {

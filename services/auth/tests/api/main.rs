@@ -4,4 +4,5 @@
 mod google;
 mod helpers;
 mod register;
+mod session;
 mod token;

@@ -20,7 +20,7 @@ async fn a_registered_user_gets_a_bearer_token_that_verifies() {
         response.text
     );
 
-    let claims = verify(response.json["access_token"].as_str().unwrap());
+    let claims = verify(response.json["access_token"].as_str().unwrap()).await;
     assert_eq!(claims.sub, "1");
     assert_eq!(claims.email, "alice@example.com");
     let iat = claims.iat.expect("iat");
@@ -40,7 +40,9 @@ async fn the_email_in_the_form_is_matched_ignoring_case_and_the_slash_is_optiona
         .await;
     assert_eq!(response.status, 200, "{}", response.text);
     assert_eq!(
-        verify(response.json["access_token"].as_str().unwrap()).email,
+        verify(response.json["access_token"].as_str().unwrap())
+            .await
+            .email,
         "alice@example.com"
     );
 }
