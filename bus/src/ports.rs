@@ -191,6 +191,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Move a dead job back to the queue with a fresh attempt count.
     async fn requeue_dead(&self, queue: &str, id: &str) -> Result<bool, QueueError>;
 
+    /// Delete every dead job of `queue`; returns how many there were.
+    async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
+        let _ = queue;
+        Err(QueueError::Other(
+            "this job queue adapter cannot purge its dead letters".into(),
+        ))
+    }
+
     /// Whether the queue can serve now (for `/ready`).
     async fn check(&self) -> Result<(), QueueError>;
 }

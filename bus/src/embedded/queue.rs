@@ -288,6 +288,16 @@ impl JobQueue for EmbeddedQueue {
         Ok(true)
     }
 
+    async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
+        let gi = self.group(queue)?;
+        let mut s = self.inner.stream.lock();
+        let seqs: Vec<u64> = s.dead_letters(gi).map(|d| d.stored.seq).collect();
+        Ok(seqs
+            .into_iter()
+            .filter(|seq| s.remove_dead(gi, *seq).is_some())
+            .count() as u64)
+    }
+
     async fn check(&self) -> Result<(), QueueError> {
         self.inner.broker.check().await?;
         Ok(())
