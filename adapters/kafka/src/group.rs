@@ -1,0 +1,640 @@
+//! Durable group subscriptions on a Kafka consumer group, at least once.
+//!
+//! Kafka keeps one committed offset per partition, while a subscriber settles
+//! deliveries one by one and out of order (up to `max_in_flight` at once). The
+//! subscription therefore keeps, per assigned partition, every received record
+//! that is not yet behind the commit point:
+//! - an ack marks its record done; the commit point moves past the longest
+//!   run of done records at the head, and only that is committed (every
+//!   [`COMMIT_EVERY`], on revoke and on close);
+//! - a nack(delay) or an expired `ack_wait` re-emits the same record from
+//!   memory after the delay while the commit point stays before it, so other
+//!   records (of any partition) keep flowing;
+//! - after `max_deliveries` the record is copied to `<topic>.dlq` (best effort,
+//!   logged either way) and counts as done;
+//! - on revoke (a rebalance) the done prefix is committed synchronously and the
+//!   partition's state dropped: records not yet acked are delivered again by the
+//!   partition's next owner, and late acks of the old assignment are ignored
+//!   (each assignment has its own epoch), so nothing is lost or committed twice;
+//! - when too many records wait un-acked, the assigned partitions are paused
+//!   (the consumer keeps polling, so the group membership stays alive).
+//!
+//! Delivery counts live in memory: a record redelivered after a rebalance or a
+//! restart starts again at attempt 1.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use orderly_bus::{BusError, Delivery, GroupOptions, Message, Subscription};
+
+use crate::fanout::{recv_owned, stopped};
+use crate::{DEAD_LETTER_SUFFIX, Inner, context};
+
+/// How often acked progress is committed while records flow.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// Upper bound on a wait, so a missed wake-up costs at most this.
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting in the ready queue to be emitted.
+    Queued,
+    /// Emitted; redelivered if not settled by the deadline (ack wait).
+    InFlight {
+        deadline: Instant,
+    },
+    /// Nacked; queued again at `until`.
+    Delayed {
+        until: Instant,
+    },
+    /// Being copied to the dead-letter topic.
+    DeadLettering,
+    Done,
+}
+
+struct Entry {
+    message: Message,
+    /// Times emitted so far (the delivery's `attempt`).
+    deliveries: u32,
+    state: State,
+}
+
+struct PartitionState {
+    epoch: u64,
+    /// Received records from the commit point on, by offset.
+    entries: BTreeMap<i64, Entry>,
+    /// The offset to commit (the next record to read after a restart).
+    commit_to: Option<i64>,
+    /// `commit_to` moved since the last commit.
+    dirty: bool,
+}
+
+impl PartitionState {
+    /// Drops the done records at the head; returns whether the commit point moved.
+    fn advance(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(entry) = self.entries.first_entry() {
+            if entry.get().state != State::Done {
+                break;
+            }
+            let offset = *entry.key();
+            entry.remove();
+            self.commit_to = Some(offset + 1);
+            moved = true;
+        }
+        self.dirty |= moved;
+        moved
+    }
+}
+
+/// What the consumer loop and the rebalance callback share.
+struct GroupState {
+    topic: String,
+    group: String,
+    options: GroupOptions,
+    next_epoch: u64,
+    partitions: HashMap<i32, PartitionState>,
+    /// Records to emit, oldest first: (partition, epoch, offset).
+    ready: VecDeque<(i32, u64, i64)>,
+    paused: bool,
+}
+
+/// One settled delivery, sent by the [`Delivery`]'s acker to the consumer loop.
+struct Settle {
+    partition: i32,
+    epoch: u64,
+    offset: i64,
+    delivery: u32,
+    kind: Outcome,
+}
+
+enum Outcome {
+    Ack,
+    Nack(Duration),
+    /// The dead-letter copy was attempted; the record counts as done.
+    DeadLettered,
+}
+
+struct Acker {
+    tx: mpsc::UnboundedSender<Settle>,
+    partition: i32,
+    epoch: u64,
+    offset: i64,
+    delivery: u32,
+}
+
+impl orderly_bus::Acker for Acker {
+    fn settle(&self, kind: orderly_bus::AckKind) {
+        let kind = match kind {
+            orderly_bus::AckKind::Ack => Outcome::Ack,
+            orderly_bus::AckKind::Nack(d) => Outcome::Nack(d),
+        };
+        // The loop is gone once the subscription ended; the record then goes
+        // back to the group uncommitted, which is the documented outcome.
+        let _ = self.tx.send(Settle {
+            partition: self.partition,
+            epoch: self.epoch,
+            offset: self.offset,
+            delivery: self.delivery,
+            kind,
+        });
+    }
+}
+
+fn lock(state: &Mutex<GroupState>) -> MutexGuard<'_, GroupState> {
+    // A panic while holding it leaves plain data; keep going with it.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupState {
+    fn unsettled(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| p.entries.values())
+            .filter(|e| e.state != State::Done)
+            .count()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| p.entries.values())
+            .filter(|e| matches!(e.state, State::InFlight { .. }))
+            .count()
+    }
+
+    fn can_emit(&self) -> bool {
+        !self.ready.is_empty() && self.in_flight() < self.options.max_in_flight.max(1)
+    }
+
+    fn receive(&mut self, partition: i32, offset: i64, message: Message) {
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            // A record fetched before its partition was revoked; the next
+            // owner reads it again.
+            return;
+        };
+        if p.entries.contains_key(&offset) || p.commit_to.is_some_and(|c| offset < c) {
+            return;
+        }
+        p.entries.insert(
+            offset,
+            Entry {
+                message,
+                deliveries: 0,
+                state: State::Queued,
+            },
+        );
+        self.ready.push_back((partition, p.epoch, offset));
+    }
+
+    /// Takes the next ready record and marks it in flight.
+    fn emit(&mut self, tx: &mpsc::UnboundedSender<Settle>) -> Option<Delivery> {
+        let ack_wait = self.options.ack_wait;
+        while let Some((partition, epoch, offset)) = self.ready.pop_front() {
+            let Some(p) = self
+                .partitions
+                .get_mut(&partition)
+                .filter(|p| p.epoch == epoch)
+            else {
+                continue;
+            };
+            let Some(entry) = p.entries.get_mut(&offset) else {
+                continue;
+            };
+            if entry.state != State::Queued {
+                continue;
+            }
+            entry.deliveries += 1;
+            entry.state = State::InFlight {
+                deadline: Instant::now() + ack_wait,
+            };
+            let acker = Arc::new(Acker {
+                tx: tx.clone(),
+                partition,
+                epoch,
+                offset,
+                delivery: entry.deliveries,
+            });
+            return Some(Delivery::with_acker(
+                entry.message.clone(),
+                entry.deliveries,
+                acker,
+            ));
+        }
+        None
+    }
+
+    /// Applies a settle; returns a record to dead-letter, if one ran out of deliveries.
+    fn settle(&mut self, s: Settle) -> Option<DeadLetter> {
+        let max = self.options.max_deliveries.max(1);
+        let p = self
+            .partitions
+            .get_mut(&s.partition)
+            .filter(|p| p.epoch == s.epoch)?;
+        let entry = p.entries.get_mut(&s.offset)?;
+        match s.kind {
+            // An ack of an earlier delivery still means the record was handled.
+            Outcome::Ack | Outcome::DeadLettered => {
+                if entry.state != State::Done {
+                    entry.state = State::Done;
+                    p.advance();
+                }
+                None
+            }
+            Outcome::Nack(delay) => {
+                if entry.deliveries != s.delivery || !matches!(entry.state, State::InFlight { .. })
+                {
+                    return None;
+                }
+                if entry.deliveries >= max {
+                    entry.state = State::DeadLettering;
+                    return Some(DeadLetter::new(s.partition, s.epoch, s.offset, entry));
+                }
+                entry.state = State::Delayed {
+                    until: Instant::now() + delay,
+                };
+                None
+            }
+        }
+    }
+
+    /// Moves due delayed records to the ready queue and expires ack waits.
+    fn fire_timers(&mut self, now: Instant) -> Vec<DeadLetter> {
+        let max = self.options.max_deliveries.max(1);
+        let mut dead = Vec::new();
+        let mut ready = Vec::new();
+        for (&partition, p) in self.partitions.iter_mut() {
+            for (&offset, entry) in p.entries.iter_mut() {
+                let due = match entry.state {
+                    State::InFlight { deadline } => deadline <= now,
+                    State::Delayed { until } => until <= now,
+                    _ => false,
+                };
+                if !due {
+                    continue;
+                }
+                if entry.deliveries >= max {
+                    entry.state = State::DeadLettering;
+                    dead.push(DeadLetter::new(partition, p.epoch, offset, entry));
+                } else {
+                    entry.state = State::Queued;
+                    ready.push((partition, p.epoch, offset));
+                }
+            }
+        }
+        // Redeliveries go first: they hold the commit point back.
+        ready.sort_by_key(|&(p, _, o)| (o, p));
+        for r in ready.into_iter().rev() {
+            self.ready.push_front(r);
+        }
+        dead
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.partitions
+            .values()
+            .flat_map(|p| p.entries.values())
+            .filter_map(|e| match e.state {
+                State::InFlight { deadline } => Some(deadline),
+                State::Delayed { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Offsets to commit; with `all`, every known commit point, else the moved ones.
+    fn commit_list(&mut self, only: Option<&[i32]>, all: bool) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, p) in self.partitions.iter_mut() {
+            if only.is_some_and(|o| !o.contains(&partition)) {
+                continue;
+            }
+            let Some(to) = p.commit_to else { continue };
+            if !(p.dirty || all) {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(&self.topic, partition, Offset::Offset(to))
+                .is_ok()
+            {
+                p.dirty = false;
+            }
+        }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    fn assign(&mut self, partitions: &[i32]) {
+        for &partition in partitions {
+            self.next_epoch += 1;
+            self.partitions.insert(
+                partition,
+                PartitionState {
+                    epoch: self.next_epoch,
+                    entries: BTreeMap::new(),
+                    commit_to: None,
+                    dirty: false,
+                },
+            );
+        }
+    }
+
+    fn revoke(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.partitions.remove(partition);
+        }
+        let kept = &self.partitions;
+        self.ready
+            .retain(|(p, e, _)| kept.get(p).is_some_and(|s| s.epoch == *e));
+    }
+}
+
+/// A record that ran out of deliveries, on its way to `<topic>.dlq`.
+struct DeadLetter {
+    partition: i32,
+    epoch: u64,
+    offset: i64,
+    deliveries: u32,
+    message: Message,
+}
+
+impl DeadLetter {
+    fn new(partition: i32, epoch: u64, offset: i64, entry: &Entry) -> Self {
+        Self {
+            partition,
+            epoch,
+            offset,
+            deliveries: entry.deliveries,
+            message: entry.message.clone(),
+        }
+    }
+}
+
+/// Runs a blocking librdkafka call from inside a consumer poll. The poll runs
+/// on a runtime worker; on a multi-threaded runtime the worker's other tasks
+/// move elsewhere meanwhile, so a slow coordinator cannot stall the runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// Runs the rebalance bookkeeping inside librdkafka's poll.
+struct GroupContext {
+    state: Arc<Mutex<GroupState>>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        context::log("group consumer", level, fac, message);
+    }
+
+    fn error(&self, e: KafkaError, reason: &str) {
+        context::error("group consumer", &e, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut st = lock(&self.state);
+                let revoked = partitions_of(tpl, &st.topic);
+                // A lost assignment already belongs to someone else: committing
+                // it could overwrite the new owner's progress.
+                if !consumer.assignment_lost()
+                    && let Some(offsets) = st.commit_list(Some(&revoked), true)
+                    && let Err(e) = blocking(|| consumer.commit(&offsets, CommitMode::Sync))
+                {
+                    tracing::warn!(topic = %st.topic, group = %st.group, error = %e, "commit on revoke failed; those records will be delivered again");
+                }
+                st.revoke(&revoked);
+                tracing::info!(topic = %st.topic, group = %st.group, partitions = ?revoked, "Kafka partitions revoked");
+            }
+            Rebalance::Assign(_) | Rebalance::Error(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut st = lock(&self.state);
+                let assigned = partitions_of(tpl, &st.topic);
+                st.assign(&assigned);
+                // New partitions join the others' state: paused while the
+                // subscriber is behind, resumed with them.
+                if st.paused
+                    && let Err(e) = consumer.pause(tpl)
+                {
+                    tracing::warn!(topic = %st.topic, error = %e, "cannot pause newly assigned partitions");
+                }
+                tracing::info!(topic = %st.topic, group = %st.group, partitions = ?assigned, "Kafka partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "Kafka rebalance error");
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, offsets = ?offsets, "Kafka offset commit failed; the records will be delivered again");
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+pub(crate) fn subscribe(
+    inner: Arc<Inner>,
+    subject: &str,
+    group: &str,
+    options: GroupOptions,
+) -> Result<Subscription, BusError> {
+    let topic = &inner.topic(subject)?;
+    let group = &format!("{}{group}", inner.config.topic_prefix);
+    let state = Arc::new(Mutex::new(GroupState {
+        topic: topic.to_string(),
+        group: group.to_string(),
+        options,
+        next_epoch: 0,
+        partitions: HashMap::new(),
+        ready: VecDeque::new(),
+        paused: false,
+    }));
+    let mut config = inner.config.consumer_config(group);
+    // A group reads what was published before it first subscribed.
+    config.set("auto.offset.reset", "earliest");
+    let consumer: GroupConsumer = config
+        .create_with_context(GroupContext {
+            state: state.clone(),
+        })
+        .map_err(|e| BusError::Other(format!("cannot create a Kafka consumer: {e}")))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| BusError::Other(format!("cannot subscribe to {topic}: {e}")))?;
+    let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
+    let task = tokio::spawn(run(inner.clone(), consumer, state, tx));
+    inner.track(task);
+    Ok(Subscription::new(rx, None))
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    consumer: GroupConsumer,
+    state: Arc<Mutex<GroupState>>,
+    tx: mpsc::Sender<Delivery>,
+) {
+    let (settle_tx, mut settle_rx) = mpsc::unbounded_channel::<Settle>();
+    let mut stop = inner.stop.subscribe();
+    let mut last_commit = Instant::now();
+    let (topic, max_in_flight) = {
+        let st = lock(&state);
+        (st.topic.clone(), st.options.max_in_flight.max(1))
+    };
+    // Pause above this many unsettled records; resume at `max_in_flight`.
+    let high_water = (2 * max_in_flight).max(32);
+    loop {
+        // Bookkeeping under the lock; nothing below awaits while holding it.
+        let (can_emit, wake_at, dead) = {
+            let mut st = lock(&state);
+            let now = Instant::now();
+            let dead = st.fire_timers(now);
+            let unsettled = st.unsettled();
+            if !st.paused && unsettled >= high_water {
+                if let Ok(assigned) = consumer.assignment()
+                    && consumer.pause(&assigned).is_ok()
+                {
+                    st.paused = true;
+                }
+            } else if st.paused
+                && unsettled <= max_in_flight
+                && let Ok(assigned) = consumer.assignment()
+                && consumer.resume(&assigned).is_ok()
+            {
+                st.paused = false;
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                last_commit = Instant::now();
+                if let Some(offsets) = st.commit_list(None, false)
+                    && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
+                {
+                    tracing::warn!(topic = %st.topic, error = %e, "Kafka offset commit failed");
+                }
+            }
+            let mut wake_at = now + IDLE_TICK;
+            if let Some(t) = st.next_timer() {
+                wake_at = wake_at.min(t);
+            }
+            if st.partitions.values().any(|p| p.dirty) {
+                wake_at = wake_at.min(last_commit + COMMIT_EVERY);
+            }
+            (st.can_emit(), wake_at, dead)
+        };
+        for d in dead {
+            spawn_dead_letter(&inner, d, settle_tx.clone());
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            _ = tx.closed() => break,
+            Some(s) = settle_rx.recv() => {
+                let dead = lock(&state).settle(s);
+                if let Some(d) = dead {
+                    spawn_dead_letter(&inner, d, settle_tx.clone());
+                }
+            }
+            permit = tx.reserve(), if can_emit => {
+                let Ok(permit) = permit else { break };
+                if let Some(delivery) = lock(&state).emit(&settle_tx) {
+                    permit.send(delivery);
+                }
+            }
+            received = recv_owned(&consumer, &inner) => match received {
+                Ok((partition, offset, message)) => lock(&state).receive(partition, offset, message),
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "Kafka group consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = tokio::time::sleep_until(wake_at) => {}
+        }
+    }
+    // Acks sent before the subscription closed are waiting in the channel: a
+    // closed receiver can win the select above while they are still queued.
+    {
+        let mut st = lock(&state);
+        while let Ok(s) = settle_rx.try_recv() {
+            // A dead letter needs the loop; it is delivered again instead.
+            let _ = st.settle(s);
+        }
+    }
+    // Commit what was acked, then leave the group (a blocking close that also
+    // runs the revoke callback, which commits nothing new).
+    let _ = tokio::task::spawn_blocking(move || {
+        let offsets = lock(&state).commit_list(None, true);
+        if let Some(offsets) = offsets
+            && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "final Kafka offset commit failed; acked records may be delivered again");
+        }
+        drop(consumer);
+    })
+    .await;
+}
+
+fn spawn_dead_letter(inner: &Arc<Inner>, d: DeadLetter, settle: mpsc::UnboundedSender<Settle>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let dlq = format!("{}{DEAD_LETTER_SUFFIX}", d.message.subject);
+        let mut copy = d.message.clone();
+        copy.subject = dlq.clone();
+        copy.headers
+            .insert("orderly-original-topic".into(), d.message.subject.clone());
+        copy.headers
+            .insert("orderly-original-partition".into(), d.partition.to_string());
+        copy.headers
+            .insert("orderly-original-offset".into(), d.offset.to_string());
+        copy.headers
+            .insert("orderly-deliveries".into(), d.deliveries.to_string());
+        match inner.publish(copy).await {
+            Ok(()) => tracing::error!(
+                topic = %d.message.subject, partition = d.partition, offset = d.offset,
+                deliveries = d.deliveries, dead_letter_topic = %dlq,
+                "message exhausted its deliveries; moved to the dead-letter topic"
+            ),
+            Err(e) => tracing::error!(
+                topic = %d.message.subject, partition = d.partition, offset = d.offset,
+                deliveries = d.deliveries, error = %e,
+                "message exhausted its deliveries and could not be dead-lettered; skipped"
+            ),
+        }
+        let _ = settle.send(Settle {
+            partition: d.partition,
+            epoch: d.epoch,
+            offset: d.offset,
+            delivery: d.deliveries,
+            kind: Outcome::DeadLettered,
+        });
+    });
+}
