@@ -68,14 +68,20 @@ impl Core {
         Ok(Subscription::new(rx, Some(Box::new(guard))))
     }
 
-    pub(crate) fn publish(&self, msg: &Message) {
+    /// Offers `msg` to every matching subscriber; returns how many took it
+    /// (a queue group counts once), which the wire listener needs for the
+    /// no-responders status of requests.
+    pub(crate) fn publish(&self, msg: &Message) -> usize {
+        let mut taken = 0;
         let result = self
             .subs
             .lock()
             .expect("core sublist lock poisoned")
             .match_subject(&msg.subject);
         for sub in &result.psubs {
-            self.offer(sub, msg);
+            if self.offer(sub, msg) {
+                taken += 1;
+            }
         }
         for (_, members) in &result.qsubs {
             let start = self.next_member.fetch_add(1, Ordering::Relaxed);
@@ -91,18 +97,24 @@ impl Core {
                     Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {}
                 }
             }
-            if !delivered && let Some(sub) = members.get(start % members.len()) {
+            if delivered {
+                taken += 1;
+            } else if let Some(sub) = members.get(start % members.len()) {
                 self.slow(sub);
             }
         }
+        taken
     }
 
-    fn offer(&self, sub: &CoreSub, msg: &Message) {
+    fn offer(&self, sub: &CoreSub, msg: &Message) -> bool {
         match sub.tx.try_send(Delivery::unacked(msg.clone())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.slow(sub),
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.slow(sub);
+                false
+            }
             // The guard removes it from the sublist in a moment.
-            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 

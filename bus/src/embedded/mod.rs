@@ -14,8 +14,8 @@ mod memstore;
 mod queue;
 mod record;
 mod store;
-mod stream;
-mod subject;
+pub(crate) mod stream;
+pub(crate) mod subject;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -212,6 +212,40 @@ impl EmbeddedBroker {
         self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
     }
 
+    /// Publishes like [`Bus::publish`]; returns how many plain subscribers and
+    /// queue groups took the message.
+    pub(crate) async fn publish_counted(&self, message: Message) -> Result<usize, BusError> {
+        self.publish_acked(message, &[]).await.map(|(n, _)| n)
+    }
+
+    /// Publishes like [`publish_counted`](Self::publish_counted) and also says
+    /// which streams stored the message at which sequence (`None`: a duplicate).
+    /// The stored copy goes without the `transient` headers (a wire reply subject
+    /// belongs to the publish, not to the message).
+    pub(crate) async fn publish_acked(
+        &self,
+        message: Message,
+        transient: &[&str],
+    ) -> Result<(usize, Vec<(String, Option<u64>)>), BusError> {
+        self.ensure_open()?;
+        self.check_message(&message)?;
+        let mut stored = Vec::new();
+        for s in self.streams() {
+            let name = {
+                let s = s.lock();
+                s.captures(&message.subject).then(|| s.name().to_string())
+            };
+            if let Some(name) = name {
+                let mut copy = message.clone();
+                for h in transient {
+                    copy.headers.remove(*h);
+                }
+                stored.push((name, self.append_to(&s, copy, true).await?));
+            }
+        }
+        Ok((self.inner.core.publish(&message), stored))
+    }
+
     /// Messages dropped because a plain subscriber did not keep up.
     pub fn slow_consumer_drops(&self) -> u64 {
         self.inner.core.slow_consumer_drops()
@@ -225,7 +259,7 @@ impl EmbeddedBroker {
         }
     }
 
-    fn streams(&self) -> Vec<Arc<StreamShared>> {
+    pub(crate) fn streams(&self) -> Vec<Arc<StreamShared>> {
         self.inner
             .streams
             .read()
@@ -413,15 +447,7 @@ impl Bus for EmbeddedBroker {
     }
 
     async fn publish(&self, message: Message) -> Result<(), BusError> {
-        self.ensure_open()?;
-        self.check_message(&message)?;
-        for s in self.streams() {
-            if s.lock().captures(&message.subject) {
-                self.append_to(&s, message.clone(), true).await?;
-            }
-        }
-        self.inner.core.publish(&message);
-        Ok(())
+        self.publish_counted(message).await.map(|_| ())
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {

@@ -217,12 +217,10 @@ impl Stream {
         self.compact_min_bytes = bytes;
     }
 
-    #[cfg(test)]
     pub(crate) fn store_size(&self) -> u64 {
         self.store.size()
     }
 
-    #[cfg(test)]
     pub(crate) fn message_count(&self) -> usize {
         self.msgs.len()
     }
@@ -488,6 +486,23 @@ impl Stream {
         };
         self.groups[gi].max_deliveries = options.max_deliveries.max(1);
         Ok(gi)
+    }
+
+    /// The last sequence stored (0: none yet).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The group called `name` (the first, if it reads several filters): index and filter.
+    pub(crate) fn group_named(&self, name: &str) -> Option<(usize, String)> {
+        self.groups
+            .iter()
+            .position(|g| g.name == name)
+            .map(|gi| (gi, self.groups[gi].filter.clone()))
+    }
+
+    pub(crate) fn group_count(&self) -> usize {
+        self.groups.len()
     }
 
     pub(crate) fn group_notify(&self, gi: usize) -> Arc<Notify> {

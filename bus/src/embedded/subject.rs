@@ -495,3 +495,121 @@ mod tests {
         assert!(s.cache_len() <= CACHE_MAX);
     }
 }
+
+/// Subject matching, the sublist, `is_subset` and `overlap` against a
+/// reference model: filters and subjects as token lists, matched recursively,
+/// and set relations decided by enumerating every subject over the alphabet.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Filters use a, b, c and wildcards; subjects also use d, a token no
+    /// filter names, so `*` and `>` are told apart from literals.
+    const SUBJECT_TOKENS: [&str; 4] = ["a", "b", "c", "d"];
+    const MAX_FILTER_LEN: usize = 4;
+
+    fn ref_match(f: &[String], s: &[&str]) -> bool {
+        match (f.first().map(String::as_str), s.first()) {
+            (None, None) => true,
+            (Some(">"), Some(_)) => true,
+            (Some("*"), Some(_)) => ref_match(&f[1..], &s[1..]),
+            (Some(ft), Some(st)) if ft == *st => ref_match(&f[1..], &s[1..]),
+            _ => false,
+        }
+    }
+
+    /// Every subject of up to one token more than the longest filter: enough
+    /// to witness any difference between two filters of at most that length.
+    fn all_subjects() -> Vec<Vec<&'static str>> {
+        let mut all: Vec<Vec<&str>> = Vec::new();
+        let mut level: Vec<Vec<&str>> = vec![Vec::new()];
+        for _ in 0..=MAX_FILTER_LEN {
+            level = level
+                .iter()
+                .flat_map(|p| {
+                    SUBJECT_TOKENS.iter().map(move |t| {
+                        let mut n = p.clone();
+                        n.push(*t);
+                        n
+                    })
+                })
+                .collect();
+            all.extend(level.iter().cloned());
+        }
+        all
+    }
+
+    fn filter() -> impl Strategy<Value = Vec<String>> {
+        let token = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            Just("*".to_string()),
+        ];
+        (
+            proptest::collection::vec(token, 1..MAX_FILTER_LEN),
+            any::<bool>(),
+        )
+            .prop_map(|(mut t, fwc)| {
+                if fwc {
+                    t.push(">".into());
+                }
+                t
+            })
+    }
+
+    fn subject() -> impl Strategy<Value = Vec<&'static str>> {
+        proptest::collection::vec(
+            proptest::sample::select(SUBJECT_TOKENS.to_vec()),
+            1..=MAX_FILTER_LEN + 1,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn matches_agrees_with_the_model(f in filter(), s in subject()) {
+            let (fs, ss) = (f.join("."), s.join("."));
+            prop_assert!(validate_filter(&fs).is_ok());
+            prop_assert!(validate_literal(&ss).is_ok());
+            prop_assert_eq!(matches(&fs, &ss), ref_match(&f, &s), "{} vs {}", fs, ss);
+        }
+
+        #[test]
+        fn the_sublist_returns_exactly_the_matching_subscriptions(
+            filters in proptest::collection::vec(filter(), 1..8),
+            s in subject(),
+        ) {
+            let mut list: Sublist<u64> = Sublist::new();
+            for (id, f) in filters.iter().enumerate() {
+                list.insert(&f.join("."), None, id as u64, id as u64).unwrap();
+            }
+            let ss = s.join(".");
+            // Twice: the second answer comes from the cache.
+            for _ in 0..2 {
+                let mut got: Vec<u64> = list.match_subject(&ss).psubs.clone();
+                got.sort_unstable();
+                let want: Vec<u64> = filters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| ref_match(f, &s))
+                    .map(|(id, _)| id as u64)
+                    .collect();
+                prop_assert_eq!(got, want, "{}", ss);
+            }
+        }
+
+        #[test]
+        fn subset_and_overlap_agree_with_enumeration(a in filter(), b in filter()) {
+            let (fa, fb) = (a.join("."), b.join("."));
+            let subjects = all_subjects();
+            let in_a: Vec<bool> = subjects.iter().map(|s| ref_match(&a, s)).collect();
+            let in_b: Vec<bool> = subjects.iter().map(|s| ref_match(&b, s)).collect();
+            let subset = in_a.iter().zip(&in_b).all(|(x, y)| !x || *y);
+            let overlaps = in_a.iter().zip(&in_b).any(|(x, y)| *x && *y);
+            prop_assert_eq!(is_subset(&fa, &fb), subset, "{} ⊆ {}", fa, fb);
+            prop_assert_eq!(overlap(&fa, &fb), overlaps, "{} ∩ {}", fa, fb);
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! orderly's [`Bus`] on NATS, through async-nats.
+//!
+//! - Plain subscriptions are core NATS subscriptions: fan-out, nothing stored.
+//! - Streams are JetStream streams (file storage, `max_age`), and a durable
+//!   group is a durable pull consumer named after the group, filtered on the
+//!   group's subject: explicit acks, `ack_wait`, `max_deliver`, and
+//!   `max_ack_pending` = `max_in_flight`.
+//! - `publish` goes through JetStream (and waits for the stream's ack) when a
+//!   stream captures the subject, through core NATS otherwise. A JetStream
+//!   publish is a core publish with a reply inbox, so plain subscribers get
+//!   those messages too.
+//! - The key travels as the [`KEY_HEADER`] header; other headers as NATS headers.
+
+mod group;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
+use async_nats::jetstream::{self, context::GetStreamByNameErrorKind, context::PublishErrorKind};
+use async_nats::{Client, ConnectOptions};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use orderly_bus::{
+    Bus, BusError, Delivery, Features, GroupOptions, Message, StreamConfig, Subscription,
+};
+use tokio::sync::{mpsc, watch};
+
+/// The header that carries [`Message::key`].
+pub const KEY_HEADER: &str = "Orderly-Key";
+/// `NATS_URL` when unset.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// Plain subscriptions: messages waiting for the reader before async-nats
+/// starts dropping them as a slow consumer.
+const SUB_PENDING: usize = 8192;
+/// How long a "subject is (not) in a stream" answer is trusted. Positive answers
+/// are stable (streams are rarely dropped); negative ones expire quickly so a
+/// stream created by another process is picked up.
+const CAPTURED_TTL: Duration = Duration::from_secs(300);
+const NOT_CAPTURED_TTL: Duration = Duration::from_secs(1);
+const CAPTURE_CACHE_MAX: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// `nats://host:port` (several comma-separated for a cluster).
+    pub url: String,
+    /// Shown by the server (`connz`), to tell the roles apart.
+    pub client_name: String,
+    pub connect_timeout: Duration,
+    /// JetStream API requests and publish acks.
+    pub request_timeout: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client_name: "orderly".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A bus on one NATS connection. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) js: jetstream::Context,
+    max_payload: usize,
+    /// The server announced JetStream; without it only plain subjects work.
+    jetstream: bool,
+    closed: AtomicBool,
+    /// Flips to `true` on close; every subscription task watches it.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// subject → (captured by a stream, when learnt).
+    captured: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("max_payload", &self.inner.max_payload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBus {
+    /// Connects (failing if the server is unreachable); later disconnects are
+    /// retried by async-nats in the background.
+    pub async fn connect(config: NatsConfig) -> Result<Self, BusError> {
+        let client = ConnectOptions::new()
+            .name(&config.client_name)
+            .connection_timeout(config.connect_timeout)
+            .request_timeout(Some(config.request_timeout))
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot connect to NATS at {}: {e}", config.url))
+            })?;
+        let max_payload = client.server_info().max_payload;
+        if max_payload == 0 {
+            return Err(BusError::Unavailable(format!(
+                "the NATS server at {} announced no max_payload",
+                config.url
+            )));
+        }
+        let jetstream = client.server_info().jetstream;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client.clone());
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                max_payload,
+                jetstream,
+                closed: AtomicBool::new(false),
+                shutdown,
+                captured: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The underlying client (for tests and tools).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    fn ensure_open(&self) -> Result<(), BusError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(BusError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Durable streams and groups need JetStream.
+    fn ensure_jetstream(&self) -> Result<(), BusError> {
+        if self.inner.jetstream {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable(
+                "the NATS server has no JetStream: only plain subjects work (start nats-server with -js)".into(),
+            ))
+        }
+    }
+
+    /// Whether a stream captures `subject`; cached (see [`CAPTURED_TTL`]).
+    async fn captured(&self, subject: &str) -> Result<bool, BusError> {
+        if !self.inner.jetstream {
+            return Ok(false);
+        }
+        if let Some((yes, at)) = self.capture_cache().get(subject).copied() {
+            let ttl = if yes { CAPTURED_TTL } else { NOT_CAPTURED_TTL };
+            if at.elapsed() < ttl {
+                return Ok(yes);
+            }
+        }
+        let yes = match self.inner.js.stream_by_subject(subject).await {
+            Ok(_) => true,
+            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => false,
+            Err(e) => return Err(BusError::Unavailable(format!("stream lookup: {e}"))),
+        };
+        let mut cache = self.capture_cache();
+        if cache.len() >= CAPTURE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(subject.to_string(), (yes, Instant::now()));
+        Ok(yes)
+    }
+
+    fn capture_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, Instant)>> {
+        // The map holds no invariant a panicking holder could break.
+        self.inner
+            .captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A published subject: tokens separated by `.`, none empty, no wildcards, no whitespace.
+pub(crate) fn validate_literal(subject: &str) -> Result<(), BusError> {
+    validate(subject, false)
+}
+
+/// A subscription subject: like a literal, plus whole-token `*` and a final `>`.
+pub(crate) fn validate_filter(subject: &str) -> Result<(), BusError> {
+    validate(subject, true)
+}
+
+fn validate(subject: &str, wildcards: bool) -> Result<(), BusError> {
+    let bad = |why| Err(BusError::InvalidSubject(subject.to_string(), why));
+    if subject.is_empty() {
+        return bad("empty");
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace or control characters");
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return bad("empty token");
+        }
+        let wild = *t == "*" || *t == ">";
+        if wild && !wildcards {
+            return bad("wildcards are not allowed here");
+        }
+        if *t == ">" && i + 1 != tokens.len() {
+            return bad("'>' must be the last token");
+        }
+        if !wild && (t.contains('*') || t.contains('>')) {
+            return bad("a wildcard must be a whole token");
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the headers add on the wire (`NATS/1.0\r\n`, `name: value\r\n`…, `\r\n`),
+/// which count against `max_payload` together with the payload.
+fn header_len(message: &Message) -> usize {
+    let mut n = "NATS/1.0\r\n\r\n".len();
+    let key = message.key.iter().map(|k| (KEY_HEADER, k.as_str()));
+    for (name, value) in message
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(key)
+    {
+        n += name.len() + 2 + value.len() + 2;
+    }
+    n
+}
+
+fn to_header_map(message: &Message) -> Result<HeaderMap, BusError> {
+    let mut map = HeaderMap::new();
+    let key = message.key.iter().map(|k| (KEY_HEADER, k.as_str()));
+    for (name, value) in message
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(key)
+    {
+        // async-nats panics on invalid names/values; check them first.
+        let name = HeaderName::from_str(name)
+            .map_err(|e| BusError::Other(format!("header name {name:?}: {e}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| BusError::Other(format!("header {name} value {value:?}: {e}")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+pub(crate) fn from_nats(m: &async_nats::Message) -> Message {
+    let mut out = Message::new(m.subject.to_string(), m.payload.clone());
+    if let Some(headers) = &m.headers {
+        for (name, values) in headers.iter() {
+            let Some(value) = values.first() else {
+                continue;
+            };
+            if AsRef::<str>::as_ref(name) == KEY_HEADER {
+                out.key = Some(value.as_str().to_string());
+            } else {
+                out.headers
+                    .insert(name.to_string(), value.as_str().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Aborts the subscription's task when the [`Subscription`] is dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves once the bus closes (or is dropped).
+pub(crate) async fn closed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|closed| *closed).await;
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    fn features(&self) -> Features {
+        Features {
+            // JetStream file storage.
+            durable: self.inner.jetstream,
+            // Several pull members and redeliveries interleave a key's messages.
+            ordered_per_key: false,
+            consumer_groups: self.inner.jetstream,
+            redelivery_delay: self.inner.jetstream,
+            // NATS can, but the Bus port has no request call to offer it through.
+            request_reply: false,
+            headers: true,
+            max_payload: self.inner.max_payload,
+        }
+    }
+
+    async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
+        self.ensure_open()?;
+        self.ensure_jetstream()?;
+        if config.name.is_empty()
+            || !config
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(BusError::Other(format!(
+                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
+                config.name
+            )));
+        }
+        if config.subjects.is_empty() {
+            return Err(BusError::Other(format!(
+                "stream {} needs at least one subject",
+                config.name
+            )));
+        }
+        for s in &config.subjects {
+            validate_filter(s)?;
+        }
+        let wanted = jetstream::stream::Config {
+            name: config.name.clone(),
+            subjects: config.subjects.clone(),
+            max_age: config.max_age,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stream = self
+            .inner
+            .js
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| BusError::Unavailable(format!("stream {}: {e}", config.name)))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::Unavailable(format!("stream {} info: {e}", config.name)))?;
+        let mut have = info.config.subjects.clone();
+        have.sort();
+        let mut want = config.subjects.clone();
+        want.sort();
+        if have != want || info.config.max_age != config.max_age {
+            // Existing messages are kept; only subjects and age limit change.
+            let mut updated = info.config.clone();
+            updated.subjects = config.subjects.clone();
+            updated.max_age = config.max_age;
+            self.inner
+                .js
+                .update_stream(updated)
+                .await
+                .map_err(|e| BusError::Other(format!("stream {} update: {e}", config.name)))?;
+        }
+        let mut cache = self.capture_cache();
+        cache.retain(|_, (yes, _)| *yes);
+        Ok(())
+    }
+
+    async fn publish(&self, message: Message) -> Result<(), BusError> {
+        self.ensure_open()?;
+        validate_literal(&message.subject)?;
+        let size = message.payload.len() + header_len(&message);
+        let max = self.inner.max_payload;
+        if message.payload.len() > max || size > max {
+            return Err(BusError::PayloadTooLarge {
+                size: size.max(message.payload.len() + 1),
+                max,
+            });
+        }
+        let headers = to_header_map(&message)?;
+        if self.captured(&message.subject).await? {
+            let ack = self
+                .inner
+                .js
+                .publish_with_headers(message.subject.clone(), headers, message.payload)
+                .await
+                .map_err(|e| map_publish(e.kind(), &e))?;
+            ack.await.map_err(|e| map_publish(e.kind(), &e))?;
+            return Ok(());
+        }
+        self.inner
+            .client
+            .publish_with_headers(message.subject, headers, message.payload)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("publish: {e}")))?;
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable(format!("flush: {e}")))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
+        self.ensure_open()?;
+        validate_filter(subject)?;
+        let mut sub = self
+            .inner
+            .client
+            .subscribe(subject.to_string())
+            .await
+            .map_err(|e| BusError::Unavailable(format!("subscribe {subject}: {e}")))?;
+        let (tx, rx) = mpsc::channel(SUB_PENDING);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = closed(&mut shutdown) => break,
+                    next = sub.next() => next,
+                };
+                let Some(m) = next else { break };
+                if tx.send(Delivery::unacked(from_nats(&m))).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sub.unsubscribe().await;
+        });
+        Ok(Subscription::new(rx, Some(Box::new(AbortOnDrop(task)))))
+    }
+
+    async fn subscribe_group(
+        &self,
+        subject: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<Subscription, BusError> {
+        self.ensure_open()?;
+        validate_filter(subject)?;
+        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BusError::Other(format!("invalid group name {group:?}")));
+        }
+        self.ensure_jetstream()?;
+        group::subscribe(&self.inner, subject, group, options).await
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        self.ensure_open()?;
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Unavailable("not connected to NATS".into()));
+        }
+        if !self.inner.jetstream {
+            return Ok(());
+        }
+        // The account info request: answered only when JetStream is up. Read as
+        // text because its fields differ between server versions.
+        let reply = self
+            .inner
+            .client
+            .request("$JS.API.INFO", Bytes::new())
+            .await
+            .map_err(|e| BusError::Unavailable(format!("JetStream: {e}")))?;
+        let body = String::from_utf8_lossy(&reply.payload);
+        if body.contains("\"error\"") {
+            return Err(BusError::Unavailable(format!("JetStream: {body}")));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.shutdown.send_replace(true);
+        // Bounded: a dead server must not hold up shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.client.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.client.drain()).await;
+    }
+}
+
+fn map_publish(kind: PublishErrorKind, e: &dyn std::fmt::Display) -> BusError {
+    match kind {
+        PublishErrorKind::StreamNotFound => {
+            BusError::Unavailable(format!("no stream answered the publish: {e}"))
+        }
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+            BusError::Unavailable(format!("publish: {e}"))
+        }
+        _ => BusError::Other(format!("publish: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_validated_like_nats() {
+        assert!(validate_literal("orders.created").is_ok());
+        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a*b"] {
+            assert!(validate_literal(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_filter("a.*.c").is_ok());
+        assert!(validate_filter("a.>").is_ok());
+        for bad in ["a.>.c", "a.b*", "", "a..b"] {
+            assert!(validate_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_travels_as_a_header_and_counts_against_the_limit() {
+        let m = Message::new("s", "p").with_key("k1").with_header("a", "b");
+        let map = to_header_map(&m).unwrap();
+        assert_eq!(map.get(KEY_HEADER).map(|v| v.as_str()), Some("k1"));
+        assert_eq!(
+            header_len(&m),
+            "NATS/1.0\r\nOrderly-Key: k1\r\na: b\r\n\r\n".len()
+        );
+        let bad = Message::new("s", "p").with_header("a", "line\r\nbreak");
+        assert!(to_header_map(&bad).is_err());
+    }
+}

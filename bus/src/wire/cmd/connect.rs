@@ -1,0 +1,53 @@
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::super::connection::{ClientConn, Flow};
+use super::CmdError;
+
+/// `CONNECT {json}`: the client's options. Unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Connect {
+    pub verbose: bool,
+    pub pedantic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    pub headers: bool,
+    pub no_responders: bool,
+    pub echo: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub protocol: u8,
+}
+
+impl Default for Connect {
+    fn default() -> Self {
+        Self {
+            verbose: false,
+            pedantic: false,
+            auth_token: None,
+            headers: false,
+            no_responders: false,
+            echo: true,
+            name: None,
+            protocol: 0,
+        }
+    }
+}
+
+impl Connect {
+    pub fn parse(args: &[u8]) -> Result<Self, CmdError> {
+        serde_json::from_slice(args).map_err(|_| CmdError::Malformed("CONNECT needs a JSON object"))
+    }
+
+    pub async fn apply(self, conn: &mut ClientConn) -> Flow {
+        conn.process_connect(self)
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(b"CONNECT ");
+        // A struct of strings and numbers always serialises.
+        out.put_slice(&serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec()));
+        out.put_slice(b"\r\n");
+    }
+}

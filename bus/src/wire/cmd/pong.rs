@@ -1,0 +1,17 @@
+use bytes::{BufMut, BytesMut};
+
+use super::super::connection::ClientConn;
+
+/// `PONG`: the answer to our `PING`; the connection is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong;
+
+impl Pong {
+    pub fn apply(self, conn: &mut ClientConn) {
+        conn.process_pong();
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(b"PONG\r\n");
+    }
+}

@@ -1,0 +1,43 @@
+use bytes::{BufMut, BytesMut};
+
+use super::super::connection::{ClientConn, Flow};
+use super::{Args, CmdError};
+
+/// `SUB <subject> [queue group] <sid>`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub<'a> {
+    pub subject: &'a str,
+    pub queue: Option<&'a str>,
+    pub sid: &'a str,
+}
+
+impl<'a> Sub<'a> {
+    pub fn parse(args: &mut Args<'a>) -> Result<Self, CmdError> {
+        let (subject, queue) = match args.len() {
+            2 => (args.next_str()?, None),
+            3 => (args.next_str()?, Some(args.next_str()?)),
+            _ => return Err(CmdError::Malformed("SUB <subject> [queue] <sid>")),
+        };
+        Ok(Self {
+            subject,
+            queue,
+            sid: args.next_str()?,
+        })
+    }
+
+    pub async fn apply(self, conn: &mut ClientConn) -> Flow {
+        conn.process_sub(self.subject, self.queue, self.sid).await
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(b"SUB ");
+        out.put_slice(self.subject.as_bytes());
+        if let Some(q) = self.queue {
+            out.put_u8(b' ');
+            out.put_slice(q.as_bytes());
+        }
+        out.put_u8(b' ');
+        out.put_slice(self.sid.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}

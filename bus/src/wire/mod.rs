@@ -1,0 +1,95 @@
+//! The embedded broker on the NATS client protocol, over TCP: stock NATS
+//! clients (core NATS: pub/sub, queue groups, request/reply, headers) and
+//! orderly processes on one host share the broker.
+//!
+//! - [`parser`]: the incremental tokenizer (after nats-server's `parser.go`).
+//! - [`cmd`]: one file per client command (mini-redis `cmd/`).
+//! - `connection`: a client's read and write loops and its subscriptions.
+//! - `server`: the accept loop, the connection cap, shutdown.
+//!
+//! Messages keep their NATS extras in the broker as headers: the reply
+//! subject as [`REPLY_HEADER`], a status (the no-responders 503) as
+//! [`STATUS_HEADER`], and the key as [`KEY_HEADER`] on the wire; they are
+//! turned back into the `MSG`/`HMSG` fields on the way out.
+//!
+//! [`jetstream`] serves the JetStream API subset the NATS adapter uses
+//! (streams, durable pull consumers, acks) from the broker's durable streams.
+//!
+//! Not served: the rest of JetStream (push consumers, KV, object store,
+//! direct get, purge/delete), TLS, `echo: false`.
+
+pub mod cmd;
+mod connection;
+pub mod jetstream;
+pub mod parser;
+mod server;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use connection::Flow;
+pub use server::{BrokerListener, serve};
+
+/// The message key on the wire (as the NATS adapter sends it).
+pub const KEY_HEADER: &str = "Orderly-Key";
+/// Inside the broker: the reply subject of a wire publish.
+pub const REPLY_HEADER: &str = "Orderly-Reply-To";
+/// Inside the broker: the status code of a status message (no responders).
+pub const STATUS_HEADER: &str = "Orderly-Status";
+/// Inside the broker: the subject a message is shown under when it is routed
+/// to another (a JetStream delivery travels to the pull request's inbox).
+pub const SUBJECT_HEADER: &str = "Orderly-Subject";
+
+/// The listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `host:port`; port 0 lets the OS choose.
+    pub listen: String,
+    /// Clients at once; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// Required in CONNECT when set.
+    pub auth_token: Option<String>,
+    pub max_payload: usize,
+    pub max_control_line: usize,
+    /// Bytes queued for one client before it counts as a slow consumer.
+    pub max_pending: usize,
+    /// We ping each client this often ...
+    pub ping_interval: Duration,
+    /// ... and close it when this many pings are unanswered.
+    pub max_pings_out: u32,
+    pub server_id: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4223".into(),
+            max_connections: 10_000,
+            auth_token: None,
+            max_payload: 1024 * 1024,
+            max_control_line: parser::MAX_CONTROL_LINE,
+            max_pending: 64 * 1024 * 1024,
+            ping_interval: Duration::from_secs(120),
+            max_pings_out: 2,
+            server_id: format!("ORDERLY{}", uuid::Uuid::new_v4().simple()).to_uppercase(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn info_frame(&self) -> Bytes {
+        let info = serde_json::json!({
+            "server_id": self.server_id,
+            "server_name": "orderly",
+            // The protocol level we speak; our own version follows the "+".
+            "version": format!("2.10.0+orderly.{}", env!("CARGO_PKG_VERSION")),
+            "proto": 1,
+            "headers": true,
+            "max_payload": self.max_payload,
+            "auth_required": self.auth_token.is_some(),
+            "jetstream": true,
+        });
+        Bytes::from(format!("INFO {info}\r\n"))
+    }
+}

@@ -1,0 +1,130 @@
+//! Issue 7, done-when 3: `orderly broker` and `orderly auth|orders|consumer|worker`
+//! as separate processes, the services on `BUS=nats` through the broker's
+//! listener (core NATS and the JetStream subset), pass the old E2E script.
+//! The job queue is Redis (the embedded queue cannot be shared between
+//! processes) under a prefix of this run; every process is killed by PID.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::e2e::run_old_script;
+use crate::helpers::{TestApp, start_role};
+
+/// Kills the child on drop (by its PID, through `Child`).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `orderly broker` on a port the OS picks; returns it and its `nats://` URL.
+fn start_broker(data_dir: &std::path::Path) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderly"))
+        .arg("broker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ORDERLY_DATA_DIR", data_dir)
+        .env("ORDERLY_BROKER_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start orderly broker");
+    let stdout = child.stdout.take().expect("broker stdout");
+    let guard = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("broker: ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("orderly broker announces its URL");
+    (guard, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn separate_processes_through_orderly_broker_pass_the_old_script() {
+    if orderly_testkit::shared_redis().await.is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_broker, nats_url) = start_broker(&tmp.path().join("broker"));
+    let db = format!("sqlite://{}", tmp.path().join("orders.db").display());
+    let prefix = format!("orderly-test-{}", uuid::Uuid::new_v4().simple());
+    let redis = format!("{}/0", orderly_testkit::redis_url().trim_end_matches('/'));
+    let common: Vec<(&str, &str)> = vec![
+        ("BUS", "nats"),
+        ("NATS_URL", nats_url.as_str()),
+        ("JOB_QUEUE", "redis"),
+        ("REDIS_URL", redis.as_str()),
+        ("JOB_QUEUE_PREFIX", prefix.as_str()),
+        ("ORDERS_DATABASE_URL", db.as_str()),
+        ("WORKER_PAYMENT_DELAY_MS", "2000"),
+        ("ORDERS_RATE_LIMIT", "10/minute"),
+    ];
+    let auth = start_role("auth", &tmp.path().join("auth"), &common, 0).await;
+    // Orders trusts auth's keys through its JWKS (no shared key file).
+    let jwks = format!("{}/.well-known/jwks.json", auth.auth_url);
+    let mut orders_env = common.clone();
+    orders_env.push(("ORDERS_JWKS_URL", jwks.as_str()));
+    orders_env.push(("ORDERS_PUBLIC_KEY_PATH", "/nonexistent/public.pem"));
+    let orders = start_role("orders", &tmp.path().join("orders"), &orders_env, 0).await;
+    let consumer = start_role("consumer", &tmp.path().join("consumer"), &common, 0).await;
+    let worker = start_role("worker", &tmp.path().join("worker"), &common, 0).await;
+    let (auth_url, orders_url) = (auth.auth_url.clone(), orders.orders_url.clone());
+    let output = tokio::task::spawn_blocking(move || run_old_script(&auth_url, &orders_url))
+        .await
+        .unwrap();
+    let logs = |apps: &[&TestApp]| {
+        apps.iter()
+            .map(|a| a.logs())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert!(
+        output.contains(r#""status":"PAID"#),
+        "script output:\n{output}\nlogs:\n{}",
+        logs(&[&auth, &orders, &consumer, &worker])
+    );
+    // The events went through JetStream: the broker keeps a stream log for them.
+    let streams: Vec<String> = std::fs::read_dir(tmp.path().join("broker").join("broker"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !streams.is_empty(),
+        "no stream log in the broker's data dir"
+    );
+    // The TestApps and the broker guard kill their processes on drop.
+    drop((auth, orders, consumer, worker));
+    clean_queue(&redis, &prefix).await;
+}
+
+async fn clean_queue(redis_url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
