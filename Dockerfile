@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1.7
+# One image for every role: `docker run IMAGE auth|orders|consumer|worker|migrate|keygen|all`.
+# Build: docker build -t orderly:latest .   (docker compose builds it as orderly:latest too)
+
+ARG RUST_VERSION=1.95
+
+# --- build -------------------------------------------------------------------
+# The full rust image: rdkafka's bundled librdkafka needs gcc, make and zlib's headers.
+FROM rust:${RUST_VERSION}-bookworm AS builder
+WORKDIR /src
+COPY . .
+# Dependency caching: BuildKit keeps the registry and the target directory
+# between builds, so a source change recompiles the workspace crates only.
+# The build command is the one CI's build of the binary uses (tests/deploy
+# checks the two stay the same).
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked -p orderly \
+    && install -m 0755 target/release/orderly /usr/local/bin/orderly
+
+# --- runtime -----------------------------------------------------------------
+# debian slim rather than distroless/cc: the binary links libz.so.1 (librdkafka's
+# compression), which slim has and distroless/cc does not.
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 orderly \
+    && useradd --system --uid 10001 --gid orderly --home-dir /data --shell /usr/sbin/nologin orderly \
+    && mkdir -p /data /keys \
+    && chown orderly:orderly /data /keys
+COPY --from=builder /usr/local/bin/orderly /usr/local/bin/orderly
+
+# Named volumes mounted on /data and /keys start with this ownership, so the
+# non-root user can write its data and `orderly keygen --dir /keys` its key pair.
+USER orderly:orderly
+WORKDIR /data
+ENV ORDERLY_DATA_DIR=/data
+EXPOSE 8000 8001
+# `orderly healthcheck` is a plain HTTP GET from the binary itself (the image has
+# no curl). Without arguments it checks what the default `all` role serves;
+# docker-compose.yml and the Nomad jobs give every other role its own check.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["orderly", "healthcheck"]
+ENTRYPOINT ["orderly"]
+CMD ["all"]
