@@ -1,17 +1,21 @@
 //! `orderly`: one binary, every role. This file only wires ports to adapters
 //! from the configuration; the services know nothing of transports or stores.
 
+mod healthcheck;
+mod jobs;
+
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
-use orderly_bus::{Bus, JobQueue, RetryPolicy};
-use orderly_kit::config::{BusKind, Env, Settings};
+use orderly_bus::{Bus, BusError, JobQueue};
+use orderly_kafka::{KafkaBus, KafkaConfig};
+use orderly_kit::config::{BusKind, Env, KafkaSettings, Settings};
 use orderly_kit::health::ReadinessCheck;
 use orderly_kit::token::TokenVerifier;
 use orderly_kit::{Shutdown, http};
+use orderly_nats::{NatsBus, NatsConfig};
 use orderly_orders::OrdersState;
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
@@ -29,7 +33,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Command {
     /// Everything in one process: auth (:8001), orders (:8000), consumer, worker, broker (default)
     All,
@@ -43,6 +47,44 @@ enum Command {
     Worker,
     /// Apply database migrations for auth and orders, then exit
     Migrate,
+    /// The embedded broker alone, speaking the NATS client protocol (ORDERLY_BROKER_LISTEN, default 127.0.0.1:4223)
+    Broker,
+    /// Write a new RS256 token-signing key pair (README, "Key rotation")
+    Keygen {
+        /// Directory for private.pem (mode 0600) and public.pem; an existing pair is never overwritten
+        #[arg(long, default_value = "keys-new")]
+        dir: std::path::PathBuf,
+        /// Keep a complete existing pair and exit 0 (a container's first-start init job)
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// Container health check: exit 0 when every target answers (no curl needed in the image)
+    Healthcheck {
+        /// http://HOST:PORT/PATH (must answer 200) or tcp://HOST:PORT (must accept);
+        /// default: the /health of auth (:8001) and orders (:8000) on 127.0.0.1
+        targets: Vec<String>,
+        /// Seconds each target may take
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Inspect the job queue: stats, dead letters, requeue, purge (README, "Job queue on Redis")
+    Jobs {
+        #[command(subcommand)]
+        action: jobs::JobsAction,
+    },
+    /// User administration in the auth database
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand, Clone, PartialEq, Eq)]
+enum UserAction {
+    /// Give the user the `admin` role (effective from their next login or refresh)
+    Promote { email: String },
+    /// Give the user back the plain `user` role
+    Demote { email: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,8 +119,30 @@ fn load_settings() -> Result<Settings> {
 }
 
 async fn run(command: Command) -> Result<()> {
+    if let Command::Healthcheck { targets, timeout } = &command {
+        return healthcheck::run(targets, std::time::Duration::from_secs(*timeout)).await;
+    }
     orderly_kit::telemetry::init("info,sqlx=warn,tower_http=info");
+    if let Command::Keygen { dir, if_missing } = &command {
+        return keygen(dir.clone(), *if_missing).await;
+    }
     let settings = load_settings()?;
+    if let Command::Jobs { action } = &command {
+        return jobs::cli(&settings, action).await;
+    }
+    if let Command::User { action } = &command {
+        let (email, role) = match action {
+            UserAction::Promote { email } => (email, "admin"),
+            UserAction::Demote { email } => (email, "user"),
+        };
+        return match orderly_auth::set_role(&settings.auth, email, role).await? {
+            Some(user) => {
+                println!("user {} ({}) now has role {role}", user.id, user.email);
+                Ok(())
+            }
+            None => Err(anyhow::anyhow!("no user with e-mail {email}")),
+        };
+    }
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
 
@@ -90,6 +154,10 @@ async fn run(command: Command) -> Result<()> {
         tracing::info!("migrations applied");
         println!("migrations applied");
         return Ok(());
+    }
+
+    if command == Command::Broker {
+        return run_broker(&settings, shutdown).await;
     }
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -107,7 +175,15 @@ async fn run(command: Command) -> Result<()> {
         tasks.spawn(http_task(listener, app, shutdown.clone()));
     }
 
-    if let Some((bus, queue)) = &messaging {
+    if let Some((
+        bus,
+        jobs::QueueParts {
+            queue,
+            maintenance,
+            lease,
+        },
+    )) = &messaging
+    {
         let orders = if matches!(command, Command::All | Command::Orders | Command::Worker) {
             Some(orderly_orders::startup::build(&settings.orders).await?)
         } else {
@@ -119,11 +195,18 @@ async fn run(command: Command) -> Result<()> {
                 outbox_written: wake,
                 ..
             } = parts;
-            bus.ensure_stream(orderly_orders::events::stream()).await?;
-            let verifier = Arc::new(
-                TokenVerifier::from_file(&settings.orders.public_key_path)
+            ensure_events_stream(bus.clone(), shutdown.clone()).await?;
+            let verifier = Arc::new(match &settings.orders.jwks_url {
+                Some(url) => TokenVerifier::from_jwks_url(
+                    url,
+                    &settings.orders.verifier,
+                    settings.orders.jwks_min_refetch,
+                )
+                .await
+                .context("orders cannot verify tokens (ORDERS_JWKS_URL)")?,
+                None => TokenVerifier::from_file(&settings.orders.public_key_path, &settings.orders.verifier)
                     .context("orders cannot verify tokens (is ORDERS_PUBLIC_KEY_PATH the auth service's public key?)")?,
-            );
+            });
             let state = OrdersState {
                 service: service.clone(),
                 verifier,
@@ -152,14 +235,20 @@ async fn run(command: Command) -> Result<()> {
             if !parts.shared_cache {
                 let (svc, b, s) = (service.clone(), bus.clone(), shutdown.clone());
                 tasks.spawn(async move {
-                    forget_changed_orders(svc, b, s).await;
-                    Ok(())
+                    // It returns early when the bus cannot be reached: listen again.
+                    loop {
+                        forget_changed_orders(svc.clone(), b.clone(), s.clone()).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                            _ = s.wait() => return Ok(()),
+                        }
+                    }
                 });
             }
         }
         if matches!(command, Command::All | Command::Consumer) {
             let (b, q, s) = (bus.clone(), queue.clone(), shutdown.clone());
-            tasks.spawn(async move { orderly_consumer::run(b, q, s).await.context("consumer") });
+            tasks.spawn(run_consumer(b, q, s));
         }
         if let (true, Some(OrdersParts { service, .. })) =
             (matches!(command, Command::All | Command::Worker), &orders)
@@ -178,6 +267,12 @@ async fn run(command: Command) -> Result<()> {
             tasks.spawn(async move {
                 worker.run(s).await;
                 Ok(())
+            });
+            let (m, l, s) = (maintenance.clone(), lease.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                orderly_worker::maintenance::run(m, l, s)
+                    .await
+                    .context("maintenance scheduler")
             });
         }
     }
@@ -199,6 +294,37 @@ async fn run(command: Command) -> Result<()> {
     }
     tracing::info!("orderly stopped");
     result
+}
+
+/// `orderly keygen`: a new pair for a key rotation; prints the kid it will carry.
+async fn keygen(dir: std::path::PathBuf, if_missing: bool) -> Result<()> {
+    use orderly_auth::keys::{PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
+    let (private, public) = (dir.join(PRIVATE_KEY_FILE), dir.join(PUBLIC_KEY_FILE));
+    // Half a pair still fails below: replacing it would orphan issued tokens.
+    if if_missing && private.is_file() && public.is_file() {
+        println!(
+            "kept the existing pair {} and {}",
+            private.display(),
+            public.display()
+        );
+        return Ok(());
+    }
+    let (private, public) =
+        tokio::task::spawn_blocking(move || orderly_auth::keys::generate_keypair(&dir))
+            .await
+            .context("key generation task")??;
+    let text = std::fs::read_to_string(&public)
+        .with_context(|| format!("cannot read back {}", public.display()))?;
+    let kid = orderly_kit::token::keys_from_pem_text(&text, &public.display().to_string())?
+        .first()
+        .map(|k| k.kid.clone())
+        .unwrap_or_default();
+    println!(
+        "wrote {} (mode 0600) and {}\nkid: {kid}",
+        private.display(),
+        public.display()
+    );
+    Ok(())
 }
 
 fn announce(service: &str, listener: &tokio::net::TcpListener) {
@@ -224,27 +350,131 @@ async fn http_task(
         .context("http server")
 }
 
-async fn open_messaging(settings: &Settings) -> Result<(Arc<dyn Bus>, Arc<dyn JobQueue>)> {
+/// `orderly broker`: the embedded broker on the data directory, served over
+/// TCP to NATS clients until Ctrl-C.
+async fn run_broker(settings: &Settings, shutdown: Shutdown) -> Result<()> {
+    let broker = jobs::open_broker(settings).await?;
+    let listen = settings
+        .broker_listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:4223".into());
+    let listener = orderly_bus::wire::serve(
+        broker.clone(),
+        orderly_bus::wire::ServerConfig {
+            listen,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("broker listener")?;
+    let url = format!("nats://{}", listener.local_addr());
+    tracing::info!(%url, "broker listening");
+    println!("broker: {url}");
+    shutdown.wait().await;
+    listener.shutdown().await;
+    broker.close().await;
+    Ok(())
+}
+
+/// The bus, and the job queue `JOB_QUEUE` chose (independent of `BUS`).
+async fn open_messaging(settings: &Settings) -> Result<(Arc<dyn Bus>, jobs::QueueParts)> {
     match settings.bus {
         BusKind::Embedded => {
-            let broker = EmbeddedBroker::open(BrokerConfig {
-                data_dir: Some(settings.data_dir.clone()),
-                ..BrokerConfig::default()
-            })
-            .await
-            .context("embedded broker")?;
-            let w = &settings.worker;
-            let policy = RetryPolicy {
-                base: w.retry_base,
-                cap: w.retry_cap,
-                max_retries: w.max_retries,
-                ..RetryPolicy::default()
-            };
-            let queue = EmbeddedQueue::open(&broker, policy)
-                .await
-                .context("embedded job queue")?;
-            Ok((Arc::new(broker), Arc::new(queue)))
+            let broker = jobs::open_broker(settings).await?;
+            let queue = jobs::open_queue(settings, Some(&broker)).await?;
+            Ok((Arc::new(broker), queue))
         }
+        BusKind::Kafka => {
+            // Only events go through Kafka.
+            let queue = jobs::open_queue(settings, None).await?;
+            let bus = KafkaBus::new(kafka_config(&settings.kafka)).context("Kafka bus")?;
+            Ok((Arc::new(bus), queue))
+        }
+        BusKind::Nats => {
+            // Events go through NATS (JetStream for the groups).
+            let queue = jobs::open_queue(settings, None).await?;
+            let mut config = NatsConfig::new(&settings.nats_url);
+            config.client_name = "orderly".into();
+            let bus = NatsBus::connect(config)
+                .await
+                .with_context(|| format!("NATS at {}", settings.nats_url))?;
+            Ok((Arc::new(bus), queue))
+        }
+    }
+}
+
+fn kafka_config(s: &KafkaSettings) -> KafkaConfig {
+    let mut c = KafkaConfig::new(&s.bootstrap_servers);
+    c.topic_partitions = s.topic_partitions;
+    c.replication_factor = s.replication_factor;
+    c.max_payload = s.max_payload_bytes;
+    c.message_timeout = s.message_timeout;
+    c.fetch_wait_max = s.fetch_wait_max;
+    c.topic_prefix = s.topic_prefix.clone();
+    c
+}
+
+/// How long the first attempt to create the events stream may hold up start.
+const FIRST_STREAM_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(3);
+const BUS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Creates the events stream. A broker that cannot be reached does not stop
+/// the service (the outbox keeps the events, `/ready` reports the bus): the
+/// stream is created in the background once the broker answers.
+async fn ensure_events_stream(bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<()> {
+    let first = tokio::time::timeout(
+        FIRST_STREAM_ATTEMPT,
+        bus.ensure_stream(orderly_orders::events::stream()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(BusError::Unavailable("no answer yet".into())));
+    match first {
+        Ok(()) => return Ok(()),
+        Err(BusError::Unavailable(why)) => {
+            tracing::warn!(%why, "bus unreachable; orders starts anyway and creates the events stream when it is back");
+        }
+        Err(e) => return Err(e).context("events stream"),
+    }
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return,
+            }
+            match bus.ensure_stream(orderly_orders::events::stream()).await {
+                Ok(()) => {
+                    tracing::info!("events stream ready");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "events stream still unavailable; retrying"),
+            }
+            backoff = (backoff * 2).min(BUS_RETRY_MAX);
+        }
+    });
+    Ok(())
+}
+
+/// The consumer, started again while the bus cannot be reached.
+async fn run_consumer(
+    bus: Arc<dyn Bus>,
+    queue: Arc<dyn JobQueue>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        match orderly_consumer::run(bus.clone(), queue.clone(), shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(BusError::Unavailable(why)) => {
+                tracing::warn!(%why, retry_in_s = backoff.as_secs(), "consumer cannot reach the bus; retrying");
+            }
+            Err(e) => return Err(e).context("consumer"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(BUS_RETRY_MAX);
     }
 }
 

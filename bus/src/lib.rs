@@ -9,11 +9,14 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+mod lease;
 mod message;
 mod ports;
 mod retry;
+pub mod wire;
 
 pub use error::{BusError, QueueError};
+pub use lease::{Lease, LocalLease};
 pub use message::{AckKind, Acker, Delivery, Headers, Message, Subscription};
 pub use ports::{
     Bus, DeadJob, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats, RetryOutcome,

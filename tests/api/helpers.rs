@@ -84,6 +84,9 @@ pub fn start_role(
         for (k, v) in default_env() {
             cmd.env(k, v);
         }
+        // Tests that set REDIS_URL get the Redis job queue: keep their queues
+        // apart (the same data dir, e.g. after a restart, keeps its queue).
+        cmd.env("JOB_QUEUE_PREFIX", job_queue_prefix(&data_dir));
         for (k, v) in &overrides {
             cmd.env(k, v);
         }
@@ -258,6 +261,19 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `orderly-test-<temp dir name>`: unique per test, stable across restarts.
+pub fn job_queue_prefix(data_dir: &Path) -> String {
+    let unique = data_dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| {
+            n.to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        })
+        .unwrap_or_default();
+    format!("orderly-test-{unique}")
 }
 
 pub fn one_item_order() -> Value {

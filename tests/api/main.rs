@@ -1,9 +1,14 @@
 //! Black-box tests: each starts the built `orderly` binary on a fresh data
 //! directory with OS-chosen ports and talks HTTP to it.
 
+mod auth_security;
 mod cli;
 mod contract;
 mod crash;
 mod e2e;
+mod embedded_nats;
 mod helpers;
+mod kafka;
+mod nats;
 mod production;
+mod redis_queue;

@@ -22,7 +22,7 @@ pub const PUBLIC_KEY_FILE: &str = "public.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {}: {source}", path.display())]
+    #[error("cannot read key file {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -43,7 +43,7 @@ pub enum KeyError {
         private.display(), public.display()
     )]
     Mismatch { private: PathBuf, public: PathBuf },
-    #[error("cannot write key file {}: {source}", path.display())]
+    #[error("cannot write key file {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -40,7 +40,7 @@ pub enum StoreError {
     /// The e-mail belongs to a user already linked to a different Google account.
     #[error("the e-mail is linked to a different Google account")]
     GoogleAccountConflict,
-    #[error("cannot open the user database {url}: {source}")]
+    #[error("cannot open the user database {url}")]
     Open { url: String, source: BoxError },
     #[error("user database migration failed: {0}")]
     Migrate(#[source] BoxError),

@@ -107,33 +107,14 @@ impl LoginThrottle for MemoryLoginThrottle {
     }
 }
 
-/// The peer address, or — only when the peer is a trusted proxy — the rightmost
-/// `X-Forwarded-For` entry that is not itself a trusted proxy (clients can
-/// prepend anything to that header). `None` when the server did not record the
-/// peer (a router driven without a socket, as in tests).
+/// The client's address (see [`orderly_kit::client_ip::client_ip`]); `None` when
+/// the server did not record the peer (a router driven without a socket, as in tests).
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[IpAddr],
 ) -> Option<IpAddr> {
-    let peer_ip = peer?.ip();
-    if !trusted.contains(&peer_ip) {
-        return Some(peer_ip);
-    }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted.contains(ip))
-            .unwrap_or(peer_ip),
-    )
+    peer.map(|peer| orderly_kit::client_ip::client_ip(peer, headers, trusted))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Which client a request comes from, for rate limiting.
+//! Which client a request comes from (rate limits, login throttling).
 
 use std::net::{IpAddr, SocketAddr};
 

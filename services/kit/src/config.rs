@@ -11,7 +11,14 @@ pub const ENV_NAMES: &[&str] = &[
     "ORDERLY_DATA_DIR",
     "BUS",
     "NATS_URL",
+    "ORDERLY_BROKER_LISTEN",
     "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_TOPIC_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_MAX_PAYLOAD_BYTES",
+    "KAFKA_MESSAGE_TIMEOUT_MS",
+    "KAFKA_FETCH_WAIT_MAX_MS",
+    "KAFKA_TOPIC_PREFIX",
     "AUTH_BIND",
     "AUTH_DATABASE_URL",
     "POSTGRES_USER",
@@ -24,6 +31,15 @@ pub const ENV_NAMES: &[&str] = &[
     "AUTH_ACCESS_TOKEN_EXPIRE_MINUTES",
     "ACCESS_TOKEN_EXPIRE_MINUTES",
     "AUTH_COOKIE_SECURE",
+    "AUTH_PREVIOUS_PUBLIC_KEY_PATHS",
+    "AUTH_ISSUER",
+    "AUTH_AUDIENCE",
+    "AUTH_REFRESH_TOKEN_EXPIRE_DAYS",
+    "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT",
+    "AUTH_LOGIN_ACCOUNT_WINDOW_SECONDS",
+    "AUTH_LOGIN_MAX_FAILURES_PER_IP",
+    "AUTH_LOGIN_IP_WINDOW_SECONDS",
+    "AUTH_TRUSTED_PROXIES",
     "GOOGLE_CLIENT_ID",
     "GOOGLE_CLIENT_SECRET",
     "GOOGLE_REDIRECT_URI",
@@ -41,6 +57,8 @@ pub const ENV_NAMES: &[&str] = &[
     "ORDERS_TRUSTED_PROXIES",
     "ORDERS_CACHE_TTL_SECONDS",
     "ORDERS_STATUS_POLICY",
+    "ORDERS_JWKS_URL",
+    "ORDERS_JWKS_MIN_REFETCH_SECONDS",
     "REDIS_URL",
     "ORDERS_REDIS_URL",
     "ORDERS_REDIS_LIMITER_URL",
@@ -54,6 +72,9 @@ pub const ENV_NAMES: &[&str] = &[
     "JOB_RETRY_BASE_MS",
     "JOB_RETRY_CAP_MS",
     "JOB_MAX_RETRIES",
+    "JOB_QUEUE",
+    "JOB_QUEUE_PREFIX",
+    "JOB_MAX_DELIVERIES",
 ];
 
 /// A value that never shows in logs or `Debug` output.
@@ -166,6 +187,52 @@ impl Env {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusKind {
     Embedded,
+    Kafka,
+    /// `NATS_URL`: a NATS server with JetStream (or `orderly broker`).
+    Nats,
+}
+
+/// `BUS=kafka`: the cluster and how topics are made (defaults when unset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `KAFKA_BOOTSTRAP_SERVERS`; required with `BUS=kafka`.
+    pub bootstrap_servers: String,
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
+    pub max_payload_bytes: usize,
+    /// How long the producer tries to deliver one message.
+    pub message_timeout: Duration,
+    /// Longest a consumer's fetch waits at the broker.
+    pub fetch_wait_max: Duration,
+    /// Before every topic and group name (empty: topic `new_order`).
+    pub topic_prefix: String,
+}
+
+fn kafka_settings(env: &Env, bus: BusKind) -> Result<KafkaSettings, ConfigError> {
+    let bootstrap_servers = env.value(&["KAFKA_BOOTSTRAP_SERVERS"]).unwrap_or_default();
+    if bus == BusKind::Kafka && bootstrap_servers.is_empty() {
+        return Err(invalid(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "",
+            "BUS=kafka needs the brokers, e.g. KAFKA_BOOTSTRAP_SERVERS=kafka:9092",
+        ));
+    }
+    let at_least_one = |name: &str, default: i32| -> Result<i32, ConfigError> {
+        let n: i32 = env.parse(&[name], default)?;
+        if n < 1 {
+            return Err(invalid(name, &n.to_string(), "must be at least 1"));
+        }
+        Ok(n)
+    };
+    Ok(KafkaSettings {
+        bootstrap_servers,
+        topic_partitions: at_least_one("KAFKA_TOPIC_PARTITIONS", 3)?,
+        replication_factor: at_least_one("KAFKA_REPLICATION_FACTOR", 1)?,
+        max_payload_bytes: env.parse(&["KAFKA_MAX_PAYLOAD_BYTES"], 1_000_000)?,
+        message_timeout: millis(env, &["KAFKA_MESSAGE_TIMEOUT_MS"], 30_000)?,
+        fetch_wait_max: millis(env, &["KAFKA_FETCH_WAIT_MAX_MS"], 100)?,
+        topic_prefix: env.value(&["KAFKA_TOPIC_PREFIX"]).unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +256,37 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     /// `None` when Google login is not configured (its routes answer 503).
     pub google: Option<GoogleSettings>,
+    /// Public keys of earlier signing keys, still published in the JWKS while
+    /// their tokens may be alive (key rotation).
+    pub previous_public_key_paths: Vec<PathBuf>,
+    /// `iss`/`aud` put into tokens (and required by verifiers) when set.
+    pub verifier: crate::token::VerifierConfig,
+    pub refresh_token_ttl: Duration,
+    pub login_limits: LoginLimits,
+    /// Peers whose `X-Forwarded-For` is believed when counting login failures per IP.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Failed logins allowed per account and per client IP before 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    pub per_account: RateLimit,
+    pub per_ip: RateLimit,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            per_account: RateLimit {
+                limit: 5,
+                window: Duration::from_secs(15 * 60),
+            },
+            per_ip: RateLimit {
+                limit: 20,
+                window: Duration::from_secs(60),
+            },
+        }
+    }
 }
 
 /// Who may set which status (DESIGN.md).
@@ -249,6 +347,12 @@ pub struct OrdersSettings {
     pub rate_limit_fail_closed: bool,
     /// Prefix of the limiter's Redis keys (lets instances or test runs count apart).
     pub rate_limit_key_prefix: String,
+    /// Verify tokens with the keys of this JWKS instead of `public_key_path`.
+    pub jwks_url: Option<String>,
+    /// An unknown kid refetches the JWKS at most once per this interval.
+    pub jwks_min_refetch: Duration,
+    /// `AUTH_ISSUER`/`AUTH_AUDIENCE`: required in tokens when set.
+    pub verifier: crate::token::VerifierConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -265,9 +369,81 @@ pub struct WorkerSettings {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub bus: BusKind,
+    pub kafka: KafkaSettings,
+    /// `BUS=nats`: the server (`NATS_URL`, default nats://127.0.0.1:4222).
+    pub nats_url: String,
+    /// `ORDERLY_BROKER_LISTEN`: where the embedded broker serves the NATS
+    /// protocol (`orderly broker` defaults to 127.0.0.1:4223; `orderly all`
+    /// only listens when it is set).
+    pub broker_listen: Option<String>,
     pub auth: AuthSettings,
     pub orders: OrdersSettings,
     pub worker: WorkerSettings,
+    pub jobs: JobQueueSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobQueueKind {
+    /// On the embedded broker, in the data directory.
+    Embedded,
+    /// Redis Streams (`adapters/redis`).
+    Redis,
+}
+
+/// The job queue, chosen independently of the bus (`JOB_QUEUE`).
+#[derive(Debug, Clone)]
+pub struct JobQueueSettings {
+    pub kind: JobQueueKind,
+    /// The queue's Redis (DB 0): `CELERY_BROKER_URL`, else `REDIS_URL`, else `ORDERS_REDIS_URL`.
+    pub redis_url: Option<Secret>,
+    /// Results of finished jobs: `CELERY_RESULT_BACKEND`, else DB 1 of the queue's Redis.
+    pub results_url: Option<Secret>,
+    /// First part of the queue's Redis keys (`JOB_QUEUE_PREFIX`, default `orderly`).
+    pub prefix: String,
+    /// Deliveries without an ack or failure before a job is poison (`JOB_MAX_DELIVERIES`).
+    pub max_deliveries: u32,
+}
+
+/// `JOB_QUEUE=embedded|redis`; unset: redis when a Redis URL for it is set.
+fn job_queue_settings(env: &Env) -> Result<JobQueueSettings, ConfigError> {
+    let url = redis_url(env, &["CELERY_BROKER_URL", "REDIS_URL", "ORDERS_REDIS_URL"])?;
+    let kind = match env.get(&["JOB_QUEUE"]) {
+        None if url.is_some() => JobQueueKind::Redis,
+        None => JobQueueKind::Embedded,
+        Some((_, v)) if v == "embedded" => JobQueueKind::Embedded,
+        Some((name, v)) if v == "redis" => {
+            if url.is_none() {
+                return Err(invalid(
+                    &name,
+                    &v,
+                    "needs the queue's Redis: set REDIS_URL (or CELERY_BROKER_URL)",
+                ));
+            }
+            JobQueueKind::Redis
+        }
+        Some((name, v)) => return Err(invalid(&name, &v, "expected embedded or redis")),
+    };
+    let results = match redis_url(env, &["CELERY_RESULT_BACKEND"])? {
+        Some((_, u)) => Some(u),
+        None => url.as_ref().map(|(_, u)| with_redis_db(u, 1)),
+    };
+    let prefix = env
+        .value(&["JOB_QUEUE_PREFIX"])
+        .unwrap_or_else(|| "orderly".into());
+    if prefix.contains(char::is_whitespace) {
+        return Err(invalid("JOB_QUEUE_PREFIX", &prefix, "no spaces"));
+    }
+    let max_deliveries: u32 = env.parse(&["JOB_MAX_DELIVERIES"], 4)?;
+    if max_deliveries == 0 {
+        return Err(invalid("JOB_MAX_DELIVERIES", "0", "must be at least 1"));
+    }
+    Ok(JobQueueSettings {
+        kind,
+        redis_url: url.map(|(_, u)| Secret::new(u.to_string())),
+        results_url: results.map(|u| Secret::new(u.to_string())),
+        prefix,
+        max_deliveries,
+    })
 }
 
 fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -382,6 +558,39 @@ fn bind_addr(env: &Env, var: &str, default: &str) -> Result<String, ConfigError>
     }
 }
 
+/// A whole number of at least 1.
+fn positive(env: &Env, name: &str, default: u64) -> Result<u64, ConfigError> {
+    let value: u64 = env.parse(&[name], default)?;
+    if value == 0 {
+        return Err(invalid(name, "0", "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// Comma-separated IP addresses.
+fn ip_list(env: &Env, name: &str) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    let Some((name, value)) = env.get(&[name]) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| invalid(&name, &value, format!("{s:?} is not an IP address")))
+        })
+        .collect()
+}
+
+/// Shared by auth (puts them in tokens) and orders (requires them).
+fn verifier_config(env: &Env) -> crate::token::VerifierConfig {
+    crate::token::VerifierConfig {
+        issuer: env.value(&["AUTH_ISSUER"]),
+        audience: env.value(&["AUTH_AUDIENCE"]),
+    }
+}
+
 fn millis(env: &Env, names: &[&str], default: u64) -> Result<Duration, ConfigError> {
     env.parse(names, default).map(Duration::from_millis)
 }
@@ -393,20 +602,19 @@ impl Settings {
         let bus = match env.get(&["BUS"]) {
             None => BusKind::Embedded,
             Some((_, v)) if v == "embedded" => BusKind::Embedded,
-            Some((name, v)) if v == "kafka" || v == "nats" => {
-                return Err(ConfigError::Unsupported(format!(
-                    "{name}={v}: this build has only the embedded bus so far; unset BUS or use BUS=embedded"
-                )));
-            }
+            Some((_, v)) if v == "kafka" => BusKind::Kafka,
+            Some((_, v)) if v == "nats" => BusKind::Nats,
             Some((name, v)) => return Err(invalid(&name, &v, "expected embedded, kafka or nats")),
         };
-        for redis_var in ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"] {
-            if let Some((name, _)) = env.get(&[redis_var]) {
-                return Err(ConfigError::Unsupported(format!(
-                    "{name} is set, but Redis is not supported by this build yet; unset it to use the embedded cache, limiter and queue"
-                )));
-            }
-        }
+        let kafka = kafka_settings(env, bus)?;
+        let nats_url = env
+            .value(&["NATS_URL"])
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        let broker_listen = match env.get(&["ORDERLY_BROKER_LISTEN"]) {
+            Some(_) => Some(bind_addr(env, "ORDERLY_BROKER_LISTEN", "127.0.0.1:4223")?),
+            None => None,
+        };
+        let jobs = job_queue_settings(env)?;
 
         let keys = data_dir.join("keys");
         let private_key_path = env
@@ -472,6 +680,37 @@ impl Settings {
             access_token_ttl: Duration::from_secs(ttl_minutes * 60),
             cookie_secure: env.flag(&["AUTH_COOKIE_SECURE"])?,
             google,
+            previous_public_key_paths: env
+                .value(&["AUTH_PREVIOUS_PUBLIC_KEY_PATHS"])
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            verifier: verifier_config(env),
+            refresh_token_ttl: Duration::from_secs(
+                positive(env, "AUTH_REFRESH_TOKEN_EXPIRE_DAYS", 14)? * 86_400,
+            ),
+            login_limits: LoginLimits {
+                per_account: RateLimit {
+                    limit: u32::try_from(positive(env, "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?)
+                        .unwrap_or(u32::MAX),
+                    window: Duration::from_secs(positive(
+                        env,
+                        "AUTH_LOGIN_ACCOUNT_WINDOW_SECONDS",
+                        900,
+                    )?),
+                },
+                per_ip: RateLimit {
+                    limit: u32::try_from(positive(env, "AUTH_LOGIN_MAX_FAILURES_PER_IP", 20)?)
+                        .unwrap_or(u32::MAX),
+                    window: Duration::from_secs(positive(env, "AUTH_LOGIN_IP_WINDOW_SECONDS", 60)?),
+                },
+            },
+            trusted_proxies: ip_list(env, "AUTH_TRUSTED_PROXIES")?,
         };
 
         let trusted_proxies = match env.get(&["ORDERS_TRUSTED_PROXIES"]) {
@@ -533,6 +772,18 @@ impl Settings {
             rate_limit_key_prefix: env
                 .value(&["ORDERS_RATE_LIMIT_KEY_PREFIX"])
                 .unwrap_or_else(|| "rate_limit:".into()),
+            jwks_url: match env.get(&["ORDERS_JWKS_URL"]) {
+                None => None,
+                Some((name, value)) => match url::Url::parse(&value) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Some(value),
+                    _ => return Err(invalid(&name, &value, "expected an http(s):// URL")),
+                },
+            },
+            jwks_min_refetch: Duration::from_secs(env.parse(
+                &["ORDERS_JWKS_MIN_REFETCH_SECONDS"],
+                crate::token::DEFAULT_JWKS_MIN_REFETCH.as_secs(),
+            )?),
+            verifier: verifier_config(env),
         };
 
         let concurrency: usize = env.parse(&["WORKER_CONCURRENCY"], 4)?;
@@ -553,9 +804,13 @@ impl Settings {
         Ok(Self {
             data_dir,
             bus,
+            kafka,
+            nats_url,
+            broker_listen,
             auth,
             orders,
             worker,
+            jobs,
         })
     }
 }
@@ -579,6 +834,40 @@ mod tests {
         assert_eq!(s.orders.rate_limit.limit, 10);
         assert_eq!(s.auth.access_token_ttl, Duration::from_secs(1800));
         assert!(s.auth.google.is_none());
+    }
+
+    #[test]
+    fn bus_kafka_reads_its_settings_and_needs_the_brokers() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.bus, BusKind::Embedded);
+        assert_eq!(s.kafka.topic_partitions, 3);
+        assert_eq!(s.kafka.replication_factor, 1);
+
+        let e = Settings::from_env(&Env::from_pairs([("BUS", "kafka")])).unwrap_err();
+        assert!(e.to_string().contains("KAFKA_BOOTSTRAP_SERVERS"), "{e}");
+
+        let env = Env::from_pairs([
+            ("BUS", "kafka"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092"),
+            ("KAFKA_TOPIC_PARTITIONS", "6"),
+            ("KAFKA_REPLICATION_FACTOR", "3"),
+            ("KAFKA_MESSAGE_TIMEOUT_MS", "5000"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(s.bus, BusKind::Kafka);
+        assert_eq!(s.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(
+            (s.kafka.topic_partitions, s.kafka.replication_factor),
+            (6, 3)
+        );
+        assert_eq!(s.kafka.message_timeout, Duration::from_secs(5));
+
+        let zero = Env::from_pairs([
+            ("BUS", "kafka"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "k:9092"),
+            ("KAFKA_TOPIC_PARTITIONS", "0"),
+        ]);
+        assert!(Settings::from_env(&zero).is_err());
     }
 
     #[test]
@@ -668,6 +957,91 @@ mod tests {
         assert!(s.orders.rate_limit_fail_closed);
         let env = Env::from_pairs([("REDIS_URL", "http://cache")]);
         assert!(Settings::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn the_job_queue_follows_the_redis_url_unless_chosen() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.jobs.kind, JobQueueKind::Embedded);
+        assert!(s.jobs.redis_url.is_none());
+
+        let env = Env::from_pairs([("REDIS_URL", "redis://cache:6379/0")]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(s.jobs.kind, JobQueueKind::Redis);
+        assert_eq!(s.jobs.redis_url.unwrap().expose(), "redis://cache:6379/0");
+        assert_eq!(s.jobs.results_url.unwrap().expose(), "redis://cache:6379/1");
+        assert_eq!(s.jobs.prefix, "orderly");
+        assert_eq!(s.jobs.max_deliveries, 4);
+
+        let env = Env::from_pairs([
+            ("REDIS_URL", "redis://cache:6379/0"),
+            ("JOB_QUEUE", "embedded"),
+        ]);
+        assert_eq!(
+            Settings::from_env(&env).unwrap().jobs.kind,
+            JobQueueKind::Embedded
+        );
+
+        // The old compose file's names.
+        let env = Env::from_pairs([
+            ("CELERY_BROKER_URL", "redis://broker:6379/0"),
+            ("CELERY_RESULT_BACKEND", "redis://results:6379/3"),
+            ("REDIS_URL", "redis://cache:6379/0"),
+            ("JOB_QUEUE_PREFIX", "run-7"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(s.jobs.kind, JobQueueKind::Redis);
+        assert_eq!(s.jobs.redis_url.unwrap().expose(), "redis://broker:6379/0");
+        assert_eq!(
+            s.jobs.results_url.unwrap().expose(),
+            "redis://results:6379/3"
+        );
+        assert_eq!(s.jobs.prefix, "run-7");
+
+        let err = Settings::from_env(&Env::from_pairs([("JOB_QUEUE", "redis")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("JOB_QUEUE=") && err.contains("REDIS_URL"),
+            "{err}"
+        );
+        assert!(Settings::from_env(&Env::from_pairs([("JOB_QUEUE", "sqs")])).is_err());
+    }
+
+    #[test]
+    fn auth_hardening_settings_have_defaults_and_are_read() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.auth.refresh_token_ttl, Duration::from_secs(14 * 86_400));
+        assert_eq!(s.auth.login_limits, LoginLimits::default());
+        assert_eq!(s.auth.verifier, crate::token::VerifierConfig::default());
+        assert!(s.orders.jwks_url.is_none());
+        let env = Env::from_pairs([
+            ("AUTH_ISSUER", "https://auth.test"),
+            ("AUTH_AUDIENCE", "orders"),
+            ("AUTH_REFRESH_TOKEN_EXPIRE_DAYS", "2"),
+            ("AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", "3"),
+            ("AUTH_LOGIN_IP_WINDOW_SECONDS", "30"),
+            ("AUTH_PREVIOUS_PUBLIC_KEY_PATHS", "a.pem, b.pem"),
+            ("AUTH_TRUSTED_PROXIES", "10.0.0.1"),
+            ("ORDERS_JWKS_URL", "http://auth:8001/.well-known/jwks.json"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(s.auth.verifier.issuer.as_deref(), Some("https://auth.test"));
+        assert_eq!(s.orders.verifier, s.auth.verifier);
+        assert_eq!(s.auth.refresh_token_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.auth.login_limits.per_account.limit, 3);
+        assert_eq!(s.auth.login_limits.per_ip.window, Duration::from_secs(30));
+        assert_eq!(s.auth.previous_public_key_paths.len(), 2);
+        assert_eq!(s.auth.trusted_proxies.len(), 1);
+        assert!(s.orders.jwks_url.is_some());
+        for bad in [
+            ("ORDERS_JWKS_URL", "ftp://x"),
+            ("AUTH_REFRESH_TOKEN_EXPIRE_DAYS", "0"),
+            ("AUTH_TRUSTED_PROXIES", "nope"),
+        ] {
+            let err = Settings::from_env(&Env::from_pairs([bad])).unwrap_err();
+            assert!(err.to_string().starts_with(bad.0), "{err}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `{"detail": …}`, request extractors, token verification, health/ready/metrics,
 //! HTTP serving with graceful shutdown, and telemetry.
 
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;

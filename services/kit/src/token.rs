@@ -63,7 +63,7 @@ pub struct AccessClaims {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}")]
     Read {
         path: String,
         source: std::io::Error,

@@ -2,7 +2,6 @@
 //! a transactional outbox. The worker uses [`service::OrderService`] too.
 
 pub mod cache;
-pub mod client_ip;
 pub mod domain;
 pub mod events;
 pub mod limiter;

@@ -19,10 +19,10 @@ use orderly_kit::extract::Json;
 use orderly_kit::token::{CurrentUser, TokenVerifier};
 use orderly_kit::{ApiError, FieldError};
 
-use crate::client_ip::client_ip;
 use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
 use crate::limiter::RateLimiter;
 use crate::service::{CreateOutcome, OrderService};
+use orderly_kit::client_ip::client_ip;
 
 #[derive(Clone)]
 pub struct OrdersState {
