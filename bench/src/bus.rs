@@ -1,0 +1,290 @@
+//! Publish → deliver: one publisher, one subscriber, a bounded number of
+//! messages in flight (every broker drops a slow plain subscriber's messages,
+//! so unbounded publishing would measure the drops). Each payload carries its
+//! send time; the subscriber records the delivery latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use orderly_bus::{Bus, Message};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::report::micros_histogram;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BusSpec {
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Messages published but not yet delivered, at most.
+    pub window: usize,
+    pub payload: usize,
+}
+
+/// How messages are published.
+#[derive(Clone)]
+pub enum Publisher {
+    Bus(Arc<dyn Bus>, String),
+    Nats(async_nats::Client, String),
+    /// No broker at all: the harness's own ceiling.
+    Channel(tokio::sync::mpsc::UnboundedSender<Bytes>),
+}
+
+impl Publisher {
+    async fn publish(&self, payload: Bytes) -> Result<()> {
+        match self {
+            Publisher::Bus(bus, subject) => Ok(bus.publish(Message::new(subject, payload)).await?),
+            Publisher::Nats(client, subject) => {
+                Ok(client.publish(subject.clone(), payload).await?)
+            }
+            Publisher::Channel(tx) => tx
+                .send(payload)
+                .map_err(|_| anyhow!("the receiver is gone")),
+        }
+    }
+}
+
+const PROBE: u8 = 0;
+const REAL: u8 = 1;
+
+/// The subscriber's side: counts, latencies, and the window's permits.
+pub struct Probe {
+    base: Instant,
+    window: Semaphore,
+    ready: AtomicBool,
+    ready_notify: Notify,
+    measure_from_ns: AtomicU64,
+    end_ns: AtomicU64,
+    count: AtomicU64,
+    delivered: AtomicU64,
+    hist: std::sync::Mutex<Histogram<u64>>,
+}
+
+impl Probe {
+    fn new(window: usize) -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            window: Semaphore::new(window.max(1)),
+            ready: AtomicBool::new(false),
+            ready_notify: Notify::new(),
+            measure_from_ns: AtomicU64::new(u64::MAX),
+            end_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            hist: std::sync::Mutex::new(micros_histogram()),
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn payload(&self, kind: u8, size: usize) -> Bytes {
+        let mut p = vec![0u8; size.max(9)];
+        p[..8].copy_from_slice(&self.now_ns().to_le_bytes());
+        p[8] = kind;
+        Bytes::from(p)
+    }
+
+    /// Called by the subscriber for every delivered payload.
+    pub fn on_payload(&self, p: &[u8]) {
+        if p.len() < 9 {
+            return;
+        }
+        if p[8] == PROBE {
+            if !self.ready.swap(true, Ordering::AcqRel) {
+                self.ready_notify.notify_waiters();
+            }
+            return;
+        }
+        let now = self.now_ns();
+        self.window.add_permits(1);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let mut sent = [0u8; 8];
+        sent.copy_from_slice(&p[..8]);
+        let sent = u64::from_le_bytes(sent);
+        if sent >= self.measure_from_ns.load(Ordering::Relaxed)
+            && now <= self.end_ns.load(Ordering::Relaxed)
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            let us = (now.saturating_sub(sent) / 1000).max(1);
+            if let Ok(mut h) = self.hist.lock() {
+                let high = h.high();
+                let _ = h.record(us.min(high));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BusResult {
+    pub count: u64,
+    pub errors: u64,
+    pub latency_us: Histogram<u64>,
+    pub seconds: f64,
+}
+
+/// Subscribes with `subscribe` (which spawns the task feeding `Probe::on_payload`
+/// and returns it once subscribed), waits until probes come through, then measures.
+pub async fn run<F, Fut>(
+    publisher: Publisher,
+    subscribe: F,
+    spec: BusSpec,
+    done: Arc<AtomicU64>,
+) -> Result<BusResult>
+where
+    F: FnOnce(Arc<Probe>) -> Fut,
+    Fut: std::future::Future<Output = Result<tokio::task::JoinHandle<()>>>,
+{
+    let probe = Probe::new(spec.window);
+    let receiver = subscribe(probe.clone()).await.context("subscribe")?;
+    let result = measure(&publisher, &probe, spec, done).await;
+    receiver.abort();
+    result
+}
+
+async fn measure(
+    publisher: &Publisher,
+    probe: &Arc<Probe>,
+    spec: BusSpec,
+    done: Arc<AtomicU64>,
+) -> Result<BusResult> {
+    // A subscription may take a moment to reach the broker (Kafka joins a group).
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    while !probe.ready.load(Ordering::Acquire) {
+        if Instant::now() > ready_by {
+            bail!("no message came through within 60 s of subscribing");
+        }
+        let notified = probe.ready_notify.notified();
+        publisher
+            .publish(probe.payload(PROBE, spec.payload))
+            .await
+            .context("publish")?;
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+    let start = probe.now_ns();
+    let measure_from = start + spec.warmup.as_nanos() as u64;
+    let end = measure_from + spec.duration.as_nanos() as u64;
+    probe.measure_from_ns.store(measure_from, Ordering::Relaxed);
+    probe.end_ns.store(end, Ordering::Relaxed);
+    let mut errors = 0u64;
+    let mut sent = 0u64;
+    while probe.now_ns() < end {
+        let left = Duration::from_nanos(end.saturating_sub(probe.now_ns()));
+        let permit = match tokio::time::timeout(left, probe.window.acquire()).await {
+            Ok(Ok(p)) => p,
+            _ => break,
+        };
+        permit.forget();
+        match publisher.publish(probe.payload(REAL, spec.payload)).await {
+            Ok(()) => {
+                sent += 1;
+                if sent.is_multiple_of(256) {
+                    done.store(probe.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                errors += 1;
+                probe.window.add_permits(1);
+            }
+        }
+    }
+    // Deliveries still in flight when the window closes are not counted: give
+    // the subscriber a moment so the last in-window ones are.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let hist = probe
+        .hist
+        .lock()
+        .map_err(|_| anyhow!("histogram lock poisoned"))?
+        .clone();
+    Ok(BusResult {
+        count: probe.count.load(Ordering::Relaxed),
+        errors,
+        latency_us: hist,
+        seconds: spec.duration.as_secs_f64(),
+    })
+}
+
+/// A subject nobody else uses.
+pub fn unique_subject() -> String {
+    format!("bench.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Publish → deliver through a [`Bus`] (the embedded broker in process, Kafka …).
+pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+    let subject = unique_subject();
+    let b = bus.clone();
+    let s = subject.clone();
+    run(
+        Publisher::Bus(bus, subject),
+        move |probe| async move {
+            let mut sub = b.subscribe(&s).await?;
+            Ok(tokio::spawn(async move {
+                while let Some(d) = sub.next().await {
+                    probe.on_payload(&d.message.payload);
+                }
+            }))
+        },
+        spec,
+        done,
+    )
+    .await
+}
+
+/// Publish → deliver with async-nats, publisher and subscriber on their own connections.
+pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+    let connect = |name: &'static str| {
+        async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url.to_string())
+    };
+    let publisher = connect("orderly-bench-pub")
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let subscriber = connect("orderly-bench-sub")
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let subject = unique_subject();
+    let s = subject.clone();
+    let result = run(
+        Publisher::Nats(publisher.clone(), subject),
+        move |probe| async move {
+            let mut sub = subscriber.subscribe(s).await?;
+            subscriber.flush().await?;
+            Ok(tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    probe.on_payload(&m.payload);
+                }
+            }))
+        },
+        spec,
+        done,
+    )
+    .await;
+    let _ = publisher.flush().await;
+    result
+}
+
+/// The harness alone: a tokio channel where the broker would be. What a broker
+/// measured here cannot exceed (the in-process broker delivers through one too).
+pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    run(
+        Publisher::Channel(tx),
+        move |probe| async move {
+            Ok(tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    probe.on_payload(&p);
+                }
+            }))
+        },
+        spec,
+        done,
+    )
+    .await
+}

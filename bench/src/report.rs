@@ -1,0 +1,527 @@
+//! Results: one [`Measurement`] per run, [`Check`]s (ratios and absolute
+//! targets) computed from them, rendered as JSON, Markdown and an SVG chart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// From a histogram of microseconds; `None` when it is empty.
+    pub fn from_micros(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some(Self {
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        })
+    }
+}
+
+/// A histogram of microseconds from 1 µs to 10 minutes, 3 significant digits.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Skipped { reason: String },
+    Failed { reason: String },
+}
+
+/// One run of one workload against one target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Measurement {
+    /// Stable identifier, e.g. `http.get.embedded.c50`; checks refer to it.
+    pub id: String,
+    /// `http`, `bus`, `queue`, `paid`, `footprint`, `postgres`.
+    pub section: String,
+    /// What was measured, for humans.
+    pub name: String,
+    /// What served it (`orderly (embedded)`, `bare axum`, `nats-server` …).
+    pub target: String,
+    pub connections: Option<usize>,
+    pub outcome: Outcome,
+    /// Completed operations per second in the measured window.
+    pub throughput: Option<f64>,
+    /// `req/s`, `msgs/s`, `jobs/s`, `tps`.
+    pub unit: String,
+    pub latency: Option<Latency>,
+    /// Operations completed in the measured window.
+    pub count: u64,
+    pub errors: u64,
+    /// Errors by kind (`status 429`, `connect`, …).
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Anything else worth keeping (`rss_mb`, `server_cpu_us_per_op` …).
+    pub extra: BTreeMap<String, f64>,
+    /// Measured window in seconds.
+    pub seconds: f64,
+}
+
+impl Measurement {
+    pub fn new(id: &str, section: &str, name: &str, target: &str, unit: &str) -> Self {
+        Self {
+            id: id.into(),
+            section: section.into(),
+            name: name.into(),
+            target: target.into(),
+            connections: None,
+            outcome: Outcome::Ok,
+            throughput: None,
+            unit: unit.into(),
+            latency: None,
+            count: 0,
+            errors: 0,
+            error_kinds: BTreeMap::new(),
+            extra: BTreeMap::new(),
+            seconds: 0.0,
+        }
+    }
+
+    pub fn skipped(mut self, reason: impl Into<String>) -> Self {
+        self.outcome = Outcome::Skipped {
+            reason: reason.into(),
+        };
+        self
+    }
+
+    pub fn failed(mut self, reason: impl Into<String>) -> Self {
+        self.outcome = Outcome::Failed {
+            reason: reason.into(),
+        };
+        self
+    }
+
+    pub fn with_connections(mut self, c: usize) -> Self {
+        self.connections = Some(c);
+        self
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+}
+
+/// Which way a target points.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum Goal {
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+/// A ratio of two measurements, or one absolute figure, with its target if any.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub name: String,
+    /// `×` for ratios, else the figure's unit.
+    pub unit: String,
+    pub value: Option<f64>,
+    pub goal: Option<Goal>,
+    pub target: Option<f64>,
+    /// `None` when there is no target or no value.
+    pub met: Option<bool>,
+    /// Why there is no value, or how it was computed.
+    pub note: String,
+}
+
+impl Check {
+    fn finish(mut self) -> Self {
+        self.met = match (self.value, self.goal, self.target) {
+            (Some(v), Some(Goal::AtLeast), Some(t)) => Some(v >= t),
+            (Some(v), Some(Goal::AtMost), Some(t)) => Some(v <= t),
+            _ => None,
+        };
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub started_at: String,
+    pub machine: BTreeMap<String, String>,
+    pub settings: BTreeMap<String, String>,
+    pub measurements: Vec<Measurement>,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+}
+
+/// What a check reads from a measurement.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    Throughput,
+    P99,
+    Extra(&'static str),
+}
+
+impl Report {
+    pub fn get(&self, id: &str) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.id == id)
+    }
+
+    fn field(&self, id: &str, field: Field) -> Result<f64, String> {
+        let m = self.get(id).ok_or_else(|| format!("{id} not run"))?;
+        match &m.outcome {
+            Outcome::Ok => {}
+            Outcome::Skipped { reason } => return Err(format!("{id} skipped: {reason}")),
+            Outcome::Failed { reason } => return Err(format!("{id} failed: {reason}")),
+        }
+        let v = match field {
+            Field::Throughput => m.throughput,
+            Field::P99 => m.latency.map(|l| l.p99_ms),
+            Field::Extra(k) => m.extra.get(k).copied(),
+        };
+        match v {
+            Some(v) if v.is_finite() => Ok(v),
+            _ => Err(format!("{id} has no value")),
+        }
+    }
+
+    /// `num / den` of the same field, side by side.
+    pub fn ratio(
+        &mut self,
+        name: &str,
+        num: &str,
+        den: &str,
+        field: Field,
+        target: Option<(Goal, f64)>,
+    ) {
+        let (value, note) = match (self.field(num, field), self.field(den, field)) {
+            (Ok(a), Ok(b)) if b > 0.0 => (Some(a / b), format!("{num} / {den}")),
+            (Ok(_), Ok(_)) => (None, format!("{den} is zero")),
+            (Err(e), _) | (_, Err(e)) => (None, e),
+        };
+        self.checks.push(
+            Check {
+                name: name.into(),
+                unit: "×".into(),
+                value,
+                goal: target.map(|t| t.0),
+                target: target.map(|t| t.1),
+                met: None,
+                note,
+            }
+            .finish(),
+        );
+    }
+
+    /// One absolute figure against its target.
+    pub fn absolute(&mut self, name: &str, id: &str, field: Field, unit: &str, goal: Goal, t: f64) {
+        let (value, note) = match self.field(id, field) {
+            Ok(v) => (Some(v), id.to_string()),
+            Err(e) => (None, e),
+        };
+        self.checks.push(
+            Check {
+                name: name.into(),
+                unit: unit.into(),
+                value,
+                goal: Some(goal),
+                target: Some(t),
+                met: None,
+                note,
+            }
+            .finish(),
+        );
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report is plain data")
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| section | workload | target | conns | throughput | p50 ms | p90 ms | p99 ms | max ms | errors |"
+        );
+        let _ = writeln!(out, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        for m in &self.measurements {
+            let conns = m.connections.map(|c| c.to_string()).unwrap_or_default();
+            let lat = |f: fn(&Latency) -> f64| {
+                m.latency
+                    .as_ref()
+                    .map(|l| fmt_num(f(l)))
+                    .unwrap_or_default()
+            };
+            match &m.outcome {
+                Outcome::Ok => {
+                    let tp = match m.throughput {
+                        Some(t) => format!("{} {}", fmt_num(t), m.unit),
+                        None => extra_summary(m),
+                    };
+                    let errors = if m.errors == 0 {
+                        "0".to_string()
+                    } else {
+                        let kinds: Vec<String> = m
+                            .error_kinds
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect();
+                        format!("{} ({})", m.errors, kinds.join(", "))
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        m.section,
+                        m.name,
+                        m.target,
+                        conns,
+                        tp,
+                        lat(|l| l.p50_ms),
+                        lat(|l| l.p90_ms),
+                        lat(|l| l.p99_ms),
+                        lat(|l| l.max_ms),
+                        errors
+                    );
+                }
+                Outcome::Skipped { reason } | Outcome::Failed { reason } => {
+                    let word = if matches!(m.outcome, Outcome::Skipped { .. }) {
+                        "skipped"
+                    } else {
+                        "FAILED"
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {word}: {} | | | | | |",
+                        m.section,
+                        m.name,
+                        m.target,
+                        conns,
+                        reason.replace('|', "/")
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| check | value | target | met |");
+        let _ = writeln!(out, "|---|--:|--:|:-:|");
+        for c in &self.checks {
+            let value = match c.value {
+                Some(v) => format!("{} {}", fmt_num(v), c.unit),
+                None => format!("— ({})", c.note.replace('|', "/")),
+            };
+            let target = match (c.goal, c.target) {
+                (Some(Goal::AtLeast), Some(t)) => format!("≥ {} {}", fmt_num(t), c.unit),
+                (Some(Goal::AtMost), Some(t)) => format!("≤ {} {}", fmt_num(t), c.unit),
+                _ => String::new(),
+            };
+            let met = match c.met {
+                Some(true) => "✅",
+                Some(false) => "❌",
+                None => "",
+            };
+            let _ = writeln!(out, "| {} | {} | {} | {} |", c.name, value, target, met);
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(out);
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        out
+    }
+
+    /// Horizontal bars of every ratio, with its target marked.
+    pub fn to_svg(&self) -> String {
+        let ratios: Vec<&Check> = self.checks.iter().filter(|c| c.unit == "×").collect();
+        let row = 26.0;
+        let label_w = 430.0;
+        let bar_w = 420.0;
+        let top = 40.0;
+        let height = top + row * ratios.len() as f64 + 30.0;
+        let width = label_w + bar_w + 90.0;
+        // Ratios span orders of magnitude (in-process bus vs TCP): log scale.
+        let max = ratios
+            .iter()
+            .filter_map(|c| c.value.into_iter().chain(c.target).reduce(f64::max))
+            .fold(1.0_f64, f64::max);
+        let min = 0.01_f64;
+        let span = (max * 1.2).log10() - min.log10();
+        let x = |v: f64| label_w + bar_w * ((v.max(min)).log10() - min.log10()) / span;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect width="100%" height="100%" fill="#ffffff"/><text x="10" y="22" font-size="15" font-weight="bold">orderly: ratios measured side by side (log scale; | = target)</text>"##
+        );
+        for (i, c) in ratios.iter().enumerate() {
+            let y = top + row * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#,
+                label_w - 8.0,
+                y + 15.0,
+                xml_escape(&c.name)
+            );
+            match c.value {
+                Some(v) => {
+                    let color = match c.met {
+                        Some(true) => "#2e9d4f",
+                        Some(false) => "#d9534f",
+                        None => "#4a7fc1",
+                    };
+                    let _ = writeln!(
+                        s,
+                        r#"<rect x="{label_w:.1}" y="{:.1}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}">{}×</text>"#,
+                        y + 2.0,
+                        (x(v) - label_w).max(1.0),
+                        x(v) + 4.0,
+                        y + 15.0,
+                        fmt_num(v)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        r##"<text x="{:.1}" y="{:.1}" fill="#888888">skipped</text>"##,
+                        label_w + 4.0,
+                        y + 15.0
+                    );
+                }
+            }
+            if let Some(t) = c.target {
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#000000" stroke-width="2"/>"##,
+                    x(t),
+                    y,
+                    y + 22.0
+                );
+            }
+        }
+        let axis_y = top + row * ratios.len() as f64 + 4.0;
+        for tick in [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0] {
+            if tick > max * 1.2 {
+                break;
+            }
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#cccccc"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle" fill="#666666">{4}×</text>"##,
+                x(tick),
+                top - 4.0,
+                axis_y,
+                axis_y + 14.0,
+                fmt_num(tick)
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn extra_summary(m: &Measurement) -> String {
+    m.extra
+        .iter()
+        .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Three significant digits, thousands separated, no exponent.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        let n = v.round() as i64;
+        let digits = n.unsigned_abs().to_string();
+        let mut out = String::new();
+        for (i, ch) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        if n < 0 { format!("-{out}") } else { out }
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_of_skipped_measurement_has_no_value() {
+        let mut r = Report::default();
+        let mut a = Measurement::new("a", "http", "a", "x", "req/s");
+        a.throughput = Some(50.0);
+        r.measurements.push(a);
+        r.measurements
+            .push(Measurement::new("b", "http", "b", "y", "req/s").skipped("no server"));
+        r.ratio(
+            "a/b",
+            "a",
+            "b",
+            Field::Throughput,
+            Some((Goal::AtLeast, 0.5)),
+        );
+        assert_eq!(r.checks[0].value, None);
+        assert_eq!(r.checks[0].met, None);
+        assert!(r.checks[0].note.contains("no server"));
+        let md = r.to_markdown();
+        assert!(md.contains("skipped: no server"), "{md}");
+    }
+
+    #[test]
+    fn ratio_and_target() {
+        let mut r = Report::default();
+        for (id, v) in [("a", 30.0), ("b", 100.0)] {
+            let mut m = Measurement::new(id, "http", id, "x", "req/s");
+            m.throughput = Some(v);
+            r.measurements.push(m);
+        }
+        r.ratio(
+            "a/b",
+            "a",
+            "b",
+            Field::Throughput,
+            Some((Goal::AtLeast, 0.5)),
+        );
+        assert_eq!(r.checks[0].value, Some(0.3));
+        assert_eq!(r.checks[0].met, Some(false));
+        assert!(r.to_svg().contains("0.300×"));
+    }
+
+    #[test]
+    fn numbers_are_readable() {
+        assert_eq!(fmt_num(116_234.4), "116,234");
+        assert_eq!(fmt_num(0.7251), "0.725");
+        assert_eq!(fmt_num(12.345), "12.3");
+    }
+}

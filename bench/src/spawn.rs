@@ -1,0 +1,213 @@
+//! Starting `orderly all` (the release binary) on a temporary data directory
+//! with OS-chosen ports, and stopping it by its PID.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// Where the `orderly` binary is expected: next to this one (both in target/release).
+pub fn default_orderly_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join("orderly");
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    // `cargo test` runs from target/<profile>/deps.
+    let up = exe.parent()?.parent()?.join("orderly");
+    up.is_file().then_some(up)
+}
+
+/// A running `orderly` child. Dropping it kills the process (by PID) and removes
+/// the data directory it owns.
+pub struct OrderlyProcess {
+    child: Option<Child>,
+    pub pid: u32,
+    pub auth_url: String,
+    pub orders_url: String,
+    /// From spawn to both URLs printed.
+    pub time_to_listen: Duration,
+    pub spawned_at: Instant,
+    data_dir: Option<tempfile::TempDir>,
+    pub data_path: PathBuf,
+}
+
+pub struct SpawnOptions<'a> {
+    pub bin: &'a Path,
+    /// Extra environment (database URLs, payment delay …).
+    pub env: Vec<(String, String)>,
+    /// Reuse a data directory (a warm restart); `None` makes a fresh one.
+    pub data_dir: Option<tempfile::TempDir>,
+    pub args: Vec<String>,
+}
+
+impl OrderlyProcess {
+    pub fn spawn(opts: SpawnOptions<'_>) -> Result<Self> {
+        let data_dir = match opts.data_dir {
+            Some(d) => d,
+            None => tempfile::Builder::new()
+                .prefix("orderly-bench-")
+                .tempdir()
+                .context("temporary data directory")?,
+        };
+        let data_path = data_dir.path().to_path_buf();
+        let mut cmd = Command::new(opts.bin);
+        cmd.args(if opts.args.is_empty() {
+            vec!["all".to_string()]
+        } else {
+            opts.args.clone()
+        });
+        // Only what the bench sets: the caller's database or bus settings must not leak in.
+        cmd.env_clear();
+        for key in ["PATH", "HOME", "TMPDIR", "LANG"] {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.env("ORDERLY_DATA_DIR", &data_path)
+            .env("AUTH_BIND", "127.0.0.1:0")
+            .env("ORDERS_BIND", "127.0.0.1:0")
+            // The compatible default (10/minute) would turn the load into 429s.
+            .env("ORDERS_RATE_LIMIT", "1000000000/second");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        // Its own working directory: no stray `.env` gets read.
+        cmd.current_dir(&data_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned_at = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", opts.bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        // Both pipes are drained for the child's whole life: a full pipe would block its logging.
+        let tx_err = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let tail_w = tail.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut t) = tail_w.lock() {
+                    if t.len() >= 20 {
+                        t.remove(0);
+                    }
+                    t.push(line.clone());
+                }
+                if line.starts_with("error") {
+                    let _ = tx_err.send(line);
+                }
+            }
+        });
+        let mut this = Self {
+            child: Some(child),
+            pid,
+            auth_url: String::new(),
+            orders_url: String::new(),
+            time_to_listen: Duration::ZERO,
+            spawned_at,
+            data_dir: Some(data_dir),
+            data_path,
+        };
+        let deadline = spawned_at + Duration::from_secs(60);
+        let mut auth = None;
+        let mut orders = None;
+        while auth.is_none() || orders.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let tail = tail.lock().map(|t| t.join("\n")).unwrap_or_default();
+                    bail!(
+                        "orderly printed no URLs within 60 s (or exited); its last log lines:\n{tail}"
+                    );
+                }
+            };
+            if line.starts_with("error") {
+                bail!("orderly failed to start: {line}");
+            }
+            if let Some(url) = url_after(&line, "auth:") {
+                auth = Some(url);
+            } else if let Some(url) = url_after(&line, "orders:") {
+                orders = Some(url);
+            }
+        }
+        this.time_to_listen = spawned_at.elapsed();
+        this.auth_url = auth.unwrap_or_default();
+        this.orders_url = orders.unwrap_or_default();
+        Ok(this)
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns the data directory for a restart.
+    pub fn stop(mut self, grace: Duration) -> Option<tempfile::TempDir> {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + grace;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.data_dir.take()
+    }
+}
+
+impl Drop for OrderlyProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `"  auth: http://127.0.0.1:PORT  (docs: …)"` → the URL.
+fn url_after(line: &str, label: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix(label)?;
+    let url = rest.split_whitespace().next()?;
+    url.starts_with("http://").then(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_announce_lines() {
+        assert_eq!(
+            url_after(
+                "  auth: http://127.0.0.1:41234  (docs: http://127.0.0.1:41234/docs)",
+                "auth:"
+            ),
+            Some("http://127.0.0.1:41234".into())
+        );
+        assert_eq!(
+            url_after("orders: http://127.0.0.1:5  (docs: x)", "orders:"),
+            Some("http://127.0.0.1:5".into())
+        );
+        assert_eq!(url_after("{\"auth:\": 1}", "auth:"), None);
+    }
+}
