@@ -11,4 +11,5 @@ mod helpers;
 mod kafka;
 mod nats;
 mod production;
+mod queue_chaos;
 mod redis_queue;
