@@ -87,7 +87,7 @@ fn the_parser_survives_mutated_protocol_input_whole_or_split() {
     let seed: u64 = std::env::var("ORDERLY_PARSER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0f_a11);
+        .unwrap_or(0x0005_eed0_fa11);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut parsed_ops = 0usize;
     let mut errors = 0usize;

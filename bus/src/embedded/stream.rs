@@ -11,6 +11,7 @@
 //! a queue `reserve`) sleeps until the group's next deadline and calls
 //! [`Stream::tick`], which moves expired deliveries and due delays back.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -155,12 +156,26 @@ pub(crate) struct Stream {
     groups: Vec<Group>,
     /// Deduplication ids and when they were seen (wall ms), kept for `max_age`.
     seen: HashMap<String, u64>,
+    /// No remembered id is older than this (`u64::MAX`: none), so `expire`
+    /// scans the whole set only when some id is due to go.
+    seen_oldest_ms: u64,
     store: Box<dyn StreamStore>,
-    /// Rough bytes of the state a compaction would write.
+    /// Rough bytes of the state a compaction would write: messages, dead
+    /// letters and dedup ids.
     live_bytes: u64,
     compact_min_bytes: u64,
+    /// Log size right after the last compaction. The log must double past it
+    /// before the next one, so rewrites cost O(1) amortized per appended byte
+    /// even when `live_bytes` underestimates the snapshot.
+    compacted_bytes: u64,
+    compactions: u64,
     next_member: u64,
     closed: bool,
+}
+
+/// Rough bytes of the `Seen` record of dedup id `id` (frame, tag, length, timestamp).
+fn seen_size(id: &str) -> u64 {
+    id.len() as u64 + 24
 }
 
 fn msg_size(m: &StoredMsg) -> u64 {
@@ -188,9 +203,12 @@ impl Stream {
             last_seq: 0,
             groups: Vec::new(),
             seen: HashMap::new(),
+            seen_oldest_ms: u64::MAX,
             store,
             live_bytes: 0,
             compact_min_bytes: COMPACT_MIN_BYTES,
+            compacted_bytes: 0,
+            compactions: 0,
             next_member: PULL_MEMBER + 1,
             closed: false,
         };
@@ -215,6 +233,12 @@ impl Stream {
     #[cfg(test)]
     pub(crate) fn set_compact_min_bytes(&mut self, bytes: u64) {
         self.compact_min_bytes = bytes;
+    }
+
+    /// How many times the log was rewritten since the stream was opened.
+    #[cfg(test)]
+    pub(crate) fn compactions(&self) -> u64 {
+        self.compactions
     }
 
     pub(crate) fn store_size(&self) -> u64 {
@@ -306,16 +330,28 @@ impl Stream {
             Record::Note { group, seq, text } => self.apply_note(group as usize, seq, text),
             Record::Dead { group, letter } => self.apply_dead(group as usize, letter),
             Record::DeadRemoved { group, seq } => self.apply_dead_removed(group as usize, seq),
-            Record::Seen { id, ts_ms } => {
-                let e = self.seen.entry(id).or_insert(ts_ms);
-                *e = (*e).max(ts_ms);
+            Record::Seen { id, ts_ms } => self.remember_id(id, ts_ms),
+        }
+    }
+
+    fn remember_id(&mut self, id: String, ts_ms: u64) {
+        let size = seen_size(&id);
+        match self.seen.entry(id) {
+            Entry::Occupied(mut e) => {
+                let ts = e.get_mut();
+                *ts = (*ts).max(ts_ms);
+            }
+            Entry::Vacant(e) => {
+                e.insert(ts_ms);
+                self.live_bytes += size;
+                self.seen_oldest_ms = self.seen_oldest_ms.min(ts_ms);
             }
         }
     }
 
     fn apply_msg(&mut self, m: StoredMsg) {
         if let Some(id) = m.msg.headers.get(MSG_ID) {
-            self.seen.insert(id.clone(), m.ts_ms);
+            self.remember_id(id.clone(), m.ts_ms);
         }
         for g in &mut self.groups {
             if subject::matches(&g.filter, &m.msg.subject) {
@@ -804,7 +840,20 @@ impl Stream {
         for seq in old {
             self.remove_msg(seq);
         }
-        self.seen.retain(|_, ts| *ts >= cutoff);
+        if self.seen_oldest_ms < cutoff {
+            let live = &mut self.live_bytes;
+            let mut oldest = u64::MAX;
+            self.seen.retain(|id, ts| {
+                let keep = *ts >= cutoff;
+                if keep {
+                    oldest = oldest.min(*ts);
+                } else {
+                    *live = live.saturating_sub(seen_size(id));
+                }
+                keep
+            });
+            self.seen_oldest_ms = oldest;
+        }
         self.maybe_compact();
     }
 
@@ -813,6 +862,7 @@ impl Stream {
         let size = self.store.size();
         if size >= self.compact_min_bytes
             && self.live_bytes * COMPACT_LIVE_DIVISOR < size
+            && size >= self.compacted_bytes.saturating_mul(2)
             && let Err(e) = self.compact()
         {
             tracing::warn!(stream = %self.name, error = %e, "stream log compaction failed");
@@ -824,7 +874,9 @@ impl Stream {
         let before = self.store.size();
         let records = self.snapshot();
         self.store.rewrite(&records)?;
-        tracing::debug!(stream = %self.name, before, after = self.store.size(), "stream log compacted");
+        self.compacted_bytes = self.store.size();
+        self.compactions += 1;
+        tracing::debug!(stream = %self.name, before, after = self.store.size(), count = self.compactions, "stream log compacted");
         Ok(())
     }
 

@@ -647,6 +647,61 @@ async fn the_log_is_compacted_when_mostly_dead() {
     nothing_within(&mut sub, 50).await;
 }
 
+/// Dedup ids outlive their jobs and are carried by every compaction. They
+/// once were left out of the live size, so past the threshold every ack
+/// rewrote the whole log (the queue crawled and stalled for seconds).
+#[tokio::test]
+async fn remembered_job_ids_do_not_make_every_ack_compact_the_log() {
+    use crate::{JobQueue, NewJob, RetryPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let b = on_disk(dir.path()).await;
+    let q = EmbeddedQueue::open(&b, RetryPolicy::default())
+        .await
+        .unwrap();
+    let s = b.stream_for_test("jobs");
+    let min = 16 * 1024;
+    s.lock().set_compact_min_bytes(min);
+    let jobs = 4000;
+    let job = |i: usize| NewJob {
+        queue: "q".into(),
+        id: format!("job-{i:06}"),
+        payload: bytes::Bytes::from_static(b"{}"),
+    };
+    for i in 0..jobs {
+        assert!(q.enqueue(job(i)).await.unwrap());
+        let j = q
+            .reserve("q", Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the job just enqueued");
+        q.ack(&j).await.unwrap();
+    }
+    let (compactions, size) = {
+        let s = s.lock();
+        (s.compactions(), s.store_size())
+    };
+    // The log has to double between rewrites: a handful for ~1 MB of records
+    // from 16 KiB on (it was about one per ack past ~500 jobs).
+    assert!(
+        compactions >= 1,
+        "the log was never compacted ({size} bytes)"
+    );
+    assert!(
+        compactions <= 10,
+        "{compactions} compactions for {jobs} jobs (log now {size} bytes)"
+    );
+    // The ids survived the rewrites: an old job is still a duplicate.
+    assert!(!q.enqueue(job(0)).await.unwrap());
+    b.close().await;
+    drop((q, s, b));
+    let b = on_disk(dir.path()).await;
+    let q = EmbeddedQueue::open(&b, RetryPolicy::default())
+        .await
+        .unwrap();
+    assert!(!q.enqueue(job(1)).await.unwrap());
+    assert!(q.enqueue(job(jobs)).await.unwrap());
+}
+
 #[tokio::test]
 async fn messages_older_than_max_age_are_dropped() {
     let b = in_memory().await;
@@ -659,6 +714,46 @@ async fn messages_older_than_max_age_are_dropped() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     s.lock().expire(stream::wall_ms());
     assert_eq!(s.lock().message_count(), 0);
+}
+
+#[tokio::test]
+async fn a_dedup_id_is_forgotten_after_max_age() {
+    let b = in_memory().await;
+    let mut config = StreamConfig::new("short", &["short.*"]);
+    config.max_age = Duration::from_millis(200);
+    b.ensure_stream(config).await.unwrap();
+    let s = b.stream_for_test("short");
+    let with_id = |id: &str| {
+        let mut m = Message::new("short.a", "x");
+        m.headers.insert(stream::MSG_ID.into(), id.into());
+        m
+    };
+    let append = |m: Message| s.lock().append(m, true).unwrap();
+    assert!(append(with_id("old")).is_some());
+    assert!(append(with_id("old")).is_none());
+    // 80 ms of margin around every expiry: only a stall that long between
+    // two steps could flip an outcome.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(append(with_id("young")).is_some());
+    // Nothing is due yet: both ids stay.
+    s.lock().expire(stream::wall_ms());
+    assert!(append(with_id("old")).is_none());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    s.lock().expire(stream::wall_ms());
+    assert!(
+        append(with_id("old")).is_some(),
+        "expired id still remembered"
+    );
+    assert!(
+        append(with_id("young")).is_none(),
+        "young id forgotten early"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.lock().expire(stream::wall_ms());
+    assert!(
+        append(with_id("young")).is_some(),
+        "expired id still remembered"
+    );
 }
 
 #[tokio::test]
