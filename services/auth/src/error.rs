@@ -22,6 +22,7 @@ pub const EMAIL_NOT_VERIFIED: &str = "Google account e-mail is not verified";
 pub const GOOGLE_ACCOUNT_CONFLICT: &str =
     "This e-mail is already linked to a different Google account";
 pub const GOOGLE_FAILED: &str = "Google login failed";
+pub const INVALID_ID_TOKEN: &str = "Invalid Google ID token";
 pub const INVALID_REFRESH_TOKEN: &str = "Invalid refresh token";
 pub const TOO_MANY_ATTEMPTS: &str = "Too many failed login attempts; try again later";
 
@@ -70,6 +71,11 @@ impl From<AuthError> for ApiError {
             AuthError::MissingCode => ApiError::BadRequest(MISSING_CODE.into()),
             AuthError::Google(GoogleError::EmailNotVerified) => {
                 ApiError::BadRequest(EMAIL_NOT_VERIFIED.into())
+            }
+            AuthError::Google(GoogleError::InvalidIdToken(cause)) => {
+                // Which check failed (signature, nonce, …) is for the log, not the client.
+                tracing::info!(error = %cause, "Google id_token rejected");
+                ApiError::unauthorized(INVALID_ID_TOKEN)
             }
             AuthError::Store(StoreError::GoogleAccountConflict) => {
                 ApiError::BadRequest(GOOGLE_ACCOUNT_CONFLICT.into())

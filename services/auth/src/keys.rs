@@ -6,8 +6,10 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::EncodingKey;
-use orderly_kit::token::{VerifyingKey, keys_from_pem_text};
+use orderly_kit::token::{PasetoSigner, VerifyingKey, keys_from_pem_text};
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
@@ -43,6 +45,8 @@ pub enum KeyError {
         private.display(), public.display()
     )]
     Mismatch { private: PathBuf, public: PathBuf },
+    #[error("key file {} is not an Ed25519 secret key (base64url of 64 bytes): {reason}", path.display())]
+    Paseto { path: PathBuf, reason: String },
     #[error("cannot write key file {}", path.display())]
     Write {
         path: PathBuf,
@@ -237,6 +241,33 @@ fn write_new_pair(private_path: &Path, public_path: &Path) -> Result<SigningKeys
     })
 }
 
+/// The Ed25519 key PASETO tokens are signed with: read from `path` (base64url of
+/// the 64 secret bytes), or generated there (0600) on first start.
+pub async fn load_or_generate_paseto(path: &Path) -> Result<PasetoSigner, KeyError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || load_or_generate_paseto_blocking(&path))
+        .await
+        .map_err(|e| KeyError::Generate(e.to_string()))?
+}
+
+fn load_or_generate_paseto_blocking(path: &Path) -> Result<PasetoSigner, KeyError> {
+    let invalid = |reason: String| KeyError::Paseto {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !exists(path)? {
+        let secret =
+            PasetoSigner::generate_secret().map_err(|e| KeyError::Generate(e.to_string()))?;
+        write_new_file(path, URL_SAFE_NO_PAD.encode(&secret).as_bytes(), 0o600)?;
+    }
+    let text = read_to_string(path)?;
+    warn_if_readable_by_others(path);
+    let secret = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .map_err(|e| invalid(e.to_string()))?;
+    PasetoSigner::from_secret_bytes(&secret).map_err(|e| invalid(e.to_string()))
+}
+
 /// Create `path` (and its parent directories) with `mode`, failing if it exists:
 /// the mode is set at creation so the private key is never briefly world-readable,
 /// and `create_new` keeps two starting processes from overwriting each other's key.
@@ -328,5 +359,22 @@ mod tests {
         assert!(matches!(err, KeyError::Write { .. }), "{err}");
         let kept = std::fs::read_to_string(dir.path().join(PRIVATE_KEY_FILE)).unwrap();
         assert_eq!(kept, "keep me");
+    }
+
+    #[tokio::test]
+    async fn a_paseto_key_is_generated_private_and_then_reloaded_with_the_same_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/paseto.key");
+        let first = load_or_generate_paseto(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = load_or_generate_paseto(&path).await.unwrap();
+        assert_eq!(first.public_key().kid, again.public_key().kid);
+
+        std::fs::write(&path, "not a key").unwrap();
+        let Err(err) = load_or_generate_paseto(&path).await else {
+            panic!("a garbled key file must not load");
+        };
+        assert!(err.to_string().contains("paseto.key"), "{err}");
     }
 }

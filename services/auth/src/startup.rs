@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use orderly_kit::config::AuthSettings;
+use orderly_kit::config::{AuthSettings, TokenFormat};
 use orderly_kit::health::ReadinessCheck;
 
 use crate::google::GoogleClient;
@@ -84,18 +84,29 @@ impl AuthState {
         if google.is_none() {
             tracing::info!("Google login is not configured; its routes answer 503");
         }
+        let paseto = match &settings.token_format {
+            TokenFormat::Jwt => None,
+            TokenFormat::Paseto { key_path } => {
+                let signer = keys::load_or_generate_paseto(key_path).await?;
+                tracing::info!(kid = %signer.public_key().kid, "issuing PASETO v4.public tokens");
+                Some(signer)
+            }
+        };
+        let paseto_key = paseto.as_ref().map(|s| s.public_key().clone());
         let issuer = TokenIssuer::new(
             keys.encoding,
             keys.public.kid.clone(),
             settings.access_token_ttl,
             settings.verifier.clone(),
-        );
+        )
+        .with_paseto(paseto);
         Ok(AuthState::new(AuthParts {
             store,
             sessions: Sessions::new(session_store, issuer, settings.refresh_token_ttl),
             google,
             cookie_secure: settings.cookie_secure,
             published_keys,
+            paseto_key,
             throttle: Arc::new(MemoryLoginThrottle::new(settings.login_limits)),
             trusted_proxies: settings.trusted_proxies.clone(),
         }))
@@ -159,6 +170,7 @@ mod tests {
             refresh_token_ttl: Duration::from_secs(3600),
             login_limits: Default::default(),
             trusted_proxies: Vec::new(),
+            token_format: Default::default(),
         };
         migrate(&settings).await.unwrap();
         assert!(db.exists());

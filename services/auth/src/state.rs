@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use orderly_kit::token::VerifyingKey;
+use orderly_kit::token::{PasetoKey, VerifyingKey};
 
 use crate::google::GoogleClient;
 use crate::refresh::Sessions;
@@ -21,6 +21,7 @@ struct Inner {
     cookie_secure: bool,
     /// Current key first, then the previous ones (JWKS order).
     published_keys: Vec<VerifyingKey>,
+    paseto_key: Option<PasetoKey>,
     throttle: Arc<dyn LoginThrottle>,
     trusted_proxies: Vec<IpAddr>,
 }
@@ -33,6 +34,8 @@ pub struct AuthParts {
     pub google: Option<GoogleClient>,
     pub cookie_secure: bool,
     pub published_keys: Vec<VerifyingKey>,
+    /// The Ed25519 key of PASETO tokens, published in the JWKS next to the RSA keys.
+    pub paseto_key: Option<PasetoKey>,
     pub throttle: Arc<dyn LoginThrottle>,
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -45,6 +48,7 @@ impl AuthState {
             google: parts.google,
             cookie_secure: parts.cookie_secure,
             published_keys: parts.published_keys,
+            paseto_key: parts.paseto_key,
             throttle: parts.throttle,
             trusted_proxies: parts.trusted_proxies,
         }))
@@ -68,6 +72,10 @@ impl AuthState {
 
     pub fn published_keys(&self) -> &[VerifyingKey] {
         &self.0.published_keys
+    }
+
+    pub fn paseto_key(&self) -> Option<&PasetoKey> {
+        self.0.paseto_key.as_ref()
     }
 
     pub(crate) fn throttle(&self) -> &Arc<dyn LoginThrottle> {

@@ -1,10 +1,11 @@
-//! Access tokens: RS256 JWTs with the claims every service verifies
+//! Access tokens: RS256 JWTs (or, with `AUTH_TOKEN_FORMAT=paseto`, PASETO
+//! v4.public) with the claims every service verifies
 //! ([`orderly_kit::token::AccessClaims`]), the signing key named by `kid`.
 
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
-use orderly_kit::token::{ALGORITHM, AccessClaims, VerifierConfig};
+use orderly_kit::token::{ALGORITHM, AccessClaims, PasetoSigner, VerifierConfig};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -12,8 +13,12 @@ use utoipa::ToSchema;
 use crate::store::User;
 
 #[derive(Debug, thiserror::Error)]
-#[error("signing the access token failed: {0}")]
-pub struct TokenError(#[from] jsonwebtoken::errors::Error);
+pub enum TokenError {
+    #[error("signing the access token failed: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("signing the PASETO access token failed: {0}")]
+    Paseto(#[from] orderly_kit::token::KeyError),
+}
 
 /// The OAuth2 token response (compat: `access_token` and `token_type`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -35,6 +40,8 @@ pub struct TokenIssuer {
     kid: String,
     ttl: Duration,
     claims: VerifierConfig,
+    /// Set: tokens are PASETO v4.public instead of JWTs.
+    paseto: Option<PasetoSigner>,
 }
 
 impl TokenIssuer {
@@ -45,7 +52,13 @@ impl TokenIssuer {
             kid,
             ttl,
             claims,
+            paseto: None,
         }
+    }
+
+    pub fn with_paseto(mut self, signer: Option<PasetoSigner>) -> Self {
+        self.paseto = signer;
+        self
     }
 
     pub fn issue(&self, user: &User) -> Result<TokenResponse, TokenError> {
@@ -63,9 +76,14 @@ impl TokenIssuer {
             iss: self.claims.issuer.clone(),
             aud: self.claims.audience.clone(),
         };
-        let mut header = Header::new(ALGORITHM);
-        header.kid = Some(self.kid.clone());
-        let access_token = jsonwebtoken::encode(&header, &claims, &self.key)?;
+        let access_token = match &self.paseto {
+            Some(signer) => signer.sign(&claims)?,
+            None => {
+                let mut header = Header::new(ALGORITHM);
+                header.kid = Some(self.kid.clone());
+                jsonwebtoken::encode(&header, &claims, &self.key)?
+            }
+        };
         Ok(TokenResponse {
             access_token,
             token_type: "bearer",

@@ -40,12 +40,18 @@ pub const ENV_NAMES: &[&str] = &[
     "AUTH_LOGIN_MAX_FAILURES_PER_IP",
     "AUTH_LOGIN_IP_WINDOW_SECONDS",
     "AUTH_TRUSTED_PROXIES",
+    "AUTH_TOKEN_FORMAT",
+    "AUTH_PASETO_KEY_PATH",
     "GOOGLE_CLIENT_ID",
     "GOOGLE_CLIENT_SECRET",
     "GOOGLE_REDIRECT_URI",
     "GOOGLE_AUTH_URL",
     "GOOGLE_TOKEN_URL",
+    // No longer read (the id_token carries the identity); listed so existing
+    // deployment files that still set it pass the env-name check.
     "GOOGLE_USERINFO_URL",
+    "GOOGLE_JWKS_URL",
+    "GOOGLE_ISSUER",
     "ORDERS_BIND",
     "ORDERS_DATABASE_URL",
     "POSTGRES_ORDERS_HOST",
@@ -242,7 +248,10 @@ pub struct GoogleSettings {
     pub redirect_uri: String,
     pub auth_url: String,
     pub token_url: String,
-    pub userinfo_url: String,
+    /// Where the keys that sign Google's id_tokens are published.
+    pub jwks_url: String,
+    /// Accepted `iss` values of the id_token.
+    pub issuers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +274,18 @@ pub struct AuthSettings {
     pub login_limits: LoginLimits,
     /// Peers whose `X-Forwarded-For` is believed when counting login failures per IP.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What access tokens are issued as (`AUTH_TOKEN_FORMAT`).
+    pub token_format: TokenFormat,
+}
+
+/// `jwt` (RS256, the default) or `paseto` (v4.public, Ed25519).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TokenFormat {
+    #[default]
+    Jwt,
+    /// The Ed25519 secret key lives at `key_path` (`AUTH_PASETO_KEY_PATH`),
+    /// generated on first start.
+    Paseto { key_path: PathBuf },
 }
 
 /// Failed logins allowed per account and per client IP before 429.
@@ -655,9 +676,17 @@ impl Settings {
                 token_url: env
                     .value(&["GOOGLE_TOKEN_URL"])
                     .unwrap_or("https://oauth2.googleapis.com/token".into()),
-                userinfo_url: env
-                    .value(&["GOOGLE_USERINFO_URL"])
-                    .unwrap_or("https://openidconnect.googleapis.com/v1/userinfo".into()),
+                jwks_url: env
+                    .value(&["GOOGLE_JWKS_URL"])
+                    .unwrap_or("https://www.googleapis.com/oauth2/v3/certs".into()),
+                // Google documents both spellings of its issuer.
+                issuers: match env.value(&["GOOGLE_ISSUER"]) {
+                    Some(issuer) => vec![issuer],
+                    None => vec![
+                        "https://accounts.google.com".into(),
+                        "accounts.google.com".into(),
+                    ],
+                },
             }),
             _ => None,
         };
@@ -691,6 +720,18 @@ impl Settings {
                 })
                 .unwrap_or_default(),
             verifier: verifier_config(env),
+            token_format: match env.value(&["AUTH_TOKEN_FORMAT"]).as_deref() {
+                None | Some("jwt") => TokenFormat::Jwt,
+                Some("paseto") => TokenFormat::Paseto {
+                    key_path: env
+                        .value(&["AUTH_PASETO_KEY_PATH"])
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| keys.join("paseto.key")),
+                },
+                Some(other) => {
+                    return Err(invalid("AUTH_TOKEN_FORMAT", other, "must be jwt or paseto"));
+                }
+            },
             refresh_token_ttl: Duration::from_secs(
                 positive(env, "AUTH_REFRESH_TOKEN_EXPIRE_DAYS", 14)? * 86_400,
             ),
@@ -834,6 +875,48 @@ mod tests {
         assert_eq!(s.orders.rate_limit.limit, 10);
         assert_eq!(s.auth.access_token_ttl, Duration::from_secs(1800));
         assert!(s.auth.google.is_none());
+    }
+
+    #[test]
+    fn google_defaults_to_googles_oidc_endpoints_and_both_issuer_spellings() {
+        let env = Env::from_pairs([("GOOGLE_CLIENT_ID", "id"), ("GOOGLE_CLIENT_SECRET", "s")]);
+        let google = Settings::from_env(&env).unwrap().auth.google.unwrap();
+        assert_eq!(
+            google.jwks_url,
+            "https://www.googleapis.com/oauth2/v3/certs"
+        );
+        assert_eq!(
+            google.issuers,
+            ["https://accounts.google.com", "accounts.google.com"]
+        );
+
+        let env = Env::from_pairs([
+            ("GOOGLE_CLIENT_ID", "id"),
+            ("GOOGLE_CLIENT_SECRET", "s"),
+            ("GOOGLE_JWKS_URL", "http://fake/certs"),
+            ("GOOGLE_ISSUER", "http://fake"),
+        ]);
+        let google = Settings::from_env(&env).unwrap().auth.google.unwrap();
+        assert_eq!(google.jwks_url, "http://fake/certs");
+        assert_eq!(google.issuers, ["http://fake"]);
+    }
+
+    #[test]
+    fn the_token_format_is_jwt_unless_paseto_is_asked_for() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.auth.token_format, TokenFormat::Jwt);
+        let env = Env::from_pairs([
+            ("AUTH_TOKEN_FORMAT", "paseto"),
+            ("AUTH_PASETO_KEY_PATH", "/k/p.key"),
+        ]);
+        assert_eq!(
+            Settings::from_env(&env).unwrap().auth.token_format,
+            TokenFormat::Paseto {
+                key_path: "/k/p.key".into()
+            }
+        );
+        let e = Settings::from_env(&Env::from_pairs([("AUTH_TOKEN_FORMAT", "saml")])).unwrap_err();
+        assert!(e.to_string().contains("AUTH_TOKEN_FORMAT"), "{e}");
     }
 
     #[test]

@@ -12,10 +12,14 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
-    RSAKeyParameters, RSAKeyType, ThumbprintHash,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, RSAKeyParameters, RSAKeyType,
+    ThumbprintHash,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
 use rsa::RsaPublicKey;
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::DecodePublicKey;
@@ -143,6 +147,11 @@ impl VerifyingKey {
         Self::from_rsa(&key)
     }
 
+    /// For verifying other RS256 JWTs with this key (Google's id_tokens).
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
     /// A JWKS entry. Keys without a kid get their thumbprint.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
         let parse_error = |reason: String| KeyError::Parse {
@@ -227,6 +236,8 @@ struct JwksSource {
 /// Verifies access tokens against a set of keys by kid.
 pub struct TokenVerifier {
     keys: RwLock<HashMap<String, VerifyingKey>>,
+    /// Ed25519 keys for PASETO v4.public tokens, by the kid in the token's footer.
+    paseto: RwLock<HashMap<String, PasetoKey>>,
     jwks: Option<JwksSource>,
     validation: Validation,
     /// Tokens whose signature already checked out. An RSA-2048 verification
@@ -252,6 +263,7 @@ impl TokenVerifier {
     pub fn new(keys: Vec<VerifyingKey>, config: &VerifierConfig) -> Self {
         Self {
             keys: RwLock::new(by_kid(keys)),
+            paseto: RwLock::new(HashMap::new()),
             jwks: None,
             validation: validation(config),
             verified: verified_cache(),
@@ -286,6 +298,7 @@ impl TokenVerifier {
             })?;
         let verifier = Self {
             keys: RwLock::new(HashMap::new()),
+            paseto: RwLock::new(HashMap::new()),
             jwks: Some(JwksSource {
                 url: url.to_string(),
                 http,
@@ -299,9 +312,17 @@ impl TokenVerifier {
         Ok(verifier)
     }
 
+    /// Also accept PASETO v4.public tokens signed by these keys (JWKS verifiers
+    /// pick them up from the set's Ed25519 entries by themselves).
+    pub fn with_paseto_keys(self, keys: Vec<PasetoKey>) -> Self {
+        *self.paseto.write().unwrap_or_else(|e| e.into_inner()) = paseto_by_kid(keys);
+        self
+    }
+
     /// The kids currently trusted.
     pub fn kids(&self) -> Vec<String> {
         let mut kids: Vec<String> = self.read_keys().keys().cloned().collect();
+        kids.extend(self.read_paseto().keys().cloned());
         kids.sort();
         kids
     }
@@ -317,7 +338,11 @@ impl TokenVerifier {
             }
             self.verified.invalidate(token);
         }
-        let claims = self.verify_signature(token).await?;
+        let claims = if token.starts_with(PASETO_PREFIX) {
+            self.verify_paseto(token).await?
+        } else {
+            self.verify_signature(token).await?
+        };
         self.verified.insert(token.to_string(), claims.clone());
         Ok(claims)
     }
@@ -327,19 +352,11 @@ impl TokenVerifier {
         if header.alg != ALGORITHM {
             return Err(VerifyError::Algorithm(format!("{:?}", header.alg)));
         }
-        if let Some(source) = &self.jwks {
-            let stale = source
-                .last_fetch
-                .try_lock()
-                .is_ok_and(|last| last.is_none_or(|t| t.elapsed() > JWKS_MAX_AGE));
-            let unknown = header
-                .kid
-                .as_ref()
-                .is_some_and(|kid| !self.read_keys().contains_key(kid));
-            if stale || unknown {
-                self.refetch(false).await;
-            }
-        }
+        let unknown = header
+            .kid
+            .as_ref()
+            .is_some_and(|kid| !self.read_keys().contains_key(kid));
+        self.refresh_keys(unknown).await;
         let candidates: Vec<VerifyingKey> = {
             let keys = self.read_keys();
             match &header.kid {
@@ -361,6 +378,65 @@ impl TokenVerifier {
         Err(last)
     }
 
+    /// Refetch the JWKS when it is stale or the token names a kid we lack.
+    async fn refresh_keys(&self, unknown_kid: bool) {
+        if let Some(source) = &self.jwks {
+            let stale = source
+                .last_fetch
+                .try_lock()
+                .is_ok_and(|last| last.is_none_or(|t| t.elapsed() > JWKS_MAX_AGE));
+            if stale || unknown_kid {
+                self.refetch(false).await;
+            }
+        }
+    }
+
+    /// A v4.public token: the footer (`{"kid":…}`) picks the key, the signature
+    /// covers payload and footer, then `exp`/`nbf` (with leeway) and `iss`/`aud`
+    /// are checked as for JWTs.
+    async fn verify_paseto(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
+            .map_err(|_| VerifyError::Malformed)?;
+        let footer: PasetoFooter = serde_json::from_slice(untrusted.untrusted_footer())
+            .map_err(|_| VerifyError::Rejected("the footer is not {\"kid\":…}".into()))?;
+        let unknown = !self.read_paseto().contains_key(&footer.kid);
+        self.refresh_keys(unknown).await;
+        let key = self
+            .read_paseto()
+            .get(&footer.kid)
+            .cloned()
+            .ok_or_else(|| VerifyError::UnknownKid(footer.kid.clone()))?;
+        let trusted = PublicToken::verify(&key.key, &untrusted, None, None)
+            .map_err(|_| VerifyError::Rejected("bad PASETO signature".into()))?;
+        let claims: PasetoClaims = serde_json::from_str(trusted.payload())
+            .map_err(|e| VerifyError::Rejected(format!("PASETO claims: {e}")))?;
+        let claims = claims.into_access();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let leeway = self.validation.leeway as i64;
+        if claims.exp + leeway <= now {
+            return Err(VerifyError::Rejected("ExpiredSignature".into()));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf - leeway > now) {
+            return Err(VerifyError::Rejected("ImmatureSignature".into()));
+        }
+        if let Some(issuers) = &self.validation.iss
+            && !claims.iss.as_ref().is_some_and(|i| issuers.contains(i))
+        {
+            return Err(VerifyError::Rejected("InvalidIssuer".into()));
+        }
+        if self.validation.validate_aud
+            && let Some(audiences) = &self.validation.aud
+            && !claims.aud.as_ref().is_some_and(|a| audiences.contains(a))
+        {
+            return Err(VerifyError::Rejected("InvalidAudience".into()));
+        }
+        Ok(claims)
+    }
+
+    fn read_paseto(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, PasetoKey>> {
+        self.paseto.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, VerifyingKey>> {
         // A writer that panicked left a complete map behind (it swaps whole maps).
         self.keys.read().unwrap_or_else(|e| e.into_inner())
@@ -376,16 +452,17 @@ impl TokenVerifier {
         }
         *last = Some(Instant::now());
         match fetch_jwks(source).await {
-            Ok(keys) => {
-                tracing::info!(url = %source.url, keys = keys.len(), "JWKS fetched");
+            Ok((keys, paseto)) => {
+                tracing::info!(url = %source.url, keys = keys.len(), paseto_keys = paseto.len(), "JWKS fetched");
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = by_kid(keys);
+                *self.paseto.write().unwrap_or_else(|e| e.into_inner()) = paseto_by_kid(paseto);
             }
             Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the cached keys"),
         }
     }
 }
 
-async fn fetch_jwks(source: &JwksSource) -> Result<Vec<VerifyingKey>, KeyError> {
+async fn fetch_jwks(source: &JwksSource) -> Result<(Vec<VerifyingKey>, Vec<PasetoKey>), KeyError> {
     let error = |reason: String| KeyError::Jwks {
         url: source.url.clone(),
         reason,
@@ -406,10 +483,218 @@ async fn fetch_jwks(source: &JwksSource) -> Result<Vec<VerifyingKey>, KeyError> 
         // Entries we cannot use (other key types) are skipped, not fatal.
         .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
         .collect();
-    if keys.is_empty() {
-        return Err(error("no usable RS256 key in the set".into()));
+    let paseto: Vec<PasetoKey> = set
+        .keys
+        .iter()
+        .filter_map(|jwk| PasetoKey::from_jwk(jwk).ok())
+        .collect();
+    if keys.is_empty() && paseto.is_empty() {
+        return Err(error("no usable RS256 or Ed25519 key in the set".into()));
     }
-    Ok(keys)
+    Ok((keys, paseto))
+}
+
+fn paseto_by_kid(keys: Vec<PasetoKey>) -> HashMap<String, PasetoKey> {
+    keys.into_iter().map(|k| (k.kid.clone(), k)).collect()
+}
+
+/// Every PASETO token this service accepts starts so.
+pub const PASETO_PREFIX: &str = "v4.public.";
+
+#[derive(Serialize, Deserialize)]
+struct PasetoFooter {
+    kid: String,
+}
+
+/// [`AccessClaims`] as PASETO wants them: times as RFC 3339 strings.
+#[derive(Serialize, Deserialize)]
+struct PasetoClaims {
+    sub: String,
+    email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    exp: time::OffsetDateTime,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    iat: Option<time::OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    nbf: Option<time::OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+fn from_unix(secs: i64) -> Result<time::OffsetDateTime, KeyError> {
+    time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| KeyError::Parse {
+        path: "<claims>".into(),
+        reason: e.to_string(),
+    })
+}
+
+impl PasetoClaims {
+    fn from_access(c: &AccessClaims) -> Result<Self, KeyError> {
+        Ok(Self {
+            sub: c.sub.clone(),
+            email: c.email.clone(),
+            exp: from_unix(c.exp)?,
+            iat: c.iat.map(from_unix).transpose()?,
+            nbf: c.nbf.map(from_unix).transpose()?,
+            jti: c.jti.clone(),
+            role: c.role.clone(),
+            iss: c.iss.clone(),
+            aud: c.aud.clone(),
+        })
+    }
+
+    fn into_access(self) -> AccessClaims {
+        AccessClaims {
+            sub: self.sub,
+            email: self.email,
+            exp: self.exp.unix_timestamp(),
+            iat: self.iat.map(|t| t.unix_timestamp()),
+            nbf: self.nbf.map(|t| t.unix_timestamp()),
+            jti: self.jti,
+            role: self.role,
+            iss: self.iss,
+            aud: self.aud,
+        }
+    }
+}
+
+/// An Ed25519 public key verifying PASETO v4.public tokens, published in the
+/// JWKS as an `OKP` entry whose kid is its RFC 7638 thumbprint.
+#[derive(Clone)]
+pub struct PasetoKey {
+    pub kid: String,
+    pub jwk: Jwk,
+    key: AsymmetricPublicKey<V4>,
+}
+
+impl std::fmt::Debug for PasetoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasetoKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasetoKey {
+    /// The raw 32-byte Ed25519 public key.
+    pub fn from_public_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let mut jwk = Jwk {
+            common: CommonParameters::default(),
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: URL_SAFE_NO_PAD.encode(bytes),
+            }),
+        };
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| paseto_error(e.to_string()))?;
+        jwk.common = CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(KeyAlgorithm::EdDSA),
+            key_id: Some(kid),
+            ..CommonParameters::default()
+        };
+        Self::from_jwk(&jwk)
+    }
+
+    /// A JWKS `OKP`/`Ed25519` entry. Keys without a kid get their thumbprint.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
+        let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
+            return Err(paseto_error("not an OKP key".into()));
+        };
+        if params.curve != EllipticCurve::Ed25519 {
+            return Err(paseto_error("not an Ed25519 key".into()));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&params.x)
+            .map_err(|e| paseto_error(e.to_string()))?;
+        let key = AsymmetricPublicKey::<V4>::from(&bytes)
+            .map_err(|_| paseto_error("not a 32-byte Ed25519 key".into()))?;
+        let kid = match &jwk.common.key_id {
+            Some(kid) => kid.clone(),
+            None => jwk
+                .thumbprint(ThumbprintHash::SHA256)
+                .map_err(|e| paseto_error(e.to_string()))?,
+        };
+        Ok(Self {
+            kid,
+            jwk: jwk.clone(),
+            key,
+        })
+    }
+}
+
+fn paseto_error(reason: String) -> KeyError {
+    KeyError::Parse {
+        path: "<ed25519 key>".into(),
+        reason,
+    }
+}
+
+/// Signs PASETO v4.public access tokens; the footer `{"kid":…}` names the key.
+pub struct PasetoSigner {
+    secret: AsymmetricSecretKey<V4>,
+    public: PasetoKey,
+}
+
+impl std::fmt::Debug for PasetoSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret key.
+        f.debug_struct("PasetoSigner")
+            .field("kid", &self.public.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasetoSigner {
+    /// A fresh key: the 64 bytes (seed then public key) to keep secret.
+    pub fn generate_secret() -> Result<Vec<u8>, KeyError> {
+        let pair = AsymmetricKeyPair::<V4>::generate()
+            .map_err(|_| paseto_error("key generation failed".into()))?;
+        Ok(pair.secret.as_bytes().to_vec())
+    }
+
+    /// From the 64 secret bytes of [`Self::generate_secret`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let secret = AsymmetricSecretKey::<V4>::from(bytes)
+            .map_err(|_| paseto_error("not a 64-byte Ed25519 secret key".into()))?;
+        let public = AsymmetricPublicKey::<V4>::try_from(&secret)
+            .map_err(|_| paseto_error("cannot derive the public key".into()))?;
+        Ok(Self {
+            public: PasetoKey::from_public_bytes(public.as_bytes())?,
+            secret,
+        })
+    }
+
+    pub fn public_key(&self) -> &PasetoKey {
+        &self.public
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        let payload = serde_json::to_vec(&PasetoClaims::from_access(claims)?)
+            .map_err(|e| paseto_error(e.to_string()))?;
+        let footer = serde_json::to_vec(&PasetoFooter {
+            kid: self.public.kid.clone(),
+        })
+        .map_err(|e| paseto_error(e.to_string()))?;
+        PublicToken::sign(&self.secret, &payload, Some(&footer), None)
+            .map_err(|e| paseto_error(format!("{e:?}")))
+    }
 }
 
 fn by_kid(keys: Vec<VerifyingKey>) -> HashMap<String, VerifyingKey> {

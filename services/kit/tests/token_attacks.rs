@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use orderly_kit::token::{
-    AccessClaims, CurrentUser, TokenVerifier, VerifierConfig, VerifyingKey, jwk_set,
+    AccessClaims, CurrentUser, PasetoSigner, TokenVerifier, VerifierConfig, VerifyingKey, jwk_set,
 };
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -373,4 +373,134 @@ async fn an_unreachable_jwks_at_start_is_not_fatal_and_is_retried_on_the_first_t
     tokio::spawn(async move { axum::serve(listener, server).await });
     let app = app(verifier);
     assert_eq!(call(&app, &sign(&claims())).await.0, 200);
+}
+
+static PASETO: LazyLock<PasetoSigner> = LazyLock::new(|| {
+    PasetoSigner::from_secret_bytes(&PasetoSigner::generate_secret().unwrap()).unwrap()
+});
+static PASETO_STRANGER: LazyLock<PasetoSigner> = LazyLock::new(|| {
+    PasetoSigner::from_secret_bytes(&PasetoSigner::generate_secret().unwrap()).unwrap()
+});
+
+/// Orders during a migration: RS256 JWTs and PASETO v4.public both accepted.
+fn migrating_app() -> Router {
+    app(
+        TokenVerifier::new(vec![TRUSTED.key.clone()], &strict_config())
+            .with_paseto_keys(vec![PASETO.public_key().clone()]),
+    )
+}
+
+/// `v4.public.<body>.<footer>` with the footer replaced.
+fn with_footer(token: &str, footer: &[u8]) -> String {
+    let body: Vec<&str> = token.split('.').take(3).collect();
+    format!("{}.{}", body.join("."), URL_SAFE_NO_PAD.encode(footer))
+}
+
+#[tokio::test]
+async fn paseto_and_jwt_tokens_are_both_accepted_during_a_migration() {
+    let app = migrating_app();
+    let paseto = PASETO.sign(&claims()).unwrap();
+    assert!(paseto.starts_with("v4.public."), "{paseto}");
+    assert_eq!(call(&app, &paseto).await, (200, "7:user".to_string()));
+    assert_eq!(
+        call(&app, &sign(&claims())).await,
+        (200, "7:user".to_string())
+    );
+    // A verifier without PASETO keys refuses them.
+    assert_refused(&orders_app(), &paseto, "no PASETO key configured").await;
+}
+
+#[tokio::test]
+async fn a_paseto_token_with_a_bad_footer_is_refused() {
+    let app = migrating_app();
+    let token = PASETO.sign(&claims()).unwrap();
+    let kid = &PASETO.public_key().kid;
+    let cases: [(&str, String); 5] = [
+        // Same kid, different bytes: the footer is covered by the signature.
+        (
+            "footer with an extra field",
+            with_footer(&token, json!({"kid": kid, "x": 1}).to_string().as_bytes()),
+        ),
+        (
+            "footer naming another kid",
+            with_footer(&token, json!({"kid": "nope"}).to_string().as_bytes()),
+        ),
+        ("footer that is not JSON", with_footer(&token, b"garbage")),
+        (
+            "footer removed",
+            token.split('.').take(3).collect::<Vec<_>>().join("."),
+        ),
+        (
+            "footer naming the trusted kid on a stranger's token",
+            PASETO_STRANGER
+                .sign(&claims())
+                .map(|t| with_footer(&t, json!({"kid": kid}).to_string().as_bytes()))
+                .unwrap(),
+        ),
+    ];
+    for (what, forged) in cases {
+        assert_refused(&app, &forged, what).await;
+    }
+}
+
+#[tokio::test]
+async fn paseto_tokens_get_the_same_claim_checks_as_jwts() {
+    let app = migrating_app();
+    let mut expired = claims();
+    expired.exp = now() - 60;
+    let mut early = claims();
+    early.nbf = Some(now() + 600);
+    let mut wrong_aud = claims();
+    wrong_aud.aud = Some("billing".into());
+    let mut no_iss = claims();
+    no_iss.iss = None;
+    for (what, c) in [
+        ("expired", expired),
+        ("not yet valid", early),
+        ("wrong audience", wrong_aud),
+        ("missing issuer", no_iss),
+    ] {
+        assert_refused(&app, &PASETO.sign(&c).unwrap(), what).await;
+    }
+    let token = PASETO.sign(&claims()).unwrap();
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut body = URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
+    body[10] ^= 1;
+    parts[2] = URL_SAFE_NO_PAD.encode(body);
+    assert_refused(&app, &parts.join("."), "tampered payload").await;
+}
+
+#[tokio::test]
+async fn a_jwks_verifier_takes_the_ed25519_key_for_paseto_tokens() {
+    let set = json!({"keys": [TRUSTED.key.jwk, PASETO.public_key().jwk]});
+    let app = Router::new().route(
+        "/jwks",
+        get(move || {
+            let set = set.clone();
+            async move { axum::Json(set) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let verifier = TokenVerifier::from_jwks_url(
+        &format!("http://{addr}/jwks"),
+        &strict_config(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        verifier.kids().len(),
+        2,
+        "the RSA and the Ed25519 key: {:?}",
+        verifier.kids()
+    );
+    let app = self::app(verifier);
+    let paseto = PASETO.sign(&claims()).unwrap();
+    assert_eq!(call(&app, &paseto).await, (200, "7:user".to_string()));
+    assert_eq!(
+        call(&app, &sign(&claims())).await,
+        (200, "7:user".to_string())
+    );
 }

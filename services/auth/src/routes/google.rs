@@ -3,7 +3,7 @@
 use axum::Json as JsonResponse;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use orderly_kit::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,7 +13,12 @@ use crate::google::{GoogleClient, constant_time_eq, new_state};
 use crate::state::AuthState;
 use crate::tokens::TokenResponse;
 
+/// `{state}.{nonce}`: the CSRF state and the nonce the id_token must echo.
 const STATE_COOKIE: &str = "oauth_state";
+/// The PKCE code verifier. A cookie rather than server-side storage keeps the
+/// service stateless; HttpOnly keeps it from scripts, and it is useless without
+/// the code, which only reaches our redirect URI.
+const PKCE_COOKIE: &str = "oauth_pkce";
 /// The user has ten minutes to finish signing in at Google.
 const STATE_MAX_AGE_SECS: u32 = 600;
 
@@ -38,24 +43,30 @@ fn google(state: &AuthState) -> Result<&GoogleClient, AuthError> {
     state.google().ok_or(AuthError::GoogleNotConfigured)
 }
 
-fn state_cookie(value: &str, max_age: u32, secure: bool) -> Result<HeaderValue, ApiError> {
+fn flow_cookie(
+    name: &str,
+    value: &str,
+    max_age: u32,
+    secure: bool,
+) -> Result<HeaderValue, ApiError> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{STATE_COOKIE}={value}; HttpOnly; SameSite=Lax; Max-Age={max_age}; Path=/{secure}"
+        "{name}={value}; HttpOnly; SameSite=Lax; Max-Age={max_age}; Path=/{secure}"
     ))
     .map_err(ApiError::internal)
 }
 
-/// The `oauth_state` cookie's value, from any `Cookie` header.
-fn cookie_state(headers: &HeaderMap) -> Option<&str> {
+/// A cookie's value, from any `Cookie` header.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == STATE_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
 }
 
 #[utoipa::path(
@@ -63,7 +74,7 @@ fn cookie_state(headers: &HeaderMap) -> Option<&str> {
     path = "/auth/login/google",
     tag = "auth",
     responses(
-        (status = 200, description = "Where to send the browser; sets the `oauth_state` cookie",
+        (status = 200, description = "Where to send the browser; sets the `oauth_state` (state and nonce) and `oauth_pkce` (code verifier) cookies",
             body = LoginUrl, headers(("Set-Cookie" = String, description = "oauth_state=…; HttpOnly; SameSite=Lax; Max-Age=600; Path=/"))),
         (status = 503, description = "Google login is not configured", body = super::ErrorBody),
     )
@@ -71,12 +82,28 @@ fn cookie_state(headers: &HeaderMap) -> Option<&str> {
 #[tracing::instrument(skip_all)]
 pub(crate) async fn login(State(state): State<AuthState>) -> Result<Response, ApiError> {
     let google = google(&state)?;
-    let csrf_state = new_state();
-    let cookie = state_cookie(&csrf_state, STATE_MAX_AGE_SECS, state.cookie_secure())?;
+    // All three are base64url, so '.' cannot occur inside them.
+    let (csrf_state, nonce, verifier) = (new_state(), new_state(), new_state());
+    let secure = state.cookie_secure();
+    let cookies = AppendHeaders([
+        (
+            header::SET_COOKIE,
+            flow_cookie(
+                STATE_COOKIE,
+                &format!("{csrf_state}.{nonce}"),
+                STATE_MAX_AGE_SECS,
+                secure,
+            )?,
+        ),
+        (
+            header::SET_COOKIE,
+            flow_cookie(PKCE_COOKIE, &verifier, STATE_MAX_AGE_SECS, secure)?,
+        ),
+    ]);
     let body = LoginUrl {
-        login_url: google.login_url(&csrf_state),
+        login_url: google.login_url(&csrf_state, &nonce, &verifier),
     };
-    Ok(([(header::SET_COOKIE, cookie)], JsonResponse(body)).into_response())
+    Ok((cookies, JsonResponse(body)).into_response())
 }
 
 #[utoipa::path(
@@ -85,8 +112,10 @@ pub(crate) async fn login(State(state): State<AuthState>) -> Result<Response, Ap
     tag = "auth",
     params(CallbackQuery),
     responses(
-        (status = 200, description = "Signed in; clears the `oauth_state` cookie", body = TokenResponse),
-        (status = 400, description = "Missing or mismatched state, missing code, or the Google e-mail is not verified",
+        (status = 200, description = "Signed in; clears the `oauth_state` and `oauth_pkce` cookies", body = TokenResponse),
+        (status = 400, description = "Missing or mismatched state, missing flow cookies, missing code, or the Google e-mail is not verified",
+            body = super::ErrorBody),
+        (status = 401, description = "The id_token failed verification (signature, iss, aud, exp or nonce)",
             body = super::ErrorBody),
         (status = 502, description = "Google failed or answered something unusable", body = super::ErrorBody),
         (status = 503, description = "Google login is not configured", body = super::ErrorBody),
@@ -104,12 +133,18 @@ pub(crate) async fn callback(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::MissingState)?;
-    let expected = cookie_state(&headers).unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(returned.as_bytes(), expected.as_bytes()) {
+    let flow = cookie(&headers, STATE_COOKIE).and_then(|v| v.split_once('.'));
+    let verifier = cookie(&headers, PKCE_COOKIE);
+    let (Some((expected, nonce)), Some(verifier)) = (flow, verifier) else {
         tracing::info!(
-            has_cookie = !expected.is_empty(),
-            "Google callback state mismatch"
+            has_state_cookie = flow.is_some(),
+            has_pkce_cookie = verifier.is_some(),
+            "Google callback without the flow cookies"
         );
+        return Err(AuthError::InvalidState.into());
+    };
+    if !constant_time_eq(returned.as_bytes(), expected.as_bytes()) {
+        tracing::info!("Google callback state mismatch");
         return Err(AuthError::InvalidState.into());
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
@@ -119,7 +154,10 @@ pub(crate) async fn callback(
         return Err(AuthError::MissingCode.into());
     };
 
-    let identity = google.identify(code).await.map_err(AuthError::from)?;
+    let identity = google
+        .identify(code, verifier, nonce)
+        .await
+        .map_err(AuthError::from)?;
     let user = state
         .store()
         .find_or_create_google(&identity.sub, &identity.email)
@@ -132,6 +170,13 @@ pub(crate) async fn callback(
         .map_err(AuthError::from)?;
     tracing::info!(user_id = user.id, "signed in with Google");
     // The state is single-use: a replayed callback URL fails the CSRF check.
-    let clear = state_cookie("", 0, state.cookie_secure())?;
-    Ok(([(header::SET_COOKIE, clear)], JsonResponse(token)).into_response())
+    let secure = state.cookie_secure();
+    let clear = AppendHeaders([
+        (
+            header::SET_COOKIE,
+            flow_cookie(STATE_COOKIE, "", 0, secure)?,
+        ),
+        (header::SET_COOKIE, flow_cookie(PKCE_COOKIE, "", 0, secure)?),
+    ]);
+    Ok((clear, JsonResponse(token)).into_response())
 }

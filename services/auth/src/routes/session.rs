@@ -100,7 +100,7 @@ pub(crate) async fn logout(
     path = "/.well-known/jwks.json",
     tag = "auth",
     responses(
-        (status = 200, description = "The public keys tokens are signed with (RFC 7517): the current key, then keys still valid from before a rotation",
+        (status = 200, description = "The public keys tokens are signed with (RFC 7517): the current key, then keys still valid from before a rotation, then the Ed25519 (`OKP`) key of PASETO tokens when `AUTH_TOKEN_FORMAT=paseto`",
             body = serde_json::Value),
     )
 )]
@@ -110,7 +110,12 @@ pub(crate) async fn jwks(State(state): State<AuthState>) -> Response {
             header::CACHE_CONTROL,
             format!("public, max-age={JWKS_MAX_AGE_SECS}"),
         )],
-        JsonResponse(jwk_set(state.published_keys())),
+        JsonResponse({
+            let mut set = jwk_set(state.published_keys());
+            set.keys
+                .extend(state.paseto_key().map(|key| key.jwk.clone()));
+            set
+        }),
     )
         .into_response()
 }

@@ -65,6 +65,7 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
         refresh_token_ttl: Duration::from_secs(14 * 86_400),
         login_limits: Default::default(),
         trusted_proxies: Vec::new(),
+        token_format: Default::default(),
     }
 }
 

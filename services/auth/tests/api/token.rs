@@ -89,3 +89,55 @@ async fn an_unsupported_grant_type_is_a_422() {
         json!(["body", "grant_type"])
     );
 }
+
+#[tokio::test]
+async fn with_the_paseto_format_logins_get_v4_public_tokens_verifiable_through_the_jwks() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("paseto.key");
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.token_format = orderly_kit::config::TokenFormat::Paseto {
+            key_path: key_path.clone(),
+        }
+    })
+    .await;
+    app.register("pia@example.com", "pw").await;
+    let response = app.login("pia@example.com", "pw").await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    let token = response.json["access_token"].as_str().unwrap();
+    assert!(token.starts_with("v4.public."), "{token}");
+
+    // The JWKS lists the RSA key and the Ed25519 key; a verifier built from it
+    // accepts the PASETO token (a verifier with only the RSA key does not).
+    let jwks = app.get("/.well-known/jwks.json", None).await;
+    let keys = jwks.json["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{}", jwks.text);
+    let okp = keys.iter().find(|k| k["kty"] == "OKP").expect("an OKP key");
+    assert_eq!(okp["crv"], "Ed25519");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(okp.clone()).unwrap();
+    let paseto_key = orderly_kit::token::PasetoKey::from_jwk(&jwk).unwrap();
+    assert!(crate::helpers::verifier().verify(token).await.is_err());
+    let verifier = crate::helpers::verifier().with_paseto_keys(vec![paseto_key]);
+    let claims = verifier
+        .verify(token)
+        .await
+        .expect("the PASETO token verifies");
+    assert_eq!(claims.sub, "1");
+    assert_eq!(claims.email, "pia@example.com");
+    assert_eq!(claims.role.as_deref(), Some("user"));
+
+    // A restart reuses the key file: the same kid signs.
+    let again = crate::helpers::spawn_app_with(|s| {
+        s.token_format = orderly_kit::config::TokenFormat::Paseto {
+            key_path: key_path.clone(),
+        }
+    })
+    .await;
+    let jwks_again = again.get("/.well-known/jwks.json", None).await;
+    assert!(
+        jwks_again.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == okp["kid"])
+    );
+}
