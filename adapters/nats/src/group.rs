@@ -16,7 +16,7 @@ use futures::StreamExt;
 use orderly_bus::{AckKind, Acker, BusError, Delivery, GroupOptions, Subscription};
 use tokio::sync::mpsc;
 
-use crate::{AbortOnDrop, Inner, closed, from_nats};
+use crate::{Inner, closed, from_nats};
 
 /// The durable consumer of `group` on `subject`: a group is per subject (one
 /// group name may read several subjects of a stream, each at its own pace),
@@ -89,7 +89,31 @@ pub(crate) async fn subscribe(
         options,
         inner.shutdown.subscribe(),
     ));
-    Ok(Subscription::new(rx, Some(Box::new(AbortOnDrop(task)))))
+    // Not aborted when the subscription drops: the pump notices the member is
+    // gone, gives back what it already pulled, and ends by itself.
+    drop(task);
+    Ok(Subscription::new(rx, None))
+}
+
+/// How long a closing member waits for each message the server already sent it.
+const GIVE_BACK_WAIT: Duration = Duration::from_millis(50);
+
+/// The member left: `-NAK` what the server already sent for its last pull (at
+/// most one batch), so it does not wait out `ack_wait`. Bounded, because the
+/// stream keeps pulling while it is read: reading on would take messages from
+/// the members that remain.
+async fn give_back_pulled(client: &Client, messages: &mut pull::Stream, batch: usize) {
+    for _ in 0..batch {
+        let Ok(Some(next)) = tokio::time::timeout(GIVE_BACK_WAIT, messages.next()).await else {
+            return;
+        };
+        if let Ok(m) = next
+            && let Some(reply) = m.reply.clone()
+            && let Err(e) = client.publish(reply, Bytes::from_static(b"-NAK")).await
+        {
+            tracing::debug!(error = %e, "give-back not sent; the message comes back after ack_wait");
+        }
+    }
 }
 
 async fn pump(
@@ -105,6 +129,10 @@ async fn pump(
     loop {
         let next = tokio::select! {
             _ = closed(&mut shutdown) => return,
+            _ = tx.closed() => {
+                give_back_pulled(&client, &mut messages, options.max_in_flight.max(1)).await;
+                return;
+            }
             next = messages.next() => next,
         };
         let m = match next {
@@ -145,6 +173,7 @@ async fn pump(
                     if sent.is_err() {
                         // The member left: give the message back at once.
                         acker.give_back();
+                        give_back_pulled(&client, &mut messages, options.max_in_flight.max(1)).await;
                         return;
                     }
                     break;

@@ -320,7 +320,17 @@ async fn an_unfinished_claim_hands_its_events_back(store: Arc<dyn OrderStore>) {
     let claim = store.claim_unsent(10).await.unwrap();
     let id = claim.events()[0].id;
     drop(claim);
-    let again = store.claim_unsent(10).await.unwrap();
+    // PostgreSQL rolls a dropped claim's transaction back when its connection
+    // returns to the pool, a moment later; until then SKIP LOCKED passes the row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let again = loop {
+        let again = store.claim_unsent(10).await.unwrap();
+        if !again.events().is_empty() || std::time::Instant::now() > deadline {
+            break again;
+        }
+        drop(again);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(again.events().len(), 1);
     assert_eq!(again.events()[0].id, id);
 }
