@@ -239,6 +239,16 @@ impl TestApp {
             .expect("get order")
     }
 
+    /// `GET /orders/user/{user_id}/{query}` (query: "" or "?limit=…").
+    pub async fn list_orders(&self, token: &str, user_id: i64, query: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/orders/user/{user_id}/{query}", self.orders_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list orders")
+    }
+
     /// Poll until the order has `status` (or panic after `within`).
     pub async fn wait_for_status(
         &self,
