@@ -291,10 +291,6 @@ pub fn one_item_order() -> Value {
 }
 
 fn urlencode(s: &str) -> String {
-    url_escape(s)
-}
-
-fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

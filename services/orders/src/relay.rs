@@ -79,6 +79,7 @@ impl OutboxRelay {
         let (store, wake, stop) = (self.store.clone(), self.wake.clone(), shutdown.clone());
         let watcher = tokio::spawn(async move { store.watch_outbox(wake, stop).await });
         let mut backoff = Duration::from_millis(100);
+        let mut gauge_at = tokio::time::Instant::now() - POLL;
         loop {
             match self.drain_once().await {
                 Ok(_) => backoff = Duration::from_millis(100),
@@ -92,8 +93,12 @@ impl OutboxRelay {
                     continue;
                 }
             }
-            if let Ok(lag) = self.store.unsent_count().await {
-                metrics::gauge!("outbox_unsent").set(lag as f64);
+            // A gauge, not worth a COUNT on every wake-up (each create wakes the relay).
+            if gauge_at.elapsed() >= POLL {
+                gauge_at = tokio::time::Instant::now();
+                if let Ok(lag) = self.store.unsent_count().await {
+                    metrics::gauge!("outbox_unsent").set(lag as f64);
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
