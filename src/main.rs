@@ -9,10 +9,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use orderly_bus::metered::{self, MeteredBus, MeteredQueue};
 use orderly_bus::{Bus, BusError, JobQueue};
+use orderly_consumer::PROCESS_ORDER;
 use orderly_kafka::{KafkaBus, KafkaConfig};
 use orderly_kit::config::{BusKind, Env, KafkaSettings, Settings};
-use orderly_kit::health::ReadinessCheck;
+use orderly_kit::health::{self, ReadinessCheck};
 use orderly_kit::token::TokenVerifier;
 use orderly_kit::{Shutdown, http};
 use orderly_nats::{NatsBus, NatsConfig};
@@ -169,10 +171,15 @@ async fn run(command: Command) -> Result<()> {
     };
 
     if matches!(command, Command::All | Command::Auth) {
-        let app = orderly_auth::build(&settings.auth).await?;
+        let app = orderly_auth::startup::build_with_http(&settings.auth, &settings.http).await?;
         let listener = http::bind(&settings.auth.bind, "auth").await?;
         announce("auth", &listener);
-        tasks.spawn(http_task(listener, app, shutdown.clone()));
+        tasks.spawn(http_task(
+            listener,
+            app,
+            shutdown.clone(),
+            settings.http.clone(),
+        ));
     }
 
     if let Some((
@@ -215,15 +222,27 @@ async fn run(command: Command) -> Result<()> {
             };
             let mut checks: Vec<Arc<dyn ReadinessCheck>> = parts.checks.clone();
             checks.push(Arc::new(BusCheck(bus.clone())));
+            if settings.orders.jwks_url.is_some() {
+                checks.push(Arc::new(JwksCheck(state.verifier.clone())));
+            }
+            if command == Command::All {
+                checks.push(Arc::new(QueueCheck(queue.clone())));
+            }
             let app = http::finish(
                 "orders",
                 orderly_orders::router(state),
                 orderly_orders::openapi(),
                 checks,
+                &settings.http,
             );
             let listener = http::bind(&settings.orders.bind, "orders").await?;
             announce("orders", &listener);
-            tasks.spawn(http_task(listener, app, shutdown.clone()));
+            tasks.spawn(http_task(
+                listener,
+                app,
+                shutdown.clone(),
+                settings.http.clone(),
+            ));
             let relay_stop = shutdown.clone();
             let relay = OutboxRelay::new(service.store().clone(), bus.clone(), wake.clone());
             tasks.spawn(async move {
@@ -250,6 +269,16 @@ async fn run(command: Command) -> Result<()> {
             let (b, q, s) = (bus.clone(), queue.clone(), shutdown.clone());
             tasks.spawn(run_consumer(b, q, s));
         }
+        if command == Command::Consumer
+            && let Some(addr) = &settings.ops_bind
+        {
+            let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+                Arc::new(BusCheck(bus.clone())),
+                Arc::new(QueueCheck(queue.clone())),
+            ];
+            let ops = ops_server(addr, checks, shutdown.clone(), &settings).await?;
+            tasks.spawn(ops);
+        }
         if let (true, Some(OrdersParts { service, .. })) =
             (matches!(command, Command::All | Command::Worker), &orders)
         {
@@ -274,6 +303,26 @@ async fn run(command: Command) -> Result<()> {
                     .await
                     .context("maintenance scheduler")
             });
+            let (q, s) = (queue.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                metered::watch_queue_depth(q, PROCESS_ORDER, QUEUE_DEPTH_EVERY, s.wait()).await;
+                Ok(())
+            });
+            if command == Command::Worker
+                && let (Some(addr), Some(parts)) = (&settings.ops_bind, &orders)
+            {
+                // The worker changes orders (database, shared cache); it never
+                // rate-limits anything.
+                let mut checks: Vec<Arc<dyn ReadinessCheck>> = parts
+                    .checks
+                    .iter()
+                    .filter(|c| c.name() != "rate_limiter")
+                    .cloned()
+                    .collect();
+                checks.push(Arc::new(QueueCheck(queue.clone())));
+                let ops = ops_server(addr, checks, shutdown.clone(), &settings).await?;
+                tasks.spawn(ops);
+            }
         }
     }
     tracing::info!(data_dir = %settings.data_dir.display(), "orderly is running; Ctrl-C to stop");
@@ -344,8 +393,9 @@ async fn http_task(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: Shutdown,
+    settings: orderly_kit::config::HttpSettings,
 ) -> Result<()> {
-    http::serve(listener, app, shutdown)
+    http::serve(listener, app, shutdown, &settings)
         .await
         .context("http server")
 }
@@ -376,8 +426,16 @@ async fn run_broker(settings: &Settings, shutdown: Shutdown) -> Result<()> {
     Ok(())
 }
 
-/// The bus, and the job queue `JOB_QUEUE` chose (independent of `BUS`).
+/// The bus and the job queue, each measured whatever its adapter
+/// (`bus_*` and `jobs_*` metrics, README "Observability").
 async fn open_messaging(settings: &Settings) -> Result<(Arc<dyn Bus>, jobs::QueueParts)> {
+    let (bus, mut parts) = open_transports(settings).await?;
+    parts.queue = MeteredQueue::wrap(parts.queue);
+    Ok((MeteredBus::wrap(bus), parts))
+}
+
+/// The bus, and the job queue `JOB_QUEUE` chose (independent of `BUS`).
+async fn open_transports(settings: &Settings) -> Result<(Arc<dyn Bus>, jobs::QueueParts)> {
     match settings.bus {
         BusKind::Embedded => {
             let broker = jobs::open_broker(settings).await?;
@@ -411,6 +469,7 @@ fn kafka_config(s: &KafkaSettings) -> KafkaConfig {
     c.message_timeout = s.message_timeout;
     c.fetch_wait_max = s.fetch_wait_max;
     c.topic_prefix = s.topic_prefix.clone();
+    c.group_instance_id = s.group_instance_id.clone();
     c
 }
 
@@ -475,6 +534,61 @@ async fn run_consumer(
             _ = shutdown.wait() => return Ok(()),
         }
         backoff = (backoff * 2).min(BUS_RETRY_MAX);
+    }
+}
+
+/// How often the worker's process refreshes `job_queue_depth`.
+const QUEUE_DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `/health`, `/ready` and `/metrics` on `ORDERLY_OPS_BIND` for a role
+/// without an HTTP API; prints `   ops: http://…` once it listens.
+async fn ops_server(
+    addr: &str,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+    shutdown: Shutdown,
+    settings: &Settings,
+) -> Result<impl Future<Output = Result<()>> + use<>> {
+    let listener = http::bind(addr, "ops (ORDERLY_OPS_BIND)").await?;
+    if let Ok(a) = listener.local_addr() {
+        let host = if a.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            a.ip().to_string()
+        };
+        let url = format!("http://{host}:{}", a.port());
+        tracing::info!(service = "ops", %url, "listening");
+        println!("{:>6}: {url}", "ops");
+    }
+    Ok(http_task(
+        listener,
+        health::ops_router(checks),
+        shutdown,
+        settings.http.clone(),
+    ))
+}
+
+struct QueueCheck(Arc<dyn JobQueue>);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for QueueCheck {
+    fn name(&self) -> &'static str {
+        "job_queue"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Orders verifying tokens with the keys at `ORDERS_JWKS_URL`.
+struct JwksCheck(Arc<TokenVerifier>);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for JwksCheck {
+    fn name(&self) -> &'static str {
+        "jwks"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.jwks_ready().await
     }
 }
 

@@ -11,6 +11,7 @@ pub mod embedded;
 mod error;
 mod lease;
 mod message;
+pub mod metered;
 mod ports;
 mod retry;
 pub mod wire;

@@ -110,6 +110,13 @@ impl Delivery {
         self.settle(ACKED, AckKind::Ack)
     }
 
+    /// Put `wrap` around the adapter's acker (decorators observe how a delivery
+    /// ends). Deliveries without an acker stay without one.
+    pub(crate) fn map_acker(mut self, wrap: impl FnOnce(Arc<dyn Acker>) -> Arc<dyn Acker>) -> Self {
+        self.acker = self.acker.map(wrap);
+        self
+    }
+
     pub fn nack(&self, delay: Duration) -> bool {
         self.settle(NACKED, AckKind::Nack(delay))
     }

@@ -4,51 +4,9 @@
 //! The job queue is Redis (the embedded queue cannot be shared between
 //! processes) under a prefix of this run; every process is killed by PID.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use crate::e2e::run_old_script;
+use crate::faults::{RedisKeys, start_orderly_broker};
 use crate::helpers::{TestApp, start_role};
-
-/// Kills the child on drop (by its PID, through `Child`).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `orderly broker` on a port the OS picks; returns it and its `nats://` URL.
-fn start_broker(data_dir: &std::path::Path) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderly"))
-        .arg("broker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ORDERLY_DATA_DIR", data_dir)
-        .env("ORDERLY_BROKER_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start orderly broker");
-    let stdout = child.stdout.take().expect("broker stdout");
-    let guard = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("broker: ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("orderly broker announces its URL");
-    (guard, url)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn separate_processes_through_orderly_broker_pass_the_old_script() {
@@ -56,10 +14,11 @@ async fn separate_processes_through_orderly_broker_pass_the_old_script() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (_broker, nats_url) = start_broker(&tmp.path().join("broker"));
+    let (_broker, nats_url) = start_orderly_broker(&tmp.path().join("broker"), "127.0.0.1:0");
     let db = format!("sqlite://{}", tmp.path().join("orders.db").display());
-    let prefix = format!("orderly-test-{}", uuid::Uuid::new_v4().simple());
-    let redis = format!("{}/0", orderly_testkit::redis_url().trim_end_matches('/'));
+    // Deleted on drop, after the processes (declared later, dropped first).
+    let keys = RedisKeys::new();
+    let (prefix, redis) = (keys.prefix.clone(), keys.queue_url());
     let common: Vec<(&str, &str)> = vec![
         ("BUS", "nats"),
         ("NATS_URL", nats_url.as_str()),
@@ -109,22 +68,4 @@ async fn separate_processes_through_orderly_broker_pass_the_old_script() {
     );
     // The TestApps and the broker guard kill their processes on drop.
     drop((auth, orders, consumer, worker));
-    clean_queue(&redis, &prefix).await;
-}
-
-async fn clean_queue(redis_url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-    }
 }

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub struct TestApp {
     pub auth_url: String,
     pub orders_url: String,
+    /// `consumer`/`worker` started with `ORDERLY_OPS_BIND`: their ops endpoint.
+    pub ops_url: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
     child: Option<Child>,
@@ -49,7 +51,7 @@ pub fn start(
     data_dir: &Path,
     overrides: &[(&str, &str)],
     generation: u32,
-) -> impl Future<Output = TestApp> {
+) -> impl Future<Output = TestApp> + use<> {
     start_role("all", data_dir, overrides, generation)
 }
 
@@ -60,7 +62,20 @@ pub fn start_role(
     data_dir: &Path,
     overrides: &[(&str, &str)],
     generation: u32,
-) -> impl Future<Output = TestApp> {
+) -> impl Future<Output = TestApp> + use<> {
+    let started = try_start_role(role, data_dir, overrides, generation);
+    async move { started.await.unwrap_or_else(|why| panic!("{why}")) }
+}
+
+/// [`start_role`] that returns why the process did not come up (it exited, or
+/// announced nothing within 60 s) instead of panicking: for supervisors that
+/// start a process again, e.g. while its broker is down.
+pub fn try_start_role(
+    role: &'static str,
+    data_dir: &Path,
+    overrides: &[(&str, &str)],
+    generation: u32,
+) -> impl Future<Output = Result<TestApp, String>> + use<> {
     let wants_auth = matches!(role, "all" | "auth");
     let wants_orders = matches!(role, "all" | "orders");
     let data_dir = data_dir.to_path_buf();
@@ -68,6 +83,10 @@ pub fn start_role(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    let wants_ops = matches!(role, "consumer" | "worker")
+        && overrides
+            .iter()
+            .any(|(k, v)| k == "ORDERLY_OPS_BIND" && !v.trim().is_empty());
     async move {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join(format!("orderly-{generation}.log"));
@@ -104,14 +123,21 @@ pub fn start_role(
         let mut auth_url = None;
         let mut orders_url = None;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while (wants_auth && auth_url.is_none()) || (wants_orders && orders_url.is_none()) {
+        let mut ops_url = None;
+        while (wants_auth && auth_url.is_none())
+            || (wants_orders && orders_url.is_none())
+            || (wants_ops && ops_url.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!("orderly did not announce its URLs; log:\n{log}");
+                    return Err(format!(
+                        "orderly {role} did not announce its URLs; log:\n{log}"
+                    ));
                 }
             };
             let url = line.split_whitespace().nth(1).map(str::to_string);
@@ -119,16 +145,19 @@ pub fn start_role(
                 auth_url = url;
             } else if line.trim_start().starts_with("orders:") {
                 orders_url = url;
+            } else if line.trim_start().starts_with("ops:") {
+                ops_url = url;
             }
         }
-        TestApp {
+        Ok(TestApp {
             auth_url: auth_url.unwrap_or_default(),
             orders_url: orders_url.unwrap_or_default(),
+            ops_url: ops_url.unwrap_or_default(),
             data_dir,
             http: reqwest::Client::new(),
             child: Some(child),
             _tmp: None,
-        }
+        })
     }
 }
 
@@ -139,6 +168,12 @@ impl TestApp {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The exit status once the process has ended by itself (`None` while it
+    /// runs, and after [`TestApp::kill`]).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// SIGTERM and wait for the exit status.
@@ -163,22 +198,7 @@ impl TestApp {
     }
 
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
-            let mut paths: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|x| x == "log")
-                        && p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("orderly-"))
-                })
-                .collect();
-            paths.sort();
-            for p in paths {
-                all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
-            }
-        }
-        all
+        logs_in(&self.data_dir)
     }
 
     pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
@@ -271,6 +291,27 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Every generation's log of the process on `data_dir` (`orderly-<n>.log`), in order.
+pub fn logs_in(data_dir: &Path) -> String {
+    let mut all = String::new();
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "log")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("orderly-"))
+            })
+            .collect();
+        // orderly-2.log before orderly-10.log.
+        paths.sort_by_key(|p| (p.as_os_str().len(), p.clone()));
+        for p in paths {
+            all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+    }
+    all
 }
 
 /// `orderly-test-<temp dir name>`: unique per test, stable across restarts.

@@ -2,14 +2,20 @@
 //! directory with OS-chosen ports and talks HTTP to it.
 
 mod auth_security;
+mod chaos;
 mod cli;
 mod contract;
 mod crash;
 mod e2e;
 mod embedded_nats;
+mod faults;
 mod helpers;
+mod hostile_input;
+mod http_edge;
 mod kafka;
 mod nats;
+mod operability;
 mod production;
 mod queue_chaos;
 mod redis_queue;
+mod shutdown;

@@ -371,6 +371,19 @@ async fn a_redis_outage_fails_no_request_and_the_cache_is_used_again_after() {
         ready["detail"].as_str().unwrap().contains("cache"),
         "{ready}"
     );
+    // The limiter fails open (the default): it degrades the service, it does
+    // not make it unready, so the 503 is the cache's alone.
+    assert!(
+        ready["checks"]["rate_limiter"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded: "),
+        "{ready}"
+    );
+    assert!(
+        !ready["detail"].as_str().unwrap().contains("rate_limiter"),
+        "{ready}"
+    );
     assert!(counter(&app, &app.orders_url, "order_cache_errors_total").await > 0.0);
     assert!(counter(&app, &app.orders_url, "rate_limiter_errors_total").await > 0.0);
 

@@ -20,80 +20,14 @@ use orderly_bus::JobQueue;
 use orderly_redis::{RedisQueue, RedisQueueConfig};
 use orderly_testkit::TestDatabase;
 
-use crate::helpers::{TestApp, one_item_order, start_role};
+use crate::faults::{RedisKeys, Rng, all_logs, as_refs, paid, tail};
+use crate::helpers::{one_item_order, start_role};
 
 const QUEUE: &str = "process_order";
 const ORDERS: usize = 5_000;
 const WORKERS: usize = 3;
 const KILLS: usize = 5;
 const CLIENTS: usize = 8;
-
-/// The run's keys on the shared Redis (DB 0 queue, DB 1 results), deleted on drop.
-struct Keys {
-    base_url: String,
-    prefix: String,
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        for db in [0, 1] {
-            let Ok(client) = redis::Client::open(format!("{}/{db}", self.base_url)) else {
-                continue;
-            };
-            let Ok(mut conn) = client.get_connection() else {
-                continue;
-            };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query(&mut conn)
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-            }
-        }
-    }
-}
-
-/// splitmix64: a seeded sequence, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
-fn all_logs(apps: &[&TestApp]) -> String {
-    apps.iter()
-        .map(|a| format!("=== {}\n{}", a.data_dir.display(), a.logs()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The last `n` lines: enough to see why, without drowning the report.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-async fn paid(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'PAID'")
-        .fetch_one(pool)
-        .await
-        .expect("count PAID orders")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_thousand_jobs_survive_random_worker_kills_and_each_pays_once() {
@@ -103,18 +37,8 @@ async fn five_thousand_jobs_survive_random_worker_kills_and_each_pays_once() {
     if orderly_testkit::shared_redis().await.is_none() {
         return;
     }
-    let keys = Keys {
-        base_url: orderly_testkit::redis_url()
-            .trim_end_matches('/')
-            .to_string(),
-        prefix: format!("orderly-test-{}", uuid::Uuid::new_v4().simple()),
-    };
-    let seed = std::env::var("QUEUE_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    println!("queue chaos seed {seed} (QUEUE_CHAOS_SEED={seed} replays the kill schedule)");
-    let mut rng = Rng(seed);
+    let keys = RedisKeys::new();
+    let (mut rng, _) = Rng::from_env("QUEUE_CHAOS_SEED", "queue chaos");
 
     let common: Vec<(String, String)> = vec![
         ("JOB_QUEUE".into(), "redis".into()),

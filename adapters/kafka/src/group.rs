@@ -486,6 +486,9 @@ pub(crate) fn subscribe(
     let mut config = inner.config.consumer_config(group);
     // A group reads what was published before it first subscribed.
     config.set("auto.offset.reset", "earliest");
+    if let Some(id) = &inner.config.group_instance_id {
+        config.set("group.instance.id", id);
+    }
     let consumer: GroupConsumer = config
         .create_with_context(GroupContext {
             state: state.clone(),

@@ -82,6 +82,11 @@ pub struct KafkaConfig {
     /// several deployments or test runs can share one cluster. Empty by
     /// default: subject `new_order` is topic `new_order`.
     pub topic_prefix: String,
+    /// Static membership of the durable groups (`group.instance.id`,
+    /// `KAFKA_GROUP_INSTANCE_ID`): a process started again under the same id
+    /// takes its predecessor's place and partitions at once, instead of the
+    /// group waiting out the dead member's session. Unique per live process.
+    pub group_instance_id: Option<String>,
     /// Extra librdkafka properties applied to every client (after ours).
     pub extra: Vec<(String, String)>,
 }
@@ -99,6 +104,7 @@ impl KafkaConfig {
             fetch_wait_max: Duration::from_millis(100),
             client_id: "orderly".into(),
             topic_prefix: String::new(),
+            group_instance_id: None,
             extra: Vec::new(),
         }
     }

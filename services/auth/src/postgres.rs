@@ -100,6 +100,11 @@ impl UserStore for PgUserStore {
     }
 
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        // PostgreSQL text cannot hold U+0000 (binding it is an error), so no
+        // stored e-mail has one: a login form's NUL is just an unknown account.
+        if email.contains('\0') {
+            return Ok(None);
+        }
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(email)

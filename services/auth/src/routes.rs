@@ -6,27 +6,36 @@ mod session;
 mod token;
 
 use axum::Router;
-use axum::routing::{get, post};
+use orderly_kit::routes::{RouteTable, Routes};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::state::AuthState;
 
+fn routes() -> Routes<AuthState> {
+    Routes::new()
+        // The old service answered both spellings; clients use either.
+        .post("/auth/register/", register::register)
+        .alias("/auth/register", "/auth/register/")
+        .post("/auth/token/", token::token)
+        .alias("/auth/token", "/auth/token/")
+        .get("/auth/login/google", google::login)
+        .get("/auth/callback/google", google::callback)
+        .post("/auth/refresh", session::refresh)
+        .post("/auth/logout", session::logout)
+        .get("/.well-known/jwks.json", session::jwks)
+}
+
 /// The auth routes only; wrap with `orderly_kit::http::finish` to serve them
 /// (or use [`crate::build`], which does).
 pub fn router(state: AuthState) -> Router {
-    Router::new()
-        // The old service answered both spellings; clients use either.
-        .route("/auth/register/", post(register::register))
-        .route("/auth/register", post(register::register))
-        .route("/auth/token/", post(token::token))
-        .route("/auth/token", post(token::token))
-        .route("/auth/login/google", get(google::login))
-        .route("/auth/callback/google", get(google::callback))
-        .route("/auth/refresh", post(session::refresh))
-        .route("/auth/logout", post(session::logout))
-        .route("/.well-known/jwks.json", get(session::jwks))
-        .with_state(state)
+    routes().into_router().with_state(state)
+}
+
+/// Everything the served auth app routes: [`router`] plus kit's operational
+/// routes (checked against [`openapi`] by the tests).
+pub fn route_table() -> RouteTable {
+    routes().table().merge(orderly_kit::routes::ops_table())
 }
 
 /// `{"detail": "..."}`, the body of every non-validation error.
@@ -69,6 +78,7 @@ pub(crate) struct ValidationErrorBody {
 )]
 struct ApiDoc;
 
+/// The document served at `/openapi.json`: the auth API and the operational routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    orderly_kit::routes::document_ops(ApiDoc::openapi())
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use orderly_kit::config::{AuthSettings, TokenFormat};
+use orderly_kit::config::{AuthSettings, HttpSettings, TokenFormat};
 use orderly_kit::health::ReadinessCheck;
 
 use crate::google::GoogleClient;
@@ -120,8 +120,17 @@ pub fn readiness_checks(state: &AuthState) -> Vec<Arc<dyn ReadinessCheck>> {
 }
 
 /// The whole service: state from settings, routes, and kit's operational
-/// routes and layers (`/health`, `/ready`, `/docs`, metrics, 404/405 bodies).
+/// routes and layers (`/health`, `/ready`, `/docs`, metrics, 404/405 bodies),
+/// with the default HTTP edge (localhost CORS, default timeouts).
 pub async fn build(settings: &AuthSettings) -> Result<Router, StartupError> {
+    build_with_http(settings, &HttpSettings::default()).await
+}
+
+/// [`build`] with the configured HTTP edge (`Settings::http`: CORS, timeouts).
+pub async fn build_with_http(
+    settings: &AuthSettings,
+    http: &HttpSettings,
+) -> Result<Router, StartupError> {
     let state = AuthState::from_settings(settings).await?;
     let checks = readiness_checks(&state);
     Ok(orderly_kit::http::finish(
@@ -129,6 +138,7 @@ pub async fn build(settings: &AuthSettings) -> Result<Router, StartupError> {
         crate::routes::router(state),
         crate::routes::openapi(),
         checks,
+        http,
     ))
 }
 

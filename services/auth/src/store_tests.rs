@@ -57,6 +57,7 @@ for_each_backend!(
     google_login_creates_a_passwordless_user_once,
     an_email_linked_to_another_google_account_is_a_conflict,
     the_readiness_query_succeeds_on_an_open_store,
+    a_lookup_with_a_nul_or_sql_finds_nobody_and_does_not_fail,
 );
 
 async fn ids_start_at_one_and_emails_are_unique_ignoring_case(store: Arc<dyn UserStore>) {
@@ -152,4 +153,17 @@ async fn an_email_linked_to_another_google_account_is_a_conflict(store: Arc<dyn 
 
 async fn the_readiness_query_succeeds_on_an_open_store(store: Arc<dyn UserStore>) {
     store.check().await.unwrap();
+}
+
+async fn a_lookup_with_a_nul_or_sql_finds_nobody_and_does_not_fail(store: Arc<dyn UserStore>) {
+    store.create_user("a@example.com", "hash").await.unwrap();
+    for email in [
+        "a@example.com\0",
+        "\0",
+        "a@example.com' OR '1'='1",
+        "%@example.com",
+    ] {
+        let found = store.find_by_email(email).await.unwrap();
+        assert!(found.is_none(), "{email:?} found a user");
+    }
 }

@@ -12,6 +12,7 @@ pub const ENV_NAMES: &[&str] = &[
     "BUS",
     "NATS_URL",
     "ORDERLY_BROKER_LISTEN",
+    "ORDERLY_OPS_BIND",
     "KAFKA_BOOTSTRAP_SERVERS",
     "KAFKA_TOPIC_PARTITIONS",
     "KAFKA_REPLICATION_FACTOR",
@@ -19,6 +20,7 @@ pub const ENV_NAMES: &[&str] = &[
     "KAFKA_MESSAGE_TIMEOUT_MS",
     "KAFKA_FETCH_WAIT_MAX_MS",
     "KAFKA_TOPIC_PREFIX",
+    "KAFKA_GROUP_INSTANCE_ID",
     "AUTH_BIND",
     "AUTH_DATABASE_URL",
     "POSTGRES_USER",
@@ -81,6 +83,10 @@ pub const ENV_NAMES: &[&str] = &[
     "JOB_QUEUE",
     "JOB_QUEUE_PREFIX",
     "JOB_MAX_DELIVERIES",
+    "CORS_ALLOWED_ORIGINS",
+    "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+    "HTTP_BODY_TIMEOUT_SECONDS",
+    "HTTP_REQUEST_TIMEOUT_SECONDS",
 ];
 
 /// A value that never shows in logs or `Debug` output.
@@ -212,6 +218,8 @@ pub struct KafkaSettings {
     pub fetch_wait_max: Duration,
     /// Before every topic and group name (empty: topic `new_order`).
     pub topic_prefix: String,
+    /// Static group membership (`group.instance.id`); unique per process.
+    pub group_instance_id: Option<String>,
 }
 
 fn kafka_settings(env: &Env, bus: BusKind) -> Result<KafkaSettings, ConfigError> {
@@ -238,6 +246,7 @@ fn kafka_settings(env: &Env, bus: BusKind) -> Result<KafkaSettings, ConfigError>
         message_timeout: millis(env, &["KAFKA_MESSAGE_TIMEOUT_MS"], 30_000)?,
         fetch_wait_max: millis(env, &["KAFKA_FETCH_WAIT_MAX_MS"], 100)?,
         topic_prefix: env.value(&["KAFKA_TOPIC_PREFIX"]).unwrap_or_default(),
+        group_instance_id: env.value(&["KAFKA_GROUP_INSTANCE_ID"]),
     })
 }
 
@@ -397,10 +406,63 @@ pub struct Settings {
     /// protocol (`orderly broker` defaults to 127.0.0.1:4223; `orderly all`
     /// only listens when it is set).
     pub broker_listen: Option<String>,
+    /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
+    /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
+    pub ops_bind: Option<String>,
     pub auth: AuthSettings,
     pub orders: OrdersSettings,
     pub worker: WorkerSettings,
     pub jobs: JobQueueSettings,
+    /// The HTTP edge shared by auth and orders (CORS, timeouts).
+    pub http: HttpSettings,
+}
+
+/// What `kit::http` wraps around both services: which browser origins may call
+/// them, and how long a client may take before the server gives up on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `CORS_ALLOWED_ORIGINS` (default: localhost origins only).
+    pub cors: crate::cors::CorsOrigins,
+    /// From accepting a connection (or the end of the last response on a
+    /// kept-alive one) to the last byte of the request headers; then closed.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408).
+    pub body_timeout: Duration,
+    /// Longest a whole request may take (503; 408 if the body was still coming).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            cors: crate::cors::CorsOrigins::default(),
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn http_settings(env: &Env) -> Result<HttpSettings, ConfigError> {
+    let defaults = HttpSettings::default();
+    let cors = match env.get(&["CORS_ALLOWED_ORIGINS"]) {
+        None => defaults.cors,
+        Some((name, value)) => {
+            crate::cors::CorsOrigins::parse(&value).map_err(|why| invalid(&name, &value, why))?
+        }
+    };
+    let seconds = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        positive(env, name, default.as_secs()).map(Duration::from_secs)
+    };
+    Ok(HttpSettings {
+        cors,
+        header_read_timeout: seconds(
+            "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+            defaults.header_read_timeout,
+        )?,
+        body_timeout: seconds("HTTP_BODY_TIMEOUT_SECONDS", defaults.body_timeout)?,
+        request_timeout: seconds("HTTP_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -635,7 +697,12 @@ impl Settings {
             Some(_) => Some(bind_addr(env, "ORDERLY_BROKER_LISTEN", "127.0.0.1:4223")?),
             None => None,
         };
+        let ops_bind = match env.get(&["ORDERLY_OPS_BIND"]) {
+            Some(_) => Some(bind_addr(env, "ORDERLY_OPS_BIND", "0.0.0.0:9090")?),
+            None => None,
+        };
         let jobs = job_queue_settings(env)?;
+        let http = http_settings(env)?;
 
         let keys = data_dir.join("keys");
         let private_key_path = env
@@ -848,10 +915,12 @@ impl Settings {
             kafka,
             nats_url,
             broker_listen,
+            ops_bind,
             auth,
             orders,
             worker,
             jobs,
+            http,
         })
     }
 }
@@ -967,6 +1036,19 @@ mod tests {
         assert!(err.starts_with("ORDERS_BIND="), "{err}");
         let env = Env::from_pairs([("ORDERS_RATE_LIMIT", "ten")]);
         assert!(Settings::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn the_ops_endpoint_is_off_unless_an_address_is_set() {
+        let none = Settings::from_env(&Env::from_pairs([("ORDERLY_OPS_BIND", " ")])).unwrap();
+        assert_eq!(none.ops_bind, None);
+        let set =
+            Settings::from_env(&Env::from_pairs([("ORDERLY_OPS_BIND", "127.0.0.1:0")])).unwrap();
+        assert_eq!(set.ops_bind.as_deref(), Some("127.0.0.1:0"));
+        let err = Settings::from_env(&Env::from_pairs([("ORDERLY_OPS_BIND", "9090")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ORDERLY_OPS_BIND="), "{err}");
     }
 
     #[test]
@@ -1124,6 +1206,67 @@ mod tests {
         ] {
             let err = Settings::from_env(&Env::from_pairs([bad])).unwrap_err();
             assert!(err.to_string().starts_with(bad.0), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_http_edge_defaults_to_localhost_cors_and_bounded_clients() {
+        let s = Settings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.http, HttpSettings::default());
+        assert_eq!(s.http.cors, crate::cors::CorsOrigins::Localhost);
+        assert_eq!(s.http.header_read_timeout, Duration::from_secs(10));
+        let env = Env::from_pairs([
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://shop.example.com, http://localhost:3000",
+            ),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "2"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "3"),
+            ("HTTP_REQUEST_TIMEOUT_SECONDS", "4"),
+        ]);
+        let s = Settings::from_env(&env).unwrap();
+        assert_eq!(
+            s.http.cors,
+            crate::cors::CorsOrigins::List(vec![
+                "https://shop.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert_eq!(
+            (
+                s.http.header_read_timeout,
+                s.http.body_timeout,
+                s.http.request_timeout
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(4)
+            )
+        );
+        let any = Env::from_pairs([("CORS_ALLOWED_ORIGINS", "*")]);
+        assert_eq!(
+            Settings::from_env(&any).unwrap().http.cors,
+            crate::cors::CorsOrigins::Any
+        );
+    }
+
+    #[test]
+    fn a_bad_http_edge_setting_fails_with_one_line_naming_it() {
+        for bad in [
+            ("CORS_ALLOWED_ORIGINS", "https://shop.example.com/app"),
+            ("CORS_ALLOWED_ORIGINS", "ftp://shop.example.com"),
+            ("CORS_ALLOWED_ORIGINS", "shop.example.com"),
+            ("CORS_ALLOWED_ORIGINS", "*,https://a.example"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "soon"),
+            ("HTTP_REQUEST_TIMEOUT_SECONDS", "-1"),
+        ] {
+            let err = Settings::from_env(&Env::from_pairs([bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{}=", bad.0)), "{err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

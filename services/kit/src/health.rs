@@ -16,6 +16,13 @@ use serde_json::{Map, Value, json};
 pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     async fn check(&self) -> Result<(), String>;
+
+    /// Whether the service cannot serve without it. A failing check that is
+    /// not critical (e.g. a rate limiter that fails open) is reported as
+    /// `"degraded: …"` and leaves `/ready` at 200.
+    fn critical(&self) -> bool {
+        true
+    }
 }
 
 /// The process-wide Prometheus recorder (one per process, shared by all services in it).
@@ -31,6 +38,9 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// How long one check may take before it counts as failed.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Clone)]
 struct Checks(Arc<Vec<Arc<dyn ReadinessCheck>>>);
@@ -48,23 +58,40 @@ async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Every check at once (each bounded by [`CHECK_TIMEOUT`]): 200
+/// `{"status":"ready","checks":{name: "ok" | "degraded: …"}}`, or 503
+/// `{"detail":"not ready: …","checks":{…}}` naming each failed critical check.
 async fn ready(State(Checks(checks)): State<Checks>) -> Response {
+    let mut running = tokio::task::JoinSet::new();
+    for (i, c) in checks.iter().enumerate() {
+        let c = c.clone();
+        running.spawn(async move {
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
+                Ok(r) => r,
+                Err(_) => Err("timed out".to_string()),
+            };
+            (i, outcome)
+        });
+    }
+    let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; checks.len()];
+    while let Some(joined) = running.join_next().await {
+        if let Ok((i, outcome)) = joined {
+            outcomes[i] = Some(outcome);
+        }
+    }
     let mut report = Map::new();
     let mut failed = Vec::new();
-    for c in checks.iter() {
-        match tokio::time::timeout(std::time::Duration::from_secs(3), c.check()).await {
-            Ok(Ok(())) => {
-                report.insert(c.name().into(), Value::from("ok"));
-            }
-            Ok(Err(e)) => {
+    for (c, outcome) in checks.iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| Err("check panicked".into()));
+        let value = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(e) if !c.critical() => format!("degraded: {e}"),
+            Err(e) => {
                 failed.push(format!("{}: {e}", c.name()));
-                report.insert(c.name().into(), Value::from(e));
+                e
             }
-            Err(_) => {
-                failed.push(format!("{}: timed out", c.name()));
-                report.insert(c.name().into(), Value::from("timed out"));
-            }
-        }
+        };
+        report.insert(c.name().into(), Value::from(value));
     }
     if failed.is_empty() {
         axum::Json(json!({"status": "ready", "checks": report})).into_response()
@@ -75,5 +102,124 @@ async fn ready(State(Checks(checks)): State<Checks>) -> Response {
             axum::Json(json!({"detail": detail, "checks": report})),
         )
             .into_response()
+    }
+}
+
+/// The operational routes alone, for roles without an HTTP API of their own
+/// (consumer, worker: `ORDERLY_OPS_BIND`), with the contract's 404 body.
+pub fn ops_router(checks: Vec<Arc<dyn ReadinessCheck>>) -> Router {
+    routes(checks)
+        .fallback(|| async { crate::error::detail_response(StatusCode::NOT_FOUND, "Not Found") })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct Fixed {
+        name: &'static str,
+        result: Result<(), &'static str>,
+        critical: bool,
+    }
+
+    #[async_trait]
+    impl ReadinessCheck for Fixed {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        async fn check(&self) -> Result<(), String> {
+            self.result.map_err(str::to_string)
+        }
+        fn critical(&self) -> bool {
+            self.critical
+        }
+    }
+
+    fn check(
+        name: &'static str,
+        result: Result<(), &'static str>,
+        critical: bool,
+    ) -> Arc<dyn ReadinessCheck> {
+        Arc::new(Fixed {
+            name,
+            result,
+            critical,
+        })
+    }
+
+    async fn get_ready(checks: Vec<Arc<dyn ReadinessCheck>>) -> (StatusCode, Value) {
+        let response = ops_router(checks)
+            .oneshot(Request::get("/ready").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_check_is_reported_by_name() {
+        let (status, body) = get_ready(vec![
+            check("database", Ok(()), true),
+            check("bus", Ok(()), true),
+        ])
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({"status": "ready", "checks": {"database": "ok", "bus": "ok"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_critical_check_makes_503_naming_it() {
+        let (status, body) = get_ready(vec![
+            check("database", Ok(()), true),
+            check("bus", Err("broker unavailable"), true),
+        ])
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["detail"], "not ready: bus: broker unavailable");
+        assert_eq!(body["checks"]["bus"], "broker unavailable");
+        assert_eq!(body["checks"]["database"], "ok");
+    }
+
+    #[tokio::test]
+    async fn a_failing_non_critical_check_is_degraded_not_unready() {
+        let (status, body) = get_ready(vec![
+            check("database", Ok(()), true),
+            check("rate_limiter", Err("connection refused"), false),
+        ])
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ready");
+        assert_eq!(
+            body["checks"]["rate_limiter"],
+            "degraded: connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_ops_router_serves_health_and_metrics_and_404s_the_rest() {
+        let app = ops_router(Vec::new());
+        for (path, want) in [
+            ("/health", StatusCode::OK),
+            ("/metrics", StatusCode::OK),
+            ("/ready", StatusCode::OK),
+            ("/orders/", StatusCode::NOT_FOUND),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), want, "{path}");
+        }
     }
 }

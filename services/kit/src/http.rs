@@ -1,59 +1,89 @@
 //! What every HTTP service wraps around its routes, and how it is served.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::openapi::OpenApi;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::config::HttpSettings;
 use crate::error::detail_response;
+use crate::headers::{self, DOCS_PATH};
 use crate::health::{self, ReadinessCheck};
 use crate::shutdown::Shutdown;
+use crate::timeouts::{self, Timeouts};
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// How long in-flight requests may go on after shutdown was asked for.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(20);
+
 /// Add `/health`, `/ready`, `/metrics`, `/docs`, `/openapi.json`, FastAPI-style
-/// 404/405 bodies, body limit, panic catching, request logs and metrics.
+/// 404/405 bodies, body limit, body and request timeouts, CORS, security
+/// headers, panic catching, request logs and metrics.
 pub fn finish(
     service: &'static str,
     routes: Router,
     openapi: OpenApi,
     checks: Vec<Arc<dyn ReadinessCheck>>,
+    http: &HttpSettings,
 ) -> Router {
+    let limits = Timeouts {
+        body: http.body_timeout,
+        request: http.request_timeout,
+    };
+    // "none": the UI must not send the spec's URL to swagger.io's validator
+    // (and the docs' Content-Security-Policy would block its badge anyway).
+    let docs = SwaggerUi::new(DOCS_PATH)
+        .url("/openapi.json", openapi)
+        .config(Config::default().validator_url("none"));
     routes
         .merge(health::routes(checks))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(docs)
         .fallback(|| async { detail_response(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {
             detail_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(move |req, next| {
+            timeouts::enforce(limits, req, next)
+        }))
+        .layer(middleware::from_fn(move |req, next| {
             record_metrics(service, req, next)
         }))
+        // Preflights (OPTIONS) are answered here, before any handler or 405.
+        .layer(http.cors.layer())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request| {
-                    tracing::info_span!("http", %service, method = %req.method(), path = %req.uri().path())
+                    let trace_id = crate::trace_context::trace_id_of(req);
+                    tracing::info_span!("http", %service, method = %req.method(), path = %req.uri().path(), %trace_id)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Outside the log span, so the span can name the request's trace id.
+        .layer(middleware::from_fn(crate::trace_context::middleware))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             tracing::error!("handler panicked");
             detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }))
+        // Outermost: on every answer, panics and preflights included.
+        .layer(middleware::from_fn(headers::security_headers))
 }
 
 async fn record_metrics(service: &'static str, req: Request, next: Next) -> Response {
@@ -85,27 +115,71 @@ pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, std::io::Error>
         .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: cannot listen on {addr}: {e}")))
 }
 
-/// Serve until `shutdown`, then let in-flight requests finish (bounded).
+/// Serve HTTP/1 until `shutdown`; then stop accepting, close idle kept-alive
+/// connections, and let in-flight requests finish (at most [`DRAIN_BOUND`]).
+///
+/// A client gets `http.header_read_timeout` for each request's headers (from
+/// the connection's start or the previous response), or its connection is
+/// closed: slow or silent clients cannot hold connections open. Handlers see
+/// the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: Shutdown,
+    http: &HttpSettings,
 ) -> Result<(), std::io::Error> {
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.wait().await });
-    let drain_bound = async {
-        shutdown.wait().await;
-        tokio::time::sleep(Duration::from_secs(20)).await;
-    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Header timeouts, resets and malformed requests end up here.
+                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
     tokio::select! {
-        result = server => result,
-        _ = drain_bound => {
-            tracing::warn!("in-flight requests did not finish within 20 s of shutdown");
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(DRAIN_BOUND) => {
+            tracing::warn!("in-flight requests did not finish within {DRAIN_BOUND:?} of shutdown");
             Ok(())
         }
     }
+}
+
+/// Connection-level failures are the client's; others (too many open files)
+/// would spin, so wait a little before accepting again.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -4,13 +4,18 @@
 
 pub mod client_ip;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod http;
+pub mod routes;
 pub mod shutdown;
 pub mod telemetry;
+pub mod timeouts;
 pub mod token;
+pub mod trace_context;
 
 pub use error::{ApiError, FieldError};
 pub use shutdown::Shutdown;

@@ -327,6 +327,22 @@ impl TokenVerifier {
         kids
     }
 
+    /// For `/ready` when the keys come from a JWKS URL: fine while keys are
+    /// known; with none yet (auth was down when orders started) it fetches
+    /// again, at most once per `min_refetch`, so readiness recovers by itself.
+    pub async fn jwks_ready(&self) -> Result<(), String> {
+        let Some(source) = &self.jwks else {
+            return Ok(());
+        };
+        if self.kids().is_empty() {
+            self.refetch(false).await;
+        }
+        if self.kids().is_empty() {
+            return Err(format!("no usable key fetched from {} yet", source.url));
+        }
+        Ok(())
+    }
+
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         if let Some(claims) = self.verified.get(token) {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();

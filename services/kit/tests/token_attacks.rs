@@ -375,6 +375,39 @@ async fn an_unreachable_jwks_at_start_is_not_fatal_and_is_retried_on_the_first_t
     assert_eq!(call(&app, &sign(&claims())).await.0, 200);
 }
 
+#[tokio::test]
+async fn jwks_readiness_fails_without_keys_and_recovers_by_itself_once_the_jwks_answers() {
+    let published = Arc::new(std::sync::Mutex::new(vec![TRUSTED.key.clone()]));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}/.well-known/jwks.json");
+    let verifier = TokenVerifier::from_jwks_url(&url, &strict_config(), Duration::ZERO)
+        .await
+        .unwrap();
+    let err = verifier.jwks_ready().await.unwrap_err();
+    assert!(err.contains(&url), "{err}");
+    let keys = published.clone();
+    let server = Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || {
+            let keys = keys.clone();
+            async move { axum::Json(jwk_set(&keys.lock().unwrap())) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    // No token needed: the readiness probe itself fetches the keys.
+    verifier
+        .jwks_ready()
+        .await
+        .expect("keys fetched by the probe");
+    assert!(!verifier.kids().is_empty());
+    // A verifier with its keys in a file has no JWKS to be ready for.
+    let file_keys = TokenVerifier::new(vec![TRUSTED.key.clone()], &strict_config());
+    assert_eq!(file_keys.jwks_ready().await, Ok(()));
+}
+
 static PASETO: LazyLock<PasetoSigner> = LazyLock::new(|| {
     PasetoSigner::from_secret_bytes(&PasetoSigner::generate_secret().unwrap()).unwrap()
 });

@@ -97,10 +97,14 @@ const MAX_NAME_CHARS: usize = 200;
 const MAX_PRICE: f64 = 1e10;
 const MAX_QUANTITY: i64 = 1_000_000;
 
+/// Amounts (a line, a total) must stay below this many cents, where f64 still
+/// counts every cent exactly.
+const MAX_CENTS: i64 = 9_000_000_000_000_000;
+
 /// Money in whole cents; `None` when it is not a finite amount we can hold.
 pub fn to_cents(amount: f64) -> Option<i64> {
     let cents = (amount * 100.0).round();
-    (amount.is_finite() && cents.abs() < 9.0e15).then_some(cents as i64)
+    (amount.is_finite() && cents.abs() < MAX_CENTS as f64).then_some(cents as i64)
 }
 
 pub fn from_cents(cents: i64) -> f64 {
@@ -136,24 +140,44 @@ impl OrderCreate {
                     &format!("Name must have 1 to {MAX_NAME_CHARS} characters"),
                     "string_length",
                 ));
+            } else if item.name.contains('\0') {
+                // PostgreSQL text and JSONB cannot hold U+0000: refuse it in every store alike.
+                errors.push(at(
+                    path("name"),
+                    "Name must not contain NUL characters",
+                    "string_pattern_mismatch",
+                ));
             }
-            if !(item.price > 0.0 && item.price <= MAX_PRICE) {
+            let price_ok = item.price > 0.0 && item.price <= MAX_PRICE;
+            if !price_ok {
                 errors.push(at(
                     path("price"),
                     &format!("Input should be greater than 0 and at most {MAX_PRICE}"),
                     "greater_than",
                 ));
             }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            let quantity_ok = (1..=MAX_QUANTITY).contains(&item.quantity);
+            if !quantity_ok {
                 errors.push(at(
                     path("quantity"),
                     &format!("Input should be between 1 and {MAX_QUANTITY}"),
                     "greater_than",
                 ));
             }
-            // Bounded above, so the product of cents and quantity cannot overflow i64.
-            if let Some(cents) = to_cents(item.price * item.quantity as f64) {
-                sum_cents = sum_cents.saturating_add(cents);
+            // Price and quantity are bounded, so the product is finite; but it can
+            // still be more cents than a total may hold, and such a line must not
+            // silently drop out of the sum the total is checked against.
+            match to_cents(item.price * item.quantity as f64) {
+                Some(cents) => sum_cents = sum_cents.saturating_add(cents),
+                None if price_ok && quantity_ok => errors.push(at(
+                    vec![json!("items"), json!(i)],
+                    &format!(
+                        "price x quantity must be less than {}",
+                        from_cents(MAX_CENTS)
+                    ),
+                    "less_than",
+                )),
+                None => {}
             }
         }
         let total_cents = to_cents(self.total_price);
@@ -256,6 +280,38 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(errs.len(), 3);
+    }
+
+    #[test]
+    fn a_line_too_large_to_count_is_rejected_not_left_out_of_the_total() {
+        // Each within bounds, but 1e10 x 1e6 is more cents than a total may hold:
+        // this order used to pass with total_price 1 (the big line was skipped).
+        let o = OrderCreate {
+            items: vec![item(1e10, 1_000_000), item(1.0, 1)],
+            total_price: 1.0,
+        };
+        let errs = o.validate().unwrap_err();
+        assert_eq!(errs[0].loc, vec![json!("body"), json!("items"), json!(0)]);
+        assert_eq!(errs[0].kind, "less_than");
+    }
+
+    #[test]
+    fn a_name_with_a_nul_is_rejected_other_characters_are_kept() {
+        let named = |name: &str| OrderCreate {
+            items: vec![OrderItem {
+                name: name.into(),
+                price: 1.0,
+                quantity: 1,
+            }],
+            total_price: 1.0,
+        };
+        let errs = named("a\0b").validate().unwrap_err();
+        assert_eq!(
+            errs[0].loc,
+            vec![json!("body"), json!("items"), json!(0), json!("name")]
+        );
+        let odd = "'; DROP TABLE orders; -- ünï 💥 \u{202e}";
+        assert_eq!(named(odd).validate().unwrap().items[0].name, odd);
     }
 
     #[test]

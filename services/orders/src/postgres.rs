@@ -20,7 +20,8 @@ use orderly_kit::config::redact_url;
 use crate::domain::{Order, OrderItem, OrderStatus, ValidOrder, from_cents};
 use crate::events::OutboxEvent;
 use crate::store::{
-    Created, IdempotencyKey, OrderStore, OutboxClaim, PendingEvent, StatusChange, StoreError,
+    Created, IdempotencyKey, OrderStore, OutboxBacklog, OutboxClaim, PendingEvent, StatusChange,
+    StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres/orders");
@@ -417,6 +418,19 @@ impl OrderStore for PgOrderStore {
                 _ = shutdown.wait() => return,
             }
         }
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (unsent, oldest_created_at): (i64, Option<OffsetDateTime>) = sqlx::query_as(
+            "SELECT COUNT(*), (SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1) \
+             FROM outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxBacklog {
+            unsent,
+            oldest_created_at,
+        })
     }
 
     async fn check(&self) -> Result<(), StoreError> {

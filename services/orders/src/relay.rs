@@ -75,6 +75,15 @@ impl OutboxRelay {
         }
     }
 
+    /// `outbox_unsent` and `outbox_oldest_unsent_seconds` (the relay's lag).
+    async fn record_backlog(&self) {
+        if let Ok(backlog) = self.store.outbox_backlog().await {
+            metrics::gauge!("outbox_unsent").set(backlog.unsent as f64);
+            metrics::gauge!("outbox_oldest_unsent_seconds")
+                .set(backlog.oldest_age_seconds(time::OffsetDateTime::now_utc()));
+        }
+    }
+
     pub async fn run(self, shutdown: Shutdown) {
         let (store, wake, stop) = (self.store.clone(), self.wake.clone(), shutdown.clone());
         let watcher = tokio::spawn(async move { store.watch_outbox(wake, stop).await });
@@ -93,12 +102,10 @@ impl OutboxRelay {
                     continue;
                 }
             }
-            // A gauge, not worth a COUNT on every wake-up (each create wakes the relay).
+            // Gauges, not worth a query on every wake-up (each create wakes the relay).
             if gauge_at.elapsed() >= POLL {
                 gauge_at = tokio::time::Instant::now();
-                if let Ok(lag) = self.store.unsent_count().await {
-                    metrics::gauge!("outbox_unsent").set(lag as f64);
-                }
+                self.record_backlog().await;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}

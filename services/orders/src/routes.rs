@@ -3,11 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRef, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,8 +14,10 @@ use utoipa::OpenApi;
 use uuid::Uuid;
 
 use orderly_kit::error::header_pair;
-use orderly_kit::extract::Json;
+use orderly_kit::extract::{Json, Path, Query};
+use orderly_kit::routes::{RouteTable, Routes};
 use orderly_kit::token::{CurrentUser, TokenVerifier};
+use orderly_kit::trace_context::{self, TraceContext};
 use orderly_kit::{ApiError, FieldError};
 
 use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
@@ -38,16 +39,30 @@ impl FromRef<OrdersState> for Arc<TokenVerifier> {
     }
 }
 
+/// The orders routes; the old service answered both spellings of each path,
+/// so the one without the trailing slash is an alias of the documented one.
+fn routes() -> Routes<OrdersState> {
+    Routes::new()
+        .post("/orders/", create_order)
+        .alias("/orders", "/orders/")
+        .get("/orders/{order_id}/", get_order)
+        .patch("/orders/{order_id}/", update_status)
+        .alias("/orders/{order_id}", "/orders/{order_id}/")
+        .get("/orders/user/{user_id}/", list_user_orders)
+        .alias("/orders/user/{user_id}", "/orders/user/{user_id}/")
+}
+
+/// Everything the served orders app routes: [`router`] plus kit's operational
+/// routes (checked against [`openapi`] by the tests).
+pub fn route_table() -> RouteTable {
+    routes().table().merge(orderly_kit::routes::ops_table())
+}
+
 /// `/orders/*`: every route authenticated, then rate limited (the compat order:
 /// a request without a valid token is refused before it is counted).
 pub fn router(state: OrdersState) -> Router {
-    let orders = Router::new()
-        .route("/orders/", post(create_order))
-        .route("/orders", post(create_order))
-        .route("/orders/{order_id}/", get(get_order).patch(update_status))
-        .route("/orders/{order_id}", get(get_order).patch(update_status))
-        .route("/orders/user/{user_id}/", get(list_user_orders))
-        .route("/orders/user/{user_id}", get(list_user_orders))
+    let orders = routes()
+        .into_router()
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_and_limit,
@@ -89,11 +104,20 @@ async fn authenticate_and_limit(
     response
 }
 
-fn traceparent(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
+/// The `traceparent` the events of this request carry: the context kit's
+/// middleware gave the request (continued from the client's header or new).
+/// A router served without that middleware continues or starts one here, so
+/// every event still has a valid one.
+fn traceparent(trace: Option<Extension<TraceContext>>, headers: &HeaderMap) -> String {
+    let context = match trace {
+        Some(Extension(context)) => context,
+        None => TraceContext::continue_or_start(
+            headers
+                .get(trace_context::TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        ),
+    };
+    context.traceparent()
 }
 
 fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -115,7 +139,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     responses(
         (status = 200, description = "The created order (or the earlier one for a repeated Idempotency-Key)", body = Order),
         (status = 401, description = "Not authenticated / Could not validate credentials"),
-        (status = 422, description = "Invalid body: empty items, non-positive price or quantity, total mismatch, reused key"),
+        (status = 413, description = "Request body larger than 256 KiB"),
+        (status = 422, description = "Invalid body: not JSON, wrong types, empty items, non-positive price or quantity, amounts too large, total mismatch, reused key"),
         (status = 429, description = "Rate limit exceeded"),
         (status = 503, description = "Rate limiter unavailable (Redis down and ORDERS_RATE_LIMIT_FAIL_CLOSED=true)"),
     ),
@@ -123,6 +148,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 async fn create_order(
     State(state): State<OrdersState>,
     Extension(user): Extension<CurrentUser>,
+    trace: Option<Extension<TraceContext>>,
     headers: HeaderMap,
     Json(body): Json<OrderCreate>,
 ) -> Result<Response, ApiError> {
@@ -141,7 +167,7 @@ async fn create_order(
     };
     let outcome = state
         .service
-        .create(&user, body, key, traceparent(&headers))
+        .create(&user, body, key, Some(&traceparent(trace, &headers)))
         .await?;
     Ok(match outcome {
         CreateOutcome::New(order) => axum::Json(order).into_response(),
@@ -164,6 +190,7 @@ async fn create_order(
         (status = 404, description = "Order not found"),
         (status = 422, description = "order_id is not a UUID"),
         (status = 429, description = "Rate limit exceeded"),
+        (status = 503, description = "Rate limiter unavailable (Redis down and ORDERS_RATE_LIMIT_FAIL_CLOSED=true)"),
     ),
     security(("bearer" = [])))]
 async fn get_order(
@@ -185,21 +212,24 @@ async fn get_order(
         (status = 403, description = "Not authorized"),
         (status = 404, description = "Order not found"),
         (status = 409, description = "Illegal status transition"),
-        (status = 422, description = "Invalid status value"),
+        (status = 413, description = "Request body larger than 256 KiB"),
+        (status = 422, description = "order_id is not a UUID, or the body is not a valid status"),
         (status = 429, description = "Rate limit exceeded"),
+        (status = 503, description = "Rate limiter unavailable (Redis down and ORDERS_RATE_LIMIT_FAIL_CLOSED=true)"),
     ),
     security(("bearer" = [])))]
 async fn update_status(
     State(state): State<OrdersState>,
     Extension(user): Extension<CurrentUser>,
     Path(order_id): Path<String>,
+    trace: Option<Extension<TraceContext>>,
     headers: HeaderMap,
     Json(body): Json<OrderStatusUpdate>,
 ) -> Result<axum::Json<Order>, ApiError> {
     let id = parse_order_id(&order_id)?;
     let order = state
         .service
-        .set_status(&user, id, body.status, traceparent(&headers))
+        .set_status(&user, id, body.status, Some(&traceparent(trace, &headers)))
         .await?;
     Ok(axum::Json(order))
 }
@@ -251,6 +281,7 @@ fn query_int(
         (status = 403, description = "Not authorized (another user's id)"),
         (status = 422, description = "Invalid user_id, limit or offset"),
         (status = 429, description = "Rate limit exceeded"),
+        (status = 503, description = "Rate limiter unavailable (Redis down and ORDERS_RATE_LIMIT_FAIL_CLOSED=true)"),
     ),
     security(("bearer" = [])))]
 async fn list_user_orders(
@@ -308,6 +339,7 @@ impl utoipa::Modify for BearerAuth {
 )]
 struct ApiDoc;
 
+/// The document served at `/openapi.json`: the orders API and the operational routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    orderly_kit::routes::document_ops(ApiDoc::openapi())
 }

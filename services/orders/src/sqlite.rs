@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::domain::{Order, OrderStatus, ValidOrder, from_cents};
 use crate::events::OutboxEvent;
 use crate::store::{
-    Created, IdempotencyKey, OrderStore, OutboxClaim, PendingEvent, StatusChange, StoreError,
+    Created, IdempotencyKey, OrderStore, OutboxBacklog, OutboxClaim, PendingEvent, StatusChange,
+    StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite/orders");
@@ -353,6 +354,25 @@ impl OrderStore for SqliteOrderStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (unsent, oldest): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), (SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1) \
+             FROM outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest_created_at = oldest
+            .map(|at| {
+                OffsetDateTime::parse(&at, &Rfc3339)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox created_at {at:?}: {e}")))
+            })
+            .transpose()?;
+        Ok(OutboxBacklog {
+            unsent,
+            oldest_created_at,
+        })
     }
 
     async fn check(&self) -> Result<(), StoreError> {

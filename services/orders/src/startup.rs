@@ -98,7 +98,10 @@ pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupErro
                 )
                 .map_err(StartupError::Redis)?,
             );
-            checks.push(Arc::new(LimiterCheck(limiter.clone())));
+            checks.push(Arc::new(LimiterCheck {
+                limiter: limiter.clone(),
+                fail_closed: settings.rate_limit_fail_closed,
+            }));
             limiter
         }
         None => Arc::new(MemoryLimiter::new(settings.rate_limit)),
@@ -139,7 +142,10 @@ impl ReadinessCheck for CacheCheck {
     }
 }
 
-struct LimiterCheck(Arc<RedisLimiter>);
+struct LimiterCheck {
+    limiter: Arc<RedisLimiter>,
+    fail_closed: bool,
+}
 
 #[async_trait]
 impl ReadinessCheck for LimiterCheck {
@@ -147,6 +153,11 @@ impl ReadinessCheck for LimiterCheck {
         "rate_limiter"
     }
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await
+        self.limiter.ping().await
+    }
+    /// Failing open, requests go through uncounted while Redis is down: the
+    /// service still serves (`degraded`); failing closed, it answers 503.
+    fn critical(&self) -> bool {
+        self.fail_closed
     }
 }

@@ -51,6 +51,24 @@ pub struct PendingEvent {
     pub payload: String,
 }
 
+/// How far the outbox relay is behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Rows not yet published.
+    pub unsent: i64,
+    /// When the oldest of them was written (`None` when there are none).
+    pub oldest_created_at: Option<OffsetDateTime>,
+}
+
+impl OutboxBacklog {
+    /// Seconds the oldest unsent row has waited at `now` (0 when none waits).
+    pub fn oldest_age_seconds(&self, now: OffsetDateTime) -> f64 {
+        self.oldest_created_at
+            .map(|at| (now - at).as_seconds_f64().max(0.0))
+            .unwrap_or(0.0)
+    }
+}
+
 /// Unsent outbox rows taken by one relay. While it is held no other relay
 /// (on PostgreSQL: in any process) takes them; dropping it without
 /// [`OutboxClaim::finish`] hands them back unsent.
@@ -97,6 +115,9 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     async fn unsent_count(&self) -> Result<i64, StoreError>;
+
+    /// The unsent count and the oldest unsent row's time, in one query.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
 
     /// Take up to `limit` unsent events, oldest first, skipping those another
     /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so several orders

@@ -66,6 +66,7 @@ for_each_backend!(
     every_write_leaves_one_event_with_its_headers_and_payload,
     an_unfinished_claim_hands_its_events_back,
     concurrent_claims_never_share_an_event,
+    the_outbox_backlog_counts_unsent_rows_and_dates_the_oldest,
 );
 
 fn valid(items: Vec<(&str, f64, i64)>) -> ValidOrder {
@@ -313,6 +314,37 @@ async fn every_write_leaves_one_event_with_its_headers_and_payload(store: Arc<dy
     rest.finish(&[events[1].id]).await.unwrap();
     assert_eq!(store.unsent_count().await.unwrap(), 0);
     assert!(store.claim_unsent(10).await.unwrap().events().is_empty());
+}
+
+async fn the_outbox_backlog_counts_unsent_rows_and_dates_the_oldest(store: Arc<dyn OrderStore>) {
+    let empty = store.outbox_backlog().await.unwrap();
+    assert_eq!(empty.unsent, 0);
+    assert_eq!(empty.oldest_created_at, None);
+    assert_eq!(empty.oldest_age_seconds(OffsetDateTime::now_utc()), 0.0);
+
+    let first = create(&store, 1).await;
+    let second = create(&store, 1).await;
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.unsent, 2);
+    // Stored to the microsecond on PostgreSQL: compare at that precision.
+    let oldest = backlog.oldest_created_at.expect("an unsent row");
+    assert!(
+        (oldest - first.created_at).abs() < time::Duration::milliseconds(1),
+        "oldest {oldest} is the first order's event ({})",
+        first.created_at
+    );
+    let later = first.created_at + time::Duration::seconds(90);
+    let age = backlog.oldest_age_seconds(later);
+    assert!((89.99..=90.01).contains(&age), "age {age}");
+
+    // Once the oldest is sent, the next one is the oldest.
+    let claim = store.claim_unsent(1).await.unwrap();
+    let id = claim.events()[0].id;
+    claim.finish(&[id]).await.unwrap();
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.unsent, 1);
+    let oldest = backlog.oldest_created_at.expect("one unsent row");
+    assert!((oldest - second.created_at).abs() < time::Duration::milliseconds(1));
 }
 
 async fn an_unfinished_claim_hands_its_events_back(store: Arc<dyn OrderStore>) {

@@ -6,6 +6,10 @@
 //! `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`, the
 //! maintenance database) and `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`)
 //! point the tests at other servers.
+//!
+//! [`hostile`] holds proptest strategies for hostile HTTP input.
+
+pub mod hostile;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,9 @@ use std::time::Duration;
 use orderly_bus::{Job, JobQueue, RetryOutcome};
 use orderly_consumer::{PROCESS_ORDER, ProcessOrder};
 use orderly_kit::Shutdown;
+use orderly_kit::trace_context::TraceContext;
 use orderly_orders::{OrderService, OrdersError, PayOutcome};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -49,11 +51,20 @@ impl Worker {
             Ok(t) => t,
             Err(e) => return Outcome::Poison(format!("unreadable process_order payload: {e}")),
         };
+        // The trace of the request that created the order goes on (a job
+        // without a valid traceparent starts one): every line of this attempt
+        // carries its trace id, and so does the status-change event.
+        let trace = TraceContext::continue_or_start(task.traceparent.as_deref());
+        let span = tracing::info_span!("job", order_id = %task.order_id, job_id = %job.id, trace_id = %trace.trace_id());
+        self.pay(job, task, trace).instrument(span).await
+    }
+
+    async fn pay(&self, job: &Job, task: ProcessOrder, trace: TraceContext) -> Outcome {
         let id = task.order_id;
         tracing::info!(order_id = %id, job_id = %job.id, attempt = job.attempt, traceparent = task.traceparent.as_deref().unwrap_or(""), "Starting to process order {id}");
         // The simulated payment.
         tokio::time::sleep(self.config.payment_delay).await;
-        match self.orders.pay(id, task.traceparent.as_deref()).await {
+        match self.orders.pay(id, Some(&trace.traceparent())).await {
             Ok(PayOutcome::Paid(_)) => {
                 metrics::counter!("worker_orders_paid_total").increment(1);
                 tracing::info!(order_id = %id, "Order {id} successfully updated to PAID status");

@@ -1,10 +1,11 @@
 //! `GET /auth/login/google` and `GET /auth/callback/google`.
 
 use axum::Json as JsonResponse;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use orderly_kit::ApiError;
+use orderly_kit::extract::Query;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

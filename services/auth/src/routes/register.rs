@@ -40,7 +40,8 @@ pub(crate) struct RegisterResponse {
     responses(
         (status = 200, description = "User created", body = RegisterResponse),
         (status = 400, description = "Email already registered", body = super::ErrorBody),
-        (status = 422, description = "Invalid e-mail or password", body = super::ValidationErrorBody),
+        (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
+        (status = 422, description = "Invalid e-mail or password, or the body is not JSON of this shape", body = super::ValidationErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -56,6 +56,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
             body = TokenResponse),
         (status = 401, description = "Unknown, expired, revoked or already used (which revokes its whole family)",
             body = super::ErrorBody),
+        (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
         (status = 422, description = "No refresh_token field", body = super::ValidationErrorBody),
     )
 )]
@@ -79,6 +80,7 @@ pub(crate) async fn refresh(
     request_body(content = RefreshRequest, description = "JSON, or the same field as a form"),
     responses(
         (status = 204, description = "The session is revoked (also answered for unknown tokens)"),
+        (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
         (status = 422, description = "No refresh_token field", body = super::ValidationErrorBody),
     )
 )]

@@ -39,6 +39,7 @@ pub(crate) struct TokenForm {
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Incorrect email or password", body = super::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
         (status = 422, description = "A form field is missing", body = super::ValidationErrorBody),
         (status = 429, description = "Too many failed logins for this account or from this address",
             body = super::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),

@@ -3,6 +3,8 @@
 
 mod google;
 mod helpers;
+mod hostile_input;
+mod openapi;
 mod register;
 mod session;
 mod token;

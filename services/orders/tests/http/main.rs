@@ -1,0 +1,6 @@
+//! The orders HTTP API in-process: the router built as `main` builds it,
+//! driven with `oneshot` on a fresh database per test.
+
+mod helpers;
+mod hostile_input;
+mod openapi;
