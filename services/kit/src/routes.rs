@@ -220,6 +220,41 @@ pub fn document_ops(mut openapi: OpenApi) -> OpenApi {
     for (path, item) in items {
         openapi.paths.paths.insert(path, item);
     }
+    document_timeouts(openapi)
+}
+
+/// The answers kit's timeouts give on any route (kit::timeouts): 503 when a
+/// request is not answered in time, and 408 when its body stalls.
+fn document_timeouts(mut openapi: OpenApi) -> OpenApi {
+    let mut paths = match serde_json::to_value(&openapi.paths.paths) {
+        Ok(Value::Object(paths)) => paths,
+        _ => return openapi,
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for method in METHODS {
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let has_body = op.contains_key("requestBody");
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            responses.entry("503").or_insert_with(
+                || json!({"description": "Request timed out (HTTP_REQUEST_TIMEOUT_SECONDS)"}),
+            );
+            if has_body {
+                responses
+                    .entry("408")
+                    .or_insert_with(|| json!({"description": "Request body not received in time (HTTP_BODY_TIMEOUT_SECONDS)"}));
+            }
+        }
+    }
+    if let Ok(paths) = serde_json::from_value(Value::Object(paths)) {
+        openapi.paths.paths = paths;
+    }
     openapi
 }
 
@@ -403,6 +438,36 @@ mod tests {
         assert_eq!(
             compare(&with_ops, &document_ops(Doc::openapi())),
             Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn the_timeouts_answers_are_documented_on_every_operation() {
+        #[utoipa::path(post, path = "/bodies/", request_body = String,
+            responses((status = 200), (status = 503, description = "limiter down")))]
+        async fn with_body() {}
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths(with_body, get_thing))]
+        struct BodyDoc;
+        let table = Routes::<()>::new()
+            .post("/bodies/", with_body)
+            .get("/things/{id}/", get_thing)
+            .table();
+        assert_eq!(compare(&table, &BodyDoc::openapi()), Vec::<String>::new());
+        let doc = serde_json::to_value(document_ops(BodyDoc::openapi())).unwrap();
+        let post = &doc["paths"]["/bodies/"]["post"]["responses"];
+        assert!(post.get("408").is_some(), "{post}");
+        // A route's own 503 keeps its description.
+        assert_eq!(post["503"]["description"], "limiter down");
+        let get = &doc["paths"]["/things/{id}/"]["get"]["responses"];
+        assert!(get.get("503").is_some(), "{get}");
+        assert!(
+            get.get("408").is_none(),
+            "a GET has no body to wait for: {get}"
+        );
+        assert!(
+            get.get("404").is_some(),
+            "the route's own answers stay: {get}"
         );
     }
 
