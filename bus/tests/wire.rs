@@ -363,3 +363,81 @@ async fn a_thousand_malformed_connections_do_not_stop_a_good_client() {
         "MSG ok 1 2\r\nhi\r\n"
     );
 }
+
+#[tokio::test]
+async fn unsub_max_holds_against_concurrent_publishers_and_then_the_subject_has_no_responders() {
+    let (_b, l) = start().await;
+    let mut sub = client(&l).await;
+    sub.write_all(b"CONNECT {}\r\nSUB race 1\r\nUNSUB 1 50\r\nPING\r\n")
+        .await
+        .unwrap();
+    read_until(&mut sub, b"PONG\r\n").await;
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let mut p = client(&l).await;
+        publishers.push(tokio::spawn(async move {
+            let mut input = b"CONNECT {}\r\n".to_vec();
+            for i in 0..100 {
+                input.extend_from_slice(format!("PUB race 3\r\n{i:03}\r\n").as_bytes());
+            }
+            input.extend_from_slice(b"PING\r\n");
+            p.write_all(&input).await.unwrap();
+            read_until(&mut p, b"PONG\r\n").await;
+        }));
+    }
+    for p in publishers {
+        tokio::time::timeout(WAIT, p).await.unwrap().unwrap();
+    }
+    // Every publish is handled: whatever was delivered is ahead of our PONG.
+    sub.write_all(b"PING\r\n").await.unwrap();
+    let got = read_until(&mut sub, b"PONG\r\n").await;
+    assert_eq!(got.matches("MSG race 1 3\r\n").count(), 50, "{got}");
+    // The subscription left the broker with its last message, not later.
+    let mut req = client(&l).await;
+    req.write_all(
+        b"CONNECT {\"headers\":true,\"no_responders\":true}\r\nSUB _INBOX.q 9\r\nPUB race _INBOX.q 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = read_until(&mut req, b"503\r\n\r\n\r\n").await;
+    assert_eq!(got, "HMSG _INBOX.q 9 16 16\r\nNATS/1.0 503\r\n\r\n\r\n");
+}
+
+#[tokio::test]
+async fn one_publishers_messages_arrive_in_order_across_full_socket_buffers() {
+    let (_b, l) = start().await;
+    let mut sub = client(&l).await;
+    sub.write_all(b"CONNECT {}\r\nSUB seq 1\r\nPING\r\n")
+        .await
+        .unwrap();
+    read_until(&mut sub, b"PONG\r\n").await;
+    // 16 MiB in 4 KiB messages, all published before the subscriber reads a
+    // byte: more than its socket buffers hold, so the writes to it block
+    // part way and go on from its write task while more messages queue.
+    const N: usize = 4096;
+    let body = vec![b'.'; 4090];
+    let mut input = b"CONNECT {}\r\n".to_vec();
+    for i in 0..N {
+        input.extend_from_slice(format!("PUB seq {}\r\n{i:06}", 6 + body.len()).as_bytes());
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"\r\n");
+    }
+    input.extend_from_slice(b"PING\r\n");
+    let mut p = client(&l).await;
+    p.write_all(&input).await.unwrap();
+    read_until(&mut p, b"PONG\r\n").await;
+    let frame_len = format!("MSG seq 1 {}\r\n", 6 + body.len()).len() + 6 + body.len() + 2;
+    let mut got = vec![0u8; N * frame_len];
+    tokio::time::timeout(Duration::from_secs(20), sub.read_exact(&mut got))
+        .await
+        .expect("every message arrives")
+        .unwrap();
+    for (i, frame) in got.chunks(frame_len).enumerate() {
+        let head = format!("MSG seq 1 {}\r\n{i:06}", 6 + body.len());
+        assert!(
+            frame.starts_with(head.as_bytes()),
+            "message {i}: {:?}",
+            String::from_utf8_lossy(&frame[..head.len().min(frame.len())])
+        );
+    }
+}

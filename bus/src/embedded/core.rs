@@ -1,9 +1,13 @@
 //! Core pub/sub: in-process fan-out with no storage, like NATS core.
 //!
 //! Every plain subscriber of a matching subject gets each message; of each queue
-//! group one member gets it, chosen round robin. Channels are bounded and sends
-//! never wait: a subscriber whose channel is full loses the message (a "slow
-//! consumer"), so one stuck reader cannot stall publishers or other readers.
+//! group one member gets it, chosen round robin. Sends never wait: a subscriber
+//! that cannot take a message (its channel is full, its client is a slow
+//! consumer) loses it, so one stuck reader cannot stall publishers or others.
+//!
+//! A subscriber is a bounded channel ([`Subscription`], in process) or a
+//! [`Sink`]: the wire listener's connections take messages straight into
+//! their outbound buffer from the publisher's task, with no task in between.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,9 +21,67 @@ use crate::{BusError, Delivery, Message, Subscription};
 /// Messages a core subscriber may have waiting before it counts as slow.
 pub(crate) const SUB_PENDING: usize = 8192;
 
+/// What a [`Sink`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Taken,
+    /// Taken, and the subscription wants no more (its max is reached): the
+    /// core removes it.
+    TakenLast,
+    /// Not taken: the subscriber is behind (counted as a slow-consumer drop).
+    Full,
+    /// Not taken: the subscriber is gone or done.
+    Closed,
+}
+
+/// A subscriber that takes messages synchronously, on the publisher's task.
+pub(crate) trait Sink: Send + Sync {
+    /// Takes `msg` without waiting, but need not send it on yet ...
+    fn offer(&self, msg: &Message) -> Offer;
+    /// ... until this: get what was taken moving; `inline` lets it do the
+    /// sending (a socket write) on the caller's task, otherwise it hands the
+    /// sending to its own task.
+    fn flush(&self, inline: bool);
+}
+
+/// Sinks that took messages and still need [`Sink::flush`]: a publisher
+/// handling many messages in a row flushes each sink once at the end.
+#[derive(Default)]
+pub(crate) struct Pending {
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Pending {
+    fn add(&mut self, sink: &Arc<dyn Sink>) {
+        // Usually one or two sinks: a scan beats hashing.
+        if !self.sinks.iter().any(|s| Arc::ptr_eq(s, sink)) {
+            self.sinks.push(sink.clone());
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        for s in self.sinks.drain(..) {
+            s.flush(true);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+enum Target {
+    Channel(mpsc::Sender<Delivery>),
+    Sink(Arc<dyn Sink>),
+}
+
 struct CoreSub {
-    tx: mpsc::Sender<Delivery>,
+    target: Target,
     subject: String,
+    queue: Option<String>,
+    id: u64,
     dropped: AtomicU64,
 }
 
@@ -28,6 +90,14 @@ pub(crate) struct Core {
     next_id: AtomicU64,
     next_member: AtomicUsize,
     slow_drops: AtomicU64,
+}
+
+/// Removes a subscription from the core when dropped.
+pub(crate) struct CoreGuard {
+    core: Weak<Core>,
+    subject: String,
+    queue: Option<String>,
+    id: u64,
 }
 
 impl Core {
@@ -48,10 +118,33 @@ impl Core {
         capacity: usize,
     ) -> Result<Subscription, BusError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let guard = self.add(subject, queue, Target::Channel(tx))?;
+        Ok(Subscription::new(rx, Some(Box::new(guard))))
+    }
+
+    /// Subscribes `sink`; it is offered every message until the guard drops
+    /// or it answers [`Offer::TakenLast`].
+    pub(crate) fn subscribe_sink(
+        self: &Arc<Self>,
+        subject: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn Sink>,
+    ) -> Result<CoreGuard, BusError> {
+        self.add(subject, queue, Target::Sink(sink))
+    }
+
+    fn add(
+        self: &Arc<Self>,
+        subject: &str,
+        queue: Option<&str>,
+        target: Target,
+    ) -> Result<CoreGuard, BusError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(CoreSub {
-            tx,
+            target,
             subject: subject.to_string(),
+            queue: queue.map(str::to_string),
+            id,
             dropped: AtomicU64::new(0),
         });
         self.subs
@@ -59,42 +152,49 @@ impl Core {
             .expect("core sublist lock poisoned")
             .insert(subject, queue, id, sub)
             .map_err(|why| BusError::InvalidSubject(subject.to_string(), why))?;
-        let guard = CoreGuard {
+        Ok(CoreGuard {
             core: Arc::downgrade(self),
             subject: subject.to_string(),
             queue: queue.map(str::to_string),
             id,
-        };
-        Ok(Subscription::new(rx, Some(Box::new(guard))))
+        })
     }
 
     /// Offers `msg` to every matching subscriber; returns how many took it
     /// (a queue group counts once), which the wire listener needs for the
-    /// no-responders status of requests.
-    pub(crate) fn publish(&self, msg: &Message) -> usize {
+    /// no-responders status of requests. Sinks that took it are flushed at
+    /// once, or added to `pending` for the caller to flush later.
+    pub(crate) fn publish(&self, msg: Message, mut pending: Option<&mut Pending>) -> usize {
         let mut taken = 0;
         let result = self
             .subs
             .lock()
             .expect("core sublist lock poisoned")
             .match_subject(&msg.subject);
+        // Channels get copies, except the last offer: it may have the message.
+        let mut left = result.psubs.len() + result.qsubs.len();
+        let mut msg = Some(msg);
         for sub in &result.psubs {
-            if self.offer(sub, msg) {
-                taken += 1;
+            left -= 1;
+            match self.offer(sub, &mut msg, left == 0, pending.as_deref_mut()) {
+                Offer::Taken | Offer::TakenLast => taken += 1,
+                Offer::Full => self.slow(sub),
+                Offer::Closed => {}
             }
         }
         for (_, members) in &result.qsubs {
+            left -= 1;
             let start = self.next_member.fetch_add(1, Ordering::Relaxed);
             // A full member should not lose the message while another has room.
             let mut delivered = false;
             for i in 0..members.len() {
                 let sub = &members[(start + i) % members.len()];
-                match sub.tx.try_send(Delivery::unacked(msg.clone())) {
-                    Ok(()) => {
-                        delivered = true;
-                        break;
-                    }
-                    Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {}
+                if matches!(
+                    self.offer(sub, &mut msg, left == 0, pending.as_deref_mut()),
+                    Offer::Taken | Offer::TakenLast
+                ) {
+                    delivered = true;
+                    break;
                 }
             }
             if delivered {
@@ -106,15 +206,50 @@ impl Core {
         taken
     }
 
-    fn offer(&self, sub: &CoreSub, msg: &Message) -> bool {
-        match sub.tx.try_send(Delivery::unacked(msg.clone())) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.slow(sub);
-                false
+    /// Offers the message to one subscriber; with `last`, a channel takes the
+    /// message itself (and hands it back if it cannot take it).
+    fn offer(
+        &self,
+        sub: &CoreSub,
+        msg: &mut Option<Message>,
+        last: bool,
+        pending: Option<&mut Pending>,
+    ) -> Offer {
+        match &sub.target {
+            Target::Channel(tx) => {
+                let Some(m) = (if last { msg.take() } else { msg.clone() }) else {
+                    return Offer::Closed;
+                };
+                let (offer, back) = match tx.try_send(Delivery::unacked(m)) {
+                    Ok(()) => return Offer::Taken,
+                    Err(TrySendError::Full(d)) => (Offer::Full, d),
+                    // The guard removes it from the sublist in a moment.
+                    Err(TrySendError::Closed(d)) => (Offer::Closed, d),
+                };
+                if last {
+                    *msg = Some(back.message);
+                }
+                offer
             }
-            // The guard removes it from the sublist in a moment.
-            Err(TrySendError::Closed(_)) => false,
+            Target::Sink(sink) => {
+                let Some(m) = msg.as_ref() else {
+                    return Offer::Closed;
+                };
+                let offer = sink.offer(m);
+                if matches!(offer, Offer::Taken | Offer::TakenLast) {
+                    match pending {
+                        Some(p) => p.add(sink),
+                        None => sink.flush(false),
+                    }
+                }
+                if offer == Offer::TakenLast {
+                    self.subs
+                        .lock()
+                        .expect("core sublist lock poisoned")
+                        .remove(&sub.subject, sub.queue.as_deref(), sub.id);
+                }
+                offer
+            }
         }
     }
 
@@ -153,13 +288,6 @@ impl Core {
     }
 }
 
-struct CoreGuard {
-    core: Weak<Core>,
-    subject: String,
-    queue: Option<String>,
-    id: u64,
-}
-
 impl Drop for CoreGuard {
     fn drop(&mut self) {
         if let Some(core) = self.core.upgrade()
@@ -190,8 +318,8 @@ mod tests {
         let mut a = core.subscribe("orders.*", None, 16).unwrap();
         let mut b = core.subscribe("orders.>", None, 16).unwrap();
         let mut c = core.subscribe("payments.*", None, 16).unwrap();
-        core.publish(&Message::new("orders.created", "1"));
-        core.publish(&Message::new("orders.paid", "2"));
+        core.publish(Message::new("orders.created", "1"), None);
+        core.publish(Message::new("orders.paid", "2"), None);
         assert_eq!(drain(&mut a).await, vec!["1", "2"]);
         assert_eq!(drain(&mut b).await, vec!["1", "2"]);
         assert!(drain(&mut c).await.is_empty());
@@ -204,7 +332,7 @@ mod tests {
         let mut m2 = core.subscribe("work", Some("g"), 256).unwrap();
         let mut plain = core.subscribe("work", None, 256).unwrap();
         for i in 0..100 {
-            core.publish(&Message::new("work", i.to_string()));
+            core.publish(Message::new("work", i.to_string()), None);
         }
         let got1 = drain(&mut m1).await;
         let got2 = drain(&mut m2).await;
@@ -228,11 +356,28 @@ mod tests {
         let mut slow = core.subscribe("s", None, 2).unwrap();
         let mut fast = core.subscribe("s", None, 100).unwrap();
         for i in 0..10 {
-            core.publish(&Message::new("s", i.to_string()));
+            core.publish(Message::new("s", i.to_string()), None);
         }
         assert_eq!(drain(&mut slow).await, vec!["0", "1"]);
         assert_eq!(drain(&mut fast).await.len(), 10);
         assert_eq!(core.slow_consumer_drops(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_member_hands_the_message_to_another_member() {
+        let core = Arc::new(Core::new());
+        let mut full = core.subscribe("w", Some("g"), 1).unwrap();
+        let mut free = core.subscribe("w", Some("g"), 64).unwrap();
+        for i in 0..12 {
+            // The group is the only (so the last) offer: it gets the message
+            // itself, and must get it back from the full member.
+            assert_eq!(core.publish(Message::new("w", i.to_string()), None), 1);
+        }
+        let got_full = drain(&mut full).await;
+        let got_free = drain(&mut free).await;
+        assert_eq!(got_full.len(), 1, "{got_full:?}");
+        assert_eq!(got_full.len() + got_free.len(), 12);
+        assert_eq!(core.slow_consumer_drops(), 0);
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::core::{Core, SUB_PENDING};
+pub(crate) use self::core::{CoreGuard, Offer, Pending, Sink};
 use self::filestore::FileStore;
 use self::memstore::MemStore;
 use self::store::StreamStore;
@@ -123,6 +124,15 @@ fn valid_stream_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+fn check_queue_name(queue: &str) -> Result<(), BusError> {
+    if queue.is_empty() || queue.chars().any(char::is_whitespace) {
+        return Err(BusError::Other(format!(
+            "invalid queue group name {queue:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn lock_data_dir(data_dir: &Path, dir: &Path) -> Result<File, BusError> {
     let file = OpenOptions::new()
         .create(true)
@@ -204,46 +214,69 @@ impl EmbeddedBroker {
         queue: &str,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        if queue.is_empty() || queue.chars().any(char::is_whitespace) {
-            return Err(BusError::Other(format!(
-                "invalid queue group name {queue:?}"
-            )));
-        }
+        check_queue_name(queue)?;
         self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
     }
 
     /// Publishes like [`Bus::publish`]; returns how many plain subscribers and
     /// queue groups took the message.
     pub(crate) async fn publish_counted(&self, message: Message) -> Result<usize, BusError> {
-        self.publish_acked(message, &[]).await.map(|(n, _)| n)
+        self.publish_acked(message, &[], None).await.map(|(n, _)| n)
+    }
+
+    /// Subscribes a [`Sink`] (the wire listener's connections) to core
+    /// messages on `subject`, in queue group `queue` if given; dropping the
+    /// guard unsubscribes it.
+    pub(crate) fn subscribe_sink(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn Sink>,
+    ) -> Result<CoreGuard, BusError> {
+        self.ensure_open()?;
+        if let Some(q) = queue {
+            check_queue_name(q)?;
+        }
+        self.inner.core.subscribe_sink(subject, queue, sink)
     }
 
     /// Publishes like [`publish_counted`](Self::publish_counted) and also says
     /// which streams stored the message at which sequence (`None`: a duplicate).
     /// The stored copy goes without the `transient` headers (a wire reply subject
-    /// belongs to the publish, not to the message).
+    /// belongs to the publish, not to the message). Sinks that took the message
+    /// go into `pending` for the caller to flush, if given.
     pub(crate) async fn publish_acked(
         &self,
         message: Message,
         transient: &[&str],
+        pending: Option<&mut Pending>,
     ) -> Result<(usize, Vec<(String, Option<u64>)>), BusError> {
         self.ensure_open()?;
         self.check_message(&message)?;
         let mut stored = Vec::new();
-        for s in self.streams() {
-            let name = {
-                let s = s.lock();
-                s.captures(&message.subject).then(|| s.name().to_string())
-            };
-            if let Some(name) = name {
-                let mut copy = message.clone();
-                for h in transient {
-                    copy.headers.remove(*h);
-                }
-                stored.push((name, self.append_to(&s, copy, true).await?));
+        for (s, name) in self.capturing(&message.subject) {
+            let mut copy = message.clone();
+            for h in transient {
+                copy.headers.remove(*h);
             }
+            stored.push((name, self.append_to(&s, copy, true).await?));
         }
-        Ok((self.inner.core.publish(&message), stored))
+        Ok((self.inner.core.publish(message, pending), stored))
+    }
+
+    /// The streams that keep `subject`, with their names (no allocation when none do).
+    fn capturing(&self, subject: &str) -> Vec<(Arc<StreamShared>, String)> {
+        self.inner
+            .streams
+            .read()
+            .expect("streams lock poisoned")
+            .iter()
+            .filter_map(|s| {
+                let g = s.lock();
+                g.captures(subject)
+                    .then(|| (s.clone(), g.name().to_string()))
+            })
+            .collect()
     }
 
     /// Messages dropped because a plain subscriber did not keep up.

@@ -25,12 +25,50 @@ pub(crate) fn validate_literal(subject: &str) -> Result<(), &'static str> {
     validate(subject, false)
 }
 
-fn validate(subject: &str, wildcards: bool) -> Result<(), &'static str> {
-    if subject.is_empty() {
-        return Err("empty subject");
+/// Byte classes for [`validate`]'s one pass over a subject.
+const CONTROL: u8 = 1;
+const WILDCARD: u8 = 2;
+const NON_ASCII: u8 = 4;
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b <= b' ' || b == 0x7f {
+            CONTROL
+        } else if b == b'*' || b == b'>' {
+            WILDCARD
+        } else if b >= 0x80 {
+            NON_ASCII
+        } else {
+            0
+        };
+        i += 1;
     }
-    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    t
+};
+
+fn validate(subject: &str, wildcards: bool) -> Result<(), &'static str> {
+    let bytes = subject.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return Err("empty subject");
+    };
+    // Every publish checks its subject: one table lookup per byte tells the
+    // common case (plain ASCII tokens) apart.
+    let class = bytes
+        .iter()
+        .fold(0u8, |acc, &b| acc | CLASS[usize::from(b)]);
+    if class & CONTROL != 0
+        || (class & NON_ASCII != 0 && subject.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
         return Err("whitespace in subject");
+    }
+    if class & WILDCARD == 0 {
+        return if first == b'.' || last == b'.' || subject.contains("..") {
+            Err("empty token")
+        } else {
+            Ok(())
+        };
     }
     let mut tokens = subject.split('.').peekable();
     while let Some(t) = tokens.next() {
@@ -567,7 +605,55 @@ mod model {
         )
     }
 
+    /// `validate` as first written: chars, then tokens.
+    fn validate_reference(subject: &str, wildcards: bool) -> Result<(), &'static str> {
+        if subject.is_empty() {
+            return Err("empty subject");
+        }
+        if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("whitespace in subject");
+        }
+        let mut tokens = subject.split('.').peekable();
+        while let Some(t) = tokens.next() {
+            if t.is_empty() {
+                return Err("empty token");
+            }
+            let is_wildcard = t == PWC || t == FWC;
+            if is_wildcard && !wildcards {
+                return Err("wildcards are not allowed here");
+            }
+            if !is_wildcard && (t.contains('*') || t.contains('>')) {
+                return Err("a wildcard must be a whole token");
+            }
+            if t == FWC && tokens.peek().is_some() {
+                return Err("'>' must be the last token");
+            }
+        }
+        Ok(())
+    }
+
+    fn any_subject() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just(".".to_string()),
+            Just("*".to_string()),
+            Just(">".to_string()),
+            Just(" ".to_string()),
+            Just("\u{a0}".to_string()),
+            Just("\u{85}".to_string()),
+            Just("\u{7f}".to_string()),
+            Just("\t".to_string()),
+            Just("é".to_string()),
+            "[a-z0-9_-]{1,4}",
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
+    }
+
     proptest! {
+        #[test]
+        fn validation_agrees_with_the_reference(s in any_subject(), wildcards in any::<bool>()) {
+            prop_assert_eq!(validate(&s, wildcards), validate_reference(&s, wildcards));
+        }
+
         #[test]
         fn matches_agrees_with_the_model(f in filter(), s in subject()) {
             let (fs, ss) = (f.join("."), s.join("."));

@@ -128,7 +128,13 @@ enum State {
     ArgsCr,
     /// Control line complete (`line_end` = bytes up to and including LF);
     /// waiting for `need` bytes in total (payload and its CRLF).
-    Payload { line_end: usize, need: usize },
+    /// The verb and header size are kept from the line, not parsed again.
+    Payload {
+        line_end: usize,
+        need: usize,
+        verb: Verb,
+        hdr: usize,
+    },
 }
 
 /// The tokenizer of one connection. Feed it the connection's whole unread
@@ -200,24 +206,45 @@ impl Parser {
                     _ if self.pos - self.skip >= 8 => return Err(ParseError::UnknownOp),
                     _ => {}
                 },
-                State::Args => match b {
-                    b'\r' => self.state = State::ArgsCr,
-                    b'\n' => return self.line_done(buf, self.pos + 1),
-                    _ => {}
-                },
+                State::Args => {
+                    // The rest of the line in one scan, not byte by byte
+                    // through this loop. A byte at `skip + max` while still
+                    // in the line is over the limit, whatever it is.
+                    let end = buf.len().min(self.skip + self.max_control_line);
+                    match buf[self.pos..end]
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                    {
+                        Some(i) if buf[self.pos + i] == b'\n' => {
+                            return self.line_done(buf, self.pos + i + 1);
+                        }
+                        Some(i) => {
+                            self.state = State::ArgsCr;
+                            self.pos += i + 1;
+                        }
+                        None if end < buf.len() => return Err(ParseError::ControlLineTooLong),
+                        None => self.pos = end,
+                    }
+                    continue;
+                }
                 State::ArgsCr => {
                     if b != b'\n' {
                         return Err(ParseError::Malformed("CR without LF"));
                     }
                     return self.line_done(buf, self.pos + 1);
                 }
-                State::Payload { line_end, need } => {
+                State::Payload {
+                    line_end,
+                    need,
+                    verb,
+                    hdr,
+                } => {
                     // Nothing to scan: wait for the declared size.
                     if buf.len() < need {
                         self.pos = buf.len();
                         return Ok(None);
                     }
-                    return self.payload_done(buf, line_end, need).map(Some);
+                    return self.payload_done(buf, line_end, need, verb, hdr).map(Some);
                 }
             }
             self.pos += 1;
@@ -225,10 +252,15 @@ impl Parser {
                 return Err(ParseError::ControlLineTooLong);
             }
         }
-        if let State::Payload { line_end, need } = self.state
+        if let State::Payload {
+            line_end,
+            need,
+            verb,
+            hdr,
+        } = self.state
             && buf.len() >= need
         {
-            return self.payload_done(buf, line_end, need).map(Some);
+            return self.payload_done(buf, line_end, need, verb, hdr).map(Some);
         }
         Ok(None)
     }
@@ -259,13 +291,18 @@ impl Parser {
         }
         debug_assert!(hdr <= total);
         let need = line_end + total + 2;
-        self.state = State::Payload { line_end, need };
+        self.state = State::Payload {
+            line_end,
+            need,
+            verb,
+            hdr,
+        };
         self.pos = line_end;
         if buf.len() < need {
             self.pos = buf.len();
             return Ok(None);
         }
-        self.payload_done(buf, line_end, need).map(Some)
+        self.payload_done(buf, line_end, need, verb, hdr).map(Some)
     }
 
     fn payload_done<'a>(
@@ -273,13 +310,13 @@ impl Parser {
         buf: &'a [u8],
         line_end: usize,
         need: usize,
+        verb: Verb,
+        hdr: usize,
     ) -> Result<Parsed<'a>, ParseError> {
         if &buf[need - 2..need] != b"\r\n" {
             return Err(ParseError::Malformed("payload does not end with CRLF"));
         }
-        let verb = Verb::from_bytes(&buf[self.skip..self.verb_end]).ok_or(ParseError::UnknownOp)?;
         let args = trim(&buf[self.verb_end..line_end]);
-        let (hdr, _) = sizes(verb, args)?;
         let body = &buf[line_end..need - 2];
         let (headers, payload) = body.split_at(hdr);
         let op = Op {
@@ -436,6 +473,40 @@ UNSUB 1 10\r\nPONG\r\nPUB empty 0\r\n\r\n\r\nPING\n";
         assert_eq!(parser.parse(&buf[..10]), Ok(None));
         assert_eq!(parser.parse(&buf), Err(ParseError::ControlLineTooLong));
         buf.clear();
+    }
+
+    #[test]
+    fn the_control_line_limit_counts_the_crlf_and_holds_exactly_whole_or_split() {
+        const MAX: usize = 16;
+        // `SUB a <sid>\r\n` of every length around the limit, after 0–2 blank lines.
+        for lead in 0..3 {
+            for line_len in 8..=MAX + 3 {
+                let sid = "1".repeat(line_len - "SUB a \r\n".len());
+                let input = format!("{}SUB a {sid}\r\n", "\r\n".repeat(lead));
+                let want_ok = line_len <= MAX;
+                let whole = Parser::with_limits(MAX, 1024).parse(input.as_bytes());
+                let mut parser = Parser::with_limits(MAX, 1024);
+                let mut split = Ok(None);
+                for end in 1..=input.len() {
+                    split = parser.parse(&input.as_bytes()[..end]);
+                    if !matches!(split, Ok(None)) {
+                        break;
+                    }
+                }
+                for (how, got) in [("whole", whole), ("split", split)] {
+                    match got {
+                        Ok(Some(p)) => {
+                            assert!(want_ok, "{how} {line_len}: accepted");
+                            assert_eq!(p.len, input.len(), "{how} {line_len}");
+                        }
+                        Err(ParseError::ControlLineTooLong) => {
+                            assert!(!want_ok, "{how} {line_len}: refused");
+                        }
+                        other => panic!("{how} {line_len}: {other:?}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

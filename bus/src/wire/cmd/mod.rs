@@ -20,7 +20,7 @@ pub use publish::Pub;
 pub use sub::Sub;
 pub use unsub::Unsub;
 
-use super::parser::{Op, Verb, split_args};
+use super::parser::{Op, Verb};
 
 /// Why a command could not be built from its operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,22 +63,47 @@ impl<'a> Command<'a> {
     }
 }
 
+/// No command takes more args than this (HPUB: four); more only need counting.
+const MAX_ARGS: usize = 6;
+
 /// The whitespace-separated args of a control line, as `&str` tokens.
 pub struct Args<'a> {
-    tokens: Vec<&'a [u8]>,
+    /// The first [`MAX_ARGS`] tokens (kept on the stack: one per publish).
+    tokens: [&'a [u8]; MAX_ARGS],
+    count: usize,
     next: usize,
 }
 
 impl<'a> Args<'a> {
     fn new(args: &'a [u8]) -> Self {
+        // `split_args` by hand: this runs once per publish.
+        let blank = |b: u8| b == b' ' || b == b'\t';
+        let mut tokens: [&'a [u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+        let mut count = 0;
+        let mut i = 0;
+        while i < args.len() {
+            if blank(args[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < args.len() && !blank(args[i]) {
+                i += 1;
+            }
+            if let Some(slot) = tokens.get_mut(count) {
+                *slot = &args[start..i];
+            }
+            count += 1;
+        }
         Self {
-            tokens: split_args(args).collect(),
+            tokens,
+            count,
             next: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.tokens.len() - self.next
+        self.count - self.next
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,6 +114,7 @@ impl<'a> Args<'a> {
         let t = self
             .tokens
             .get(self.next)
+            .filter(|_| self.next < self.count)
             .ok_or(CmdError::Malformed("missing argument"))?;
         self.next += 1;
         std::str::from_utf8(t).map_err(|_| CmdError::Malformed("argument is not UTF-8"))
@@ -107,6 +133,32 @@ impl<'a> Args<'a> {
             Ok(())
         } else {
             Err(CmdError::Malformed("trailing arguments"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::wire::parser::split_args;
+
+    proptest! {
+        #[test]
+        fn args_are_the_tokens_split_args_gives(line in "[ \ta-c1]{0,40}") {
+            let want: Vec<&[u8]> = split_args(line.as_bytes()).collect();
+            let mut args = Args::new(line.as_bytes());
+            prop_assert_eq!(args.len(), want.len());
+            for t in want.iter().take(MAX_ARGS) {
+                prop_assert_eq!(args.next_str().unwrap().as_bytes(), *t);
+            }
+            if want.len() <= MAX_ARGS {
+                prop_assert!(args.finish().is_ok());
+                prop_assert!(args.next_str().is_err());
+            } else {
+                prop_assert!(args.finish().is_err());
+            }
         }
     }
 }
