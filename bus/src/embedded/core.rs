@@ -267,6 +267,16 @@ impl Core {
     }
 
     /// Messages dropped for slow consumers since start.
+    /// Whether anything is subscribed to `subject`.
+    pub(crate) fn has_interest(&self, subject: &str) -> bool {
+        let result = self
+            .subs
+            .lock()
+            .expect("core sublist lock poisoned")
+            .match_subject(subject);
+        !result.psubs.is_empty() || !result.qsubs.is_empty()
+    }
+
     pub(crate) fn slow_consumer_drops(&self) -> u64 {
         self.slow_drops.load(Ordering::Relaxed)
     }

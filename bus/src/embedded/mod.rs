@@ -218,6 +218,11 @@ impl EmbeddedBroker {
         self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
     }
 
+    /// Whether a subscriber (of any kind) matches `subject` right now.
+    pub(crate) fn has_interest(&self, subject: &str) -> bool {
+        self.inner.core.has_interest(subject)
+    }
+
     /// Publishes like [`Bus::publish`]; returns how many plain subscribers and
     /// queue groups took the message.
     pub(crate) async fn publish_counted(&self, message: Message) -> Result<usize, BusError> {

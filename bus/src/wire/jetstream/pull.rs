@@ -133,6 +133,13 @@ pub(crate) async fn pump(c: Arc<Consumer>, js: Arc<JetStream>) {
                 }
             }
             while let Some(w) = waiting.front_mut() {
+                // The client that asked is gone (its inbox has no subscriber):
+                // messages handed to it would wait out their ack wait
+                // unseen. nats-server drops such requests too.
+                if !js.broker.has_interest(&w.reply) {
+                    waiting.pop_front();
+                    continue;
+                }
                 let room = limits
                     .max_ack_pending
                     .saturating_sub(s.in_flight_of(c.gi, PULL_MEMBER));
