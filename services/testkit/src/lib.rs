@@ -10,6 +10,7 @@
 //! [`hostile`] holds proptest strategies for hostile HTTP input.
 
 pub mod hostile;
+pub mod in_process;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -3,14 +3,12 @@
 //! statuses the contract allows, errors always `{"detail": …}`, and every
 //! status seen documented for its operation.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath};
-use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::http::{HeaderValue, Request};
 use orderly_kit::config::{GoogleSettings, LoginLimits, RateLimit, Secret};
 use orderly_kit::routes::{Observed, expose_matched_path, undocumented_statuses};
 use orderly_testkit::TestDatabase;
@@ -18,11 +16,11 @@ use orderly_testkit::hostile::{
     self, form_of, hostile_string, json_content_type, number_literal, object_of, percent_encode,
     query_string, quote, raw_body,
 };
+use orderly_testkit::in_process::Answer;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::TestCaseError;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use serde_json::json;
 
 use crate::helpers::{self, TestApp};
 
@@ -36,51 +34,6 @@ struct Hostile {
     observed: Mutex<Vec<Observed>>,
     _app: TestApp,
     _db: Option<TestDatabase>,
-}
-
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    bytes: Vec<u8>,
-    json: Value,
-    route: Option<String>,
-}
-
-impl Answer {
-    /// No 500 ever; other 5xx only when `allowed` names them; a status from
-    /// `allowed` (or the fallback's 404 when nothing matched); errors as
-    /// `{"detail": …}` JSON.
-    fn check(&self, allowed: &[u16]) -> Result<(), String> {
-        if self.status == 500 || (self.status >= 500 && !allowed.contains(&self.status)) {
-            return Err(format!("a {} answer: {}", self.status, self.text()));
-        }
-        let unmatched_404 = self.route.is_none() && self.status == 404;
-        if !allowed.contains(&self.status) && !unmatched_404 {
-            return Err(format!(
-                "status {} (route {:?}) is not one of {allowed:?}: {}",
-                self.status,
-                self.route,
-                self.text()
-            ));
-        }
-        if self.status >= 400 {
-            orderly_kit::error::check_error_body(self.status, &self.bytes)?;
-            let content_type = self
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok());
-            if content_type != Some("application/json") {
-                return Err(format!(
-                    "an error answered with content-type {content_type:?}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes[..self.bytes.len().min(400)]).into_owned()
-    }
 }
 
 /// A port nothing listens on: Google's token endpoint refuses every code.
@@ -136,34 +89,8 @@ impl Hostile {
         })
     }
 
-    async fn send(&self, mut request: Request<Body>) -> Answer {
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
-        let method = request.method().to_string();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let route = response
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string());
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
-            .await
-            .unwrap()
-            .to_vec();
-        self.observed.lock().unwrap().push(Observed {
-            method,
-            route: route.clone(),
-            status,
-        });
-        Answer {
-            status,
-            headers,
-            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            bytes,
-            route,
-        }
+    async fn send(&self, request: Request<Body>) -> Answer {
+        orderly_testkit::in_process::send(&self.router, &self.observed, request).await
     }
 
     async fn post(&self, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {

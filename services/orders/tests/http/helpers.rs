@@ -3,13 +3,11 @@
 //! Tokens are PASETO v4.public (a format orders accepts in production too),
 //! so no RSA key has to be generated.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath};
-use axum::http::{HeaderMap, Request};
+use axum::http::Request;
 use orderly_kit::config::{Env, Settings};
 use orderly_kit::routes::{Observed, undocumented_statuses};
 use orderly_kit::token::{AccessClaims, PasetoSigner, TokenVerifier};
@@ -17,7 +15,6 @@ use orderly_orders::OrdersState;
 use orderly_testkit::TestDatabase;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tower::ServiceExt;
 
 pub enum Backend {
     Sqlite,
@@ -32,53 +29,7 @@ pub struct TestApp {
     _db: Option<TestDatabase>,
 }
 
-/// One answer, read to the end.
-pub struct Answer {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub bytes: Vec<u8>,
-    pub json: Value,
-    /// The route template that answered (`None`: no route matched).
-    pub route: Option<String>,
-}
-
-impl Answer {
-    /// The contract's rules for any answer: no 5xx, a status `allowed` here
-    /// (or the fallback's 404 when no route matched), and errors as
-    /// `{"detail": …}` JSON.
-    pub fn check(&self, allowed: &[u16]) -> Result<(), String> {
-        if self.status >= 500 {
-            return Err(format!("a {} answer: {}", self.status, self.text()));
-        }
-        let unmatched_404 = self.route.is_none() && self.status == 404;
-        if !allowed.contains(&self.status) && !unmatched_404 {
-            return Err(format!(
-                "status {} (route {:?}) is not one of {allowed:?}: {}",
-                self.status,
-                self.route,
-                self.text()
-            ));
-        }
-        if self.status >= 400 {
-            orderly_kit::error::check_error_body(self.status, &self.bytes)?;
-            let content_type = self
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok());
-            if content_type != Some("application/json") {
-                return Err(format!(
-                    "an error answered with content-type {content_type:?}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn text(&self) -> String {
-        let shown = &self.bytes[..self.bytes.len().min(400)];
-        String::from_utf8_lossy(shown).into_owned()
-    }
-}
+pub use orderly_testkit::in_process::Answer;
 
 impl TestApp {
     /// A fresh app on a fresh database; `None` when PostgreSQL was asked for
@@ -154,39 +105,8 @@ impl TestApp {
         self.signer.sign(&claims).expect("the token signs")
     }
 
-    pub async fn send(&self, mut request: Request<Body>) -> Answer {
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
-        let method = request.method().to_string();
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
-        let route = response
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string());
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
-            .await
-            .expect("the body is readable")
-            .to_vec();
-        self.observed.lock().unwrap().push(Observed {
-            method,
-            route: route.clone(),
-            status,
-        });
-        Answer {
-            status,
-            headers,
-            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            bytes,
-            route,
-        }
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        orderly_testkit::in_process::send(&self.router, &self.observed, request).await
     }
 
     /// `method uri` as user `user` (no token when `None`), with a JSON body.
