@@ -43,6 +43,32 @@ impl StreamConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
+
+    /// `[A-Za-z0-9_-]+`: safe as a file name and inside a topic or API subject.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    /// What every adapter refuses alike: a bad name, no subjects. (Subjects
+    /// are checked by each adapter, whose patterns differ.)
+    pub fn check(&self) -> Result<(), BusError> {
+        if !Self::valid_name(&self.name) {
+            return Err(BusError::Other(format!(
+                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
+                self.name
+            )));
+        }
+        if self.subjects.is_empty() {
+            return Err(BusError::Other(format!(
+                "stream {} needs at least one subject",
+                self.name
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a durable group delivers.

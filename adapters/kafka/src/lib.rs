@@ -239,13 +239,6 @@ fn subject_matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
-fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("Kafka {what}: {e}"))
 }
@@ -535,18 +528,7 @@ impl Bus for KafkaBus {
 
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
         self.ensure_open()?;
-        if !valid_stream_name(&config.name) {
-            return Err(BusError::Other(format!(
-                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
-                config.name
-            )));
-        }
-        if config.subjects.is_empty() {
-            return Err(BusError::Other(format!(
-                "stream {} needs at least one subject",
-                config.name
-            )));
-        }
+        config.check()?;
         let (mut topics, mut subjects) = (Vec::new(), Vec::new());
         for s in &config.subjects {
             if s.contains(['*', '>']) {

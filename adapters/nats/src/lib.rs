@@ -312,23 +312,7 @@ impl Bus for NatsBus {
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
         self.ensure_open()?;
         self.ensure_jetstream()?;
-        if config.name.is_empty()
-            || !config
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(BusError::Other(format!(
-                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
-                config.name
-            )));
-        }
-        if config.subjects.is_empty() {
-            return Err(BusError::Other(format!(
-                "stream {} needs at least one subject",
-                config.name
-            )));
-        }
+        config.check()?;
         for s in &config.subjects {
             validate_filter(s)?;
         }

@@ -117,13 +117,6 @@ impl std::fmt::Debug for EmbeddedBroker {
     }
 }
 
-fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 fn check_queue_name(queue: &str) -> Result<(), BusError> {
     if queue.is_empty() || queue.chars().any(char::is_whitespace) {
         return Err(BusError::Other(format!(
@@ -161,7 +154,7 @@ fn load_streams(dir: &Path) -> Result<Vec<Stream>, BusError> {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        if !valid_stream_name(name) {
+        if !StreamConfig::valid_name(name) {
             tracing::warn!(path = %path.display(), "not a stream log name; ignored");
             continue;
         }
@@ -415,18 +408,7 @@ impl Bus for EmbeddedBroker {
 
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
         self.ensure_open()?;
-        if !valid_stream_name(&config.name) {
-            return Err(BusError::Other(format!(
-                "invalid stream name {:?}: use [A-Za-z0-9_-]+",
-                config.name
-            )));
-        }
-        if config.subjects.is_empty() {
-            return Err(BusError::Other(format!(
-                "stream {} needs at least one subject",
-                config.name
-            )));
-        }
+        config.check()?;
         for s in &config.subjects {
             subject::validate_filter(s).map_err(|why| BusError::InvalidSubject(s.clone(), why))?;
         }
