@@ -142,17 +142,41 @@ impl Delivery {
 pub struct Subscription {
     rx: mpsc::Receiver<Delivery>,
     _guard: Option<Box<dyn Send + Sync>>,
+    map: Option<DeliveryMap>,
 }
+
+type DeliveryMap = Box<dyn Fn(Delivery) -> Delivery + Send + Sync>;
 
 impl Subscription {
     /// `guard` is dropped with the subscription; adapters use it to unsubscribe.
     pub fn new(rx: mpsc::Receiver<Delivery>, guard: Option<Box<dyn Send + Sync>>) -> Self {
-        Self { rx, _guard: guard }
+        Self {
+            rx,
+            _guard: guard,
+            map: None,
+        }
+    }
+
+    /// Every delivery passes through `f` as it is taken (decorators such as
+    /// [`crate::metered`] use it; no extra task or channel on the way).
+    pub(crate) fn map_deliveries(
+        mut self,
+        f: impl Fn(Delivery) -> Delivery + Send + Sync + 'static,
+    ) -> Self {
+        self.map = Some(match self.map.take() {
+            None => Box::new(f),
+            Some(before) => Box::new(move |d| f(before(d))),
+        });
+        self
     }
 
     /// The next delivery; `None` once the subscription or the bus is closed.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        let delivery = self.rx.recv().await?;
+        Some(match &self.map {
+            Some(f) => f(delivery),
+            None => delivery,
+        })
     }
 
     pub fn close(self) {}

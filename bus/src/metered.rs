@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 
 use crate::{
     AckKind, Acker, Bus, BusError, DeadJob, Delivery, Features, GroupOptions, Job, JobQueue,
@@ -86,25 +85,9 @@ fn meter_delivery(delivery: Delivery) -> Delivery {
     delivery.map_acker(|inner| Arc::new(MeteredAcker { inner, subject }))
 }
 
-/// The adapter's subscription behind a relay task that counts each delivery.
-/// Dropping the returned subscription ends the task, which drops the adapter's
-/// (un-acked deliveries go back to the group as they would have).
-fn meter_subscription(mut inner: Subscription) -> Subscription {
-    let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
-        loop {
-            let delivery = tokio::select! {
-                biased;
-                _ = tx.closed() => break,
-                d = inner.next() => d,
-            };
-            let Some(delivery) = delivery else { break };
-            if tx.send(meter_delivery(delivery)).await.is_err() {
-                break;
-            }
-        }
-    });
-    Subscription::new(rx, None)
+/// The adapter's subscription, counting each delivery as it is taken.
+fn meter_subscription(inner: Subscription) -> Subscription {
+    inner.map_deliveries(meter_delivery)
 }
 
 #[async_trait]
