@@ -106,10 +106,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::All))) {
+    let command = cli.command.unwrap_or(Command::All);
+    // The healthcheck answers on stdout only; every other command logs.
+    let logs = (!matches!(command, Command::Healthcheck { .. }))
+        .then(|| orderly_kit::telemetry::init("info,sqlx=warn,tower_http=info"));
+    let outcome = runtime.block_on(run(command));
+    drop(runtime);
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "orderly failed");
+            // The log lines first, then the one-line summary after them.
+            drop(logs);
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -129,7 +137,6 @@ async fn run(command: Command) -> Result<()> {
     if let Command::Healthcheck { targets, timeout } = &command {
         return healthcheck::run(targets, std::time::Duration::from_secs(*timeout)).await;
     }
-    orderly_kit::telemetry::init("info,sqlx=warn,tower_http=info");
     if let Command::Keygen { dir, if_missing } = &command {
         return keygen(dir.clone(), *if_missing).await;
     }

@@ -23,7 +23,8 @@ fn init_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            orderly_kit::telemetry::init("debug");
+            // The writer thread goes on after the guard's drop.
+            let _ = orderly_kit::telemetry::init("debug");
         }
     });
 }
