@@ -8,8 +8,6 @@
 //! [`TraceContext::traceparent`] to the events they write), its trace id is on
 //! the request's log span, and the response carries it as `traceparent`.
 
-use std::fmt::Write as _;
-
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -51,9 +49,11 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -141,12 +141,14 @@ impl TraceContext {
 
     /// The `traceparent` value for the next hop: `00-<trace id>-<span id>-<flags>`.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id(),
-            self.span_id(),
-            self.flags
-        )
+        let mut value = String::with_capacity(55);
+        value.push_str("00-");
+        value.push_str(&self.trace_id());
+        value.push('-');
+        value.push_str(&self.span_id());
+        value.push('-');
+        value.push_str(&hex(&[self.flags]));
+        value
     }
 
     /// The context of this request (set by [`middleware`]), if any.
