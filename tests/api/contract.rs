@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{one_item_order, spawn_app, spawn_app_with};
+use crate::helpers::{logs_when, one_item_order, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ready_docs_and_metrics_answer_on_both_services() {
@@ -349,7 +349,11 @@ async fn a_created_order_is_paid_by_the_worker_and_the_cache_shows_it() {
     );
     app.wait_for_status(&token, id, "PAID", Duration::from_secs(15))
         .await;
-    let logs = app.logs();
+    let (started, paid) = (
+        format!("Starting to process order {id}"),
+        format!("Order {id} successfully updated to PAID status"),
+    );
+    let logs = logs_when(|| app.logs(), |l| l.contains(&started) && l.contains(&paid)).await;
     assert!(
         logs.contains(&format!("Starting to process order {id}")),
         "{logs}"

@@ -1,4 +1,4 @@
-use crate::helpers::spawn_app_with;
+use crate::helpers::{logs_when, spawn_app_with};
 
 /// The old README's script, unchanged but for the host:port of each service.
 pub fn run_old_script(auth_url: &str, orders_url: &str) -> String {
@@ -39,7 +39,14 @@ async fn the_old_readme_script_prints_paid_against_a_fresh_default_setup() {
         "script output:\n{output}\nlogs:\n{}",
         app.logs()
     );
-    let logs = app.logs();
+    let logs = logs_when(
+        || app.logs(),
+        |l| {
+            l.contains("Starting to process order")
+                && l.contains("successfully updated to PAID status")
+        },
+    )
+    .await;
     assert!(logs.contains("Starting to process order"), "{logs}");
     assert!(
         logs.contains("successfully updated to PAID status"),

@@ -293,6 +293,21 @@ impl TestApp {
     }
 }
 
+/// The logs once `ready` holds for them, or after 5 s whatever they are then.
+/// A process writes its info lines in batches (up to
+/// `orderly_kit::telemetry::FLUSH_EVERY` late), so a line about something that
+/// just happened may not be in the file yet.
+pub async fn logs_when(logs: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = logs();
+        if ready(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Every generation's log of the process on `data_dir` (`orderly-<n>.log`), in order.
 pub fn logs_in(data_dir: &Path) -> String {
     let mut all = String::new();

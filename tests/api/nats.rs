@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::e2e::run_old_script;
-use crate::helpers::spawn_app_with;
+use crate::helpers::{logs_when, spawn_app_with};
 
 /// A private nats-server, killed on drop.
 pub struct NatsServer {
@@ -92,7 +92,11 @@ async fn the_old_readme_script_prints_paid_with_bus_nats() {
         "script output:\n{output}\nlogs:\n{}",
         app.logs()
     );
-    let logs = app.logs();
+    let logs = logs_when(
+        || app.logs(),
+        |l| l.contains("successfully updated to PAID status"),
+    )
+    .await;
     assert!(
         logs.contains("successfully updated to PAID status"),
         "{logs}"

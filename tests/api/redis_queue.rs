@@ -11,7 +11,7 @@ use orderly_bus::{JobQueue, NewJob, RetryPolicy};
 use orderly_redis::{RedisQueue, RedisQueueConfig};
 use serde_json::Value;
 
-use crate::helpers::{one_item_order, spawn_app_with, start_role};
+use crate::helpers::{logs_when, one_item_order, spawn_app_with, start_role};
 
 const QUEUE: &str = "process_order";
 
@@ -143,7 +143,7 @@ async fn a_failing_job_is_dead_after_three_retries_and_the_cli_requeues_and_purg
         q.stats(QUEUE).await.unwrap().dead == 1
     })
     .await;
-    let logs = worker.logs();
+    let logs = logs_when(|| worker.logs(), |l| count(l, &started) >= 4).await;
     assert_eq!(count(&logs, &started), 4, "runs: 1 + 3 retries\n{logs}");
 
     let cli_dir = tmp.path().join("cli");
@@ -258,7 +258,7 @@ async fn a_job_of_a_sigkilled_worker_is_finished_by_another_worker_and_paid_once
         "paid by the second worker {:?} after the SIGKILL (visibility timeout 2 s)",
         killed_at.elapsed()
     );
-    let logs = second.logs();
+    let logs = logs_when(|| second.logs(), |l| l.contains(&started)).await;
     assert!(logs.contains(&started), "worker 2 ran the job:\n{logs}");
     let history: Vec<(Option<String>, String)> = sqlx::query_as(
         "SELECT from_status, to_status FROM order_status_history WHERE order_id = ? ORDER BY id",
