@@ -1,6 +1,7 @@
 //! `orderly`: one binary, every role. This file only wires ports to adapters
 //! from the configuration; the services know nothing of transports or stores.
 
+mod allocator;
 mod healthcheck;
 mod jobs;
 
@@ -22,11 +23,6 @@ use orderly_orders::OrdersState;
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
 use orderly_worker::{Worker, WorkerConfig};
-
-/// glibc's allocator took a sixth of a cached GET's CPU and kept freed
-/// Argon2 buffers (19 MiB each) in per-thread arenas; mimalloc does neither.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Order processing: auth, orders API, event bus, consumer and worker.
 ///
@@ -95,6 +91,7 @@ enum UserAction {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
