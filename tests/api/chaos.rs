@@ -412,7 +412,7 @@ async fn chaos(flavour: Flavour) {
     let auth = start_role(
         "auth",
         &tmp.path().join("auth"),
-        &[("RUST_LOG", "info,sqlx=warn,tower_http=warn")],
+        &[("RUST_LOG", "info,sqlx=warn,access=warn")],
         0,
     )
     .await;
@@ -430,7 +430,7 @@ async fn chaos(flavour: Flavour) {
         ("WORKER_VISIBILITY_TIMEOUT_SECONDS".into(), "5".into()),
         ("JOB_RETRY_BASE_MS".into(), "100".into()),
         ("ORDERS_RATE_LIMIT".into(), "1000000/minute".into()),
-        ("RUST_LOG".into(), "info,sqlx=warn,tower_http=warn".into()),
+        ("RUST_LOG".into(), "info,sqlx=warn,access=warn".into()),
     ];
     common.extend(broker.service_env(&topic_prefix));
 

@@ -51,7 +51,7 @@ async fn five_thousand_jobs_survive_random_worker_kills_and_each_pays_once() {
         ("WORKER_VISIBILITY_TIMEOUT_SECONDS".into(), "2".into()),
         ("JOB_RETRY_BASE_MS".into(), "100".into()),
         ("ORDERS_RATE_LIMIT".into(), "1000000/minute".into()),
-        ("RUST_LOG".into(), "info,sqlx=warn,tower_http=warn".into()),
+        ("RUST_LOG".into(), "info,sqlx=warn,access=warn".into()),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let mut env_a = common.clone();

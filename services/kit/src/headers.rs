@@ -7,10 +7,7 @@
 //! (and "Try it out" requests) from the same origin: its policy allows exactly
 //! that. It needs no inline script and no `eval`.
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Where kit serves the Swagger UI.
 pub const DOCS_PATH: &str = "/docs";
@@ -23,21 +20,20 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
      font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn is_docs(path: &str) -> bool {
+/// Whether `path` is the Swagger UI's (it gets [`DOCS_CSP`]).
+pub fn is_docs(path: &str) -> bool {
     path == DOCS_PATH
         || path
             .strip_prefix(DOCS_PATH)
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Middleware: `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`
-/// and a Content-Security-Policy on every response; `Cache-Control: no-store`
-/// on API responses that do not choose their own caching (tokens, orders and
-/// user data must not be kept by browsers or proxies; the JWKS sets its own).
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let docs = is_docs(req.uri().path());
-    let mut response = next.run(req).await;
-    let headers = response.headers_mut();
+/// `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and a
+/// Content-Security-Policy on every response (`docs`: one of the Swagger UI's);
+/// `Cache-Control: no-store` on API responses that do not choose their own
+/// caching (tokens, orders and user data must not be kept by browsers or
+/// proxies; the JWKS sets its own). `kit::edge` calls it on every answer.
+pub fn set_security_headers(headers: &mut HeaderMap, docs: bool) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -57,10 +53,9 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
     }
-    response
 }
 
-/// The headers [`security_headers`] sets on every response, for tests.
+/// The headers [`set_security_headers`] sets on every response, for tests.
 pub const ALWAYS: [(HeaderName, &str); 3] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),

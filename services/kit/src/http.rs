@@ -1,30 +1,26 @@
 //! What every HTTP service wraps around its routes, and how it is served.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::HttpSettings;
+use crate::edge::Edge;
 use crate::error::detail_response;
-use crate::headers::{self, DOCS_PATH};
+use crate::headers::DOCS_PATH;
 use crate::health::{self, ReadinessCheck};
 use crate::shutdown::Shutdown;
-use crate::timeouts::{self, Timeouts};
+use crate::timeouts::Timeouts;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -59,53 +55,10 @@ pub fn finish(
             detail_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(move |req, next| {
-            timeouts::enforce(limits, req, next)
-        }))
-        .layer(middleware::from_fn(move |req, next| {
-            record_metrics(service, req, next)
-        }))
         // Preflights (OPTIONS) are answered here, before any handler or 405.
         .layer(http.cors.layer())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(move |req: &Request| {
-                    let trace_id = crate::trace_context::trace_id_of(req);
-                    tracing::info_span!("http", %service, method = %req.method(), path = %req.uri().path(), %trace_id)
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        // Outside the log span, so the span can name the request's trace id.
-        .layer(middleware::from_fn(crate::trace_context::middleware))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            tracing::error!("handler panicked");
-            detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }))
-        // Outermost: on every answer, panics and preflights included.
-        .layer(middleware::from_fn(headers::security_headers))
-}
-
-async fn record_metrics(service: &'static str, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("service", service.to_string()),
-        ("method", method),
-        ("route", route),
-        ("status", status),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response.into_response()
+        // Outermost: logs, meters and heads every answer, preflights included.
+        .layer(Edge::new(service, limits))
 }
 
 /// Bind, with the address in the error (port taken, bad address).

@@ -5,6 +5,7 @@
 pub mod client_ip;
 pub mod config;
 pub mod cors;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod headers;

@@ -8,6 +8,7 @@
 //! (Slow request headers are the server's business: `http::serve` closes the
 //! connection.)
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,7 +18,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
 use tower_http::timeout::{TimeoutBody, TimeoutError};
@@ -89,28 +89,38 @@ impl HttpBody for WatchedBody {
     }
 }
 
-/// Middleware: the body and request bounds, answered with `{"detail": …}`.
-pub async fn enforce(limits: Timeouts, req: Request, next: Next) -> Response {
-    let state = Arc::new(BodyState::default());
+/// Runs `handle` on `req` under the body and request bounds, answered with
+/// `{"detail": …}` when one is exceeded.
+pub async fn bounded<F, Fut>(limits: Timeouts, req: Request, handle: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let (parts, body) = req.into_parts();
-    let body = if body.is_end_stream() {
-        state.set(FINISHED);
-        body
+    let state = if body.is_end_stream() {
+        None
     } else {
-        Body::new(WatchedBody {
+        Some(Arc::new(BodyState::default()))
+    };
+    let body = match &state {
+        None => body,
+        Some(state) => Body::new(WatchedBody {
             inner: Box::pin(TimeoutBody::new(limits.body, body)),
             state: state.clone(),
-        })
+        }),
     };
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
+    // Cheap copies (shared bytes) for the log line of a timeout.
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let timed_out = || state.as_ref().is_some_and(|s| s.has(TIMED_OUT));
+    let still_coming = || state.as_ref().is_some_and(|s| s.still_coming());
     let outcome =
-        tokio::time::timeout(limits.request, next.run(Request::from_parts(parts, body))).await;
+        tokio::time::timeout(limits.request, handle(Request::from_parts(parts, body))).await;
     match outcome {
-        Ok(_) if state.has(TIMED_OUT) => body_too_slow(&method, &path),
+        Ok(_) if timed_out() => body_too_slow(&method, uri.path()),
         Ok(response) => response,
-        Err(_) if state.has(TIMED_OUT) || state.still_coming() => body_too_slow(&method, &path),
+        Err(_) if timed_out() || still_coming() => body_too_slow(&method, uri.path()),
         Err(_) => {
+            let path = uri.path();
             tracing::warn!(%method, %path, limit = ?limits.request, "request took too long; answered 503");
             detail_response(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TOO_SLOW)
         }

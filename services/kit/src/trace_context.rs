@@ -6,12 +6,10 @@
 //! its own: the resulting context is stored in the request's extensions (handlers
 //! read it with `Extension<TraceContext>` and hand
 //! [`TraceContext::traceparent`] to the events they write), its trace id is on
-//! the request's log span, and the response carries it as `traceparent`.
+//! the request's log span, and the response carries it as `traceparent`
+//! ([`crate::edge`] does this for every request).
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
 use rand::Rng;
 
 /// The header's name (lower case, as HTTP/2 sends it).
@@ -48,14 +46,31 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        s.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(HEX_DIGITS[usize::from(b & 0x0f)]));
     }
     s
+}
+
+/// Bytes displayed as lower-case hex.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut digits = [0u8; 64];
+        let n = self.0.len().min(32);
+        for (i, b) in self.0[..n].iter().enumerate() {
+            digits[2 * i] = HEX_DIGITS[usize::from(b >> 4)];
+            digits[2 * i + 1] = HEX_DIGITS[usize::from(b & 0x0f)];
+        }
+        // Only ASCII digits were written.
+        f.write_str(std::str::from_utf8(&digits[..2 * n]).unwrap_or_default())
+    }
 }
 
 fn random_nonzero<const N: usize>() -> [u8; N] {
@@ -130,6 +145,12 @@ impl TraceContext {
         hex(&self.trace_id)
     }
 
+    /// The trace id as 32 lower-case hex digits, written where it is
+    /// displayed (a log span's field) without a string of its own.
+    pub fn trace_id_hex(&self) -> impl std::fmt::Display + '_ {
+        Hex(&self.trace_id)
+    }
+
     /// 16 lower-case hex digits.
     pub fn span_id(&self) -> String {
         hex(&self.span_id)
@@ -151,7 +172,7 @@ impl TraceContext {
         value
     }
 
-    /// The context of this request (set by [`middleware`]), if any.
+    /// The context of this request (set by [`crate::edge`]), if any.
     pub fn of(req: &Request) -> Option<Self> {
         req.extensions().get::<Self>().copied()
     }
@@ -161,26 +182,6 @@ impl std::fmt::Display for TraceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.traceparent())
     }
-}
-
-/// The trace id of `req` for its log span (empty before [`middleware`] ran).
-pub fn trace_id_of(req: &Request) -> String {
-    TraceContext::of(req)
-        .map(|t| t.trace_id())
-        .unwrap_or_default()
-}
-
-/// Give the request its [`TraceContext`] (continued or new) and answer with
-/// it in `traceparent`.
-pub async fn middleware(mut req: Request, next: Next) -> Response {
-    let incoming = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
-    let context = TraceContext::continue_or_start(incoming);
-    req.extensions_mut().insert(context);
-    let mut response = next.run(req).await;
-    if let Ok(value) = HeaderValue::from_str(&context.traceparent()) {
-        response.headers_mut().insert(TRACEPARENT, value);
-    }
-    response
 }
 
 #[cfg(test)]
@@ -294,67 +295,6 @@ mod tests {
         }
         let (a, b) = (TraceContext::new_root(), TraceContext::new_root());
         assert_ne!(a.trace_id(), b.trace_id(), "random trace ids");
-    }
-
-    #[tokio::test]
-    async fn the_middleware_stores_the_context_and_answers_with_it() {
-        use axum::Router;
-        use axum::body::Body;
-        use axum::routing::get;
-        use tower::ServiceExt;
-
-        let app = Router::new()
-            .route(
-                "/",
-                get(|req: Request| async move {
-                    TraceContext::of(&req)
-                        .map(|t| t.traceparent())
-                        .unwrap_or_default()
-                }),
-            )
-            .layer(axum::middleware::from_fn(middleware));
-
-        let continued = app
-            .clone()
-            .oneshot(
-                axum::http::Request::builder()
-                    .uri("/")
-                    .header(TRACEPARENT, VALID)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let header = continued.headers()[TRACEPARENT]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let body = axum::body::to_bytes(continued.into_body(), 1024)
-            .await
-            .unwrap();
-        assert_eq!(
-            header.as_bytes(),
-            &body[..],
-            "the handler saw what the response says"
-        );
-        let t = TraceContext::parse(&header).unwrap();
-        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-
-        let replaced = app
-            .oneshot(
-                axum::http::Request::builder()
-                    .uri("/")
-                    .header(
-                        TRACEPARENT,
-                        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                    )
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let t = TraceContext::parse(replaced.headers()[TRACEPARENT].to_str().unwrap())
-            .expect("a valid new trace");
-        assert_ne!(t.trace_id(), "00000000000000000000000000000000");
+        assert_eq!(a.trace_id_hex().to_string(), a.trace_id());
     }
 }
