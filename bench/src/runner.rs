@@ -274,6 +274,49 @@ const WORKLOADS: [(&str, &str); 4] = [
     ("token", "POST /auth/token/ (Argon2id)"),
 ];
 
+/// Target name of the cached GET run with the access log filtered out.
+const QUIET: &str = "orderly (embedded, access log off)";
+
+/// The cached GET again with the access log line filtered out
+/// (`RUST_LOG=info,access=off`): what the line costs, side by side.
+async fn cached_get_without_access_log(cfg: &Config, r: &mut Report, bin: &std::path::Path) {
+    let skip = |r: &mut Report, why: &str| {
+        for &c in &cfg.connections {
+            r.measurements.push(
+                Measurement::new(
+                    &format!("http.get.quiet.c{c}"),
+                    "http",
+                    WORKLOADS[0].1,
+                    QUIET,
+                    "req/s",
+                )
+                .with_connections(c)
+                .skipped(why),
+            );
+        }
+    };
+    let proc_ = match OrderlyProcess::spawn(SpawnOptions {
+        bin,
+        env: vec![("RUST_LOG".into(), "info,access=off".into())],
+        data_dir: None,
+        args: vec![],
+    }) {
+        Ok(p) => p,
+        Err(e) => return skip(r, &format!("cannot start orderly: {e:#}")),
+    };
+    match (
+        Target::from_url(&proc_.auth_url).await,
+        Target::from_url(&proc_.orders_url).await,
+    ) {
+        (Ok(a), Ok(o)) => {
+            let only: &[&str] = &["get"];
+            http_api(cfg, r, "quiet", QUIET, &a, &o, Some(proc_.pid), Some(only)).await;
+        }
+        (Err(e), _) | (_, Err(e)) => skip(r, &format!("{e:#}")),
+    }
+    proc_.stop(Duration::from_secs(10));
+}
+
 fn skip_all_http(cfg: &Config, r: &mut Report, key: &str, target: &str, reason: &str) {
     for (w, name) in WORKLOADS {
         for &c in &cfg.connections {
@@ -292,7 +335,9 @@ fn skip_all_http(cfg: &Config, r: &mut Report, key: &str, target: &str, reason: 
     }
 }
 
-/// The API's four workloads against one running implementation.
+/// The API's workloads (all four, or those named in `only`) against one
+/// running implementation.
+#[allow(clippy::too_many_arguments)]
 async fn http_api(
     cfg: &Config,
     r: &mut Report,
@@ -301,6 +346,7 @@ async fn http_api(
     auth: &Target,
     orders: &Target,
     pid: Option<u32>,
+    only: Option<&[&str]>,
 ) {
     let setup = async {
         let a = api::new_user(auth).await.context("user A")?;
@@ -357,6 +403,9 @@ async fn http_api(
         ]
     };
     for (w, name, target, template) in templates {
+        if only.is_some_and(|only| !only.contains(&w)) {
+            continue;
+        }
         let template = Arc::new(template);
         for &c in &cfg.connections {
             let label = format!("http {w} {target_name} c={c}");
@@ -394,7 +443,7 @@ async fn http_section(cfg: &Config, r: &mut Report) {
             Target::from_url(auth_url).await,
             Target::from_url(orders_url).await,
         ) {
-            (Ok(a), Ok(o)) => http_api(cfg, r, "external", "external", &a, &o, None).await,
+            (Ok(a), Ok(o)) => http_api(cfg, r, "external", "external", &a, &o, None, None).await,
             (Err(e), _) | (_, Err(e)) => {
                 skip_all_http(cfg, r, "external", "external", &format!("{e:#}"))
             }
@@ -442,6 +491,7 @@ async fn http_section(cfg: &Config, r: &mut Report) {
                         &a,
                         &o,
                         Some(proc_.pid),
+                        None,
                     )
                     .await;
                     let mut m = Measurement::new(
@@ -473,6 +523,8 @@ async fn http_section(cfg: &Config, r: &mut Report) {
             &format!("cannot start orderly: {e:#}"),
         ),
     }
+
+    cached_get_without_access_log(cfg, r, &bin).await;
 
     // PostgreSQL: two fresh databases, dropped at the end.
     let Some(pg_url) = cfg.postgres_url.clone() else {
@@ -512,6 +564,7 @@ async fn http_section(cfg: &Config, r: &mut Report) {
             &a,
             &o,
             Some(proc_.pid),
+            None,
         )
         .await;
         // Stopped first: its relay and worker must not share the CPU with pgbench.
@@ -1121,6 +1174,13 @@ fn checks(cfg: &Config, r: &mut Report) {
                 Some((Goal::AtLeast, 0.5)),
             );
         }
+        r.ratio(
+            &format!("cached GET, access log off / bare axum (embedded, c={c})"),
+            &format!("http.get.quiet.c{c}"),
+            &format!("http.bare.c{c}"),
+            Throughput,
+            None,
+        );
         r.ratio(
             &format!("create / bare axum (PostgreSQL, c={c})"),
             &format!("http.create.postgres.c{c}"),
