@@ -87,6 +87,7 @@ pub const ENV_NAMES: &[&str] = &[
     "HTTP_HEADER_READ_TIMEOUT_SECONDS",
     "HTTP_BODY_TIMEOUT_SECONDS",
     "HTTP_REQUEST_TIMEOUT_SECONDS",
+    "HTTP_WRITE_TIMEOUT_SECONDS",
 ];
 
 /// A value that never shows in logs or `Debug` output.
@@ -428,6 +429,9 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body (408).
     pub body_timeout: Duration,
+    /// Longest a response may wait for the client to accept more of it;
+    /// then the connection is closed.
+    pub write_timeout: Duration,
     /// Longest a whole request may take (503; 408 if the body was still coming).
     pub request_timeout: Duration,
 }
@@ -439,6 +443,7 @@ impl Default for HttpSettings {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -462,6 +467,7 @@ fn http_settings(env: &Env) -> Result<HttpSettings, ConfigError> {
         )?,
         body_timeout: seconds("HTTP_BODY_TIMEOUT_SECONDS", defaults.body_timeout)?,
         request_timeout: seconds("HTTP_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
+        write_timeout: seconds("HTTP_WRITE_TIMEOUT_SECONDS", defaults.write_timeout)?,
     })
 }
 
@@ -1223,6 +1229,7 @@ mod tests {
             ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "2"),
             ("HTTP_BODY_TIMEOUT_SECONDS", "3"),
             ("HTTP_REQUEST_TIMEOUT_SECONDS", "4"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "5"),
         ]);
         let s = Settings::from_env(&env).unwrap();
         assert_eq!(
@@ -1236,12 +1243,14 @@ mod tests {
             (
                 s.http.header_read_timeout,
                 s.http.body_timeout,
-                s.http.request_timeout
+                s.http.request_timeout,
+                s.http.write_timeout
             ),
             (
                 Duration::from_secs(2),
                 Duration::from_secs(3),
-                Duration::from_secs(4)
+                Duration::from_secs(4),
+                Duration::from_secs(5)
             )
         );
         let any = Env::from_pairs([("CORS_ALLOWED_ORIGINS", "*")]);
@@ -1261,6 +1270,7 @@ mod tests {
             ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0"),
             ("HTTP_BODY_TIMEOUT_SECONDS", "soon"),
             ("HTTP_REQUEST_TIMEOUT_SECONDS", "-1"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "0"),
         ] {
             let err = Settings::from_env(&Env::from_pairs([bad]))
                 .unwrap_err()

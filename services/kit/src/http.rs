@@ -21,6 +21,7 @@ use crate::headers::DOCS_PATH;
 use crate::health::{self, ReadinessCheck};
 use crate::shutdown::Shutdown;
 use crate::timeouts::Timeouts;
+use crate::write_deadline::WriteDeadline;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -72,8 +73,9 @@ pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, std::io::Error>
 /// connections, and let in-flight requests finish (at most [`DRAIN_BOUND`]).
 ///
 /// A client gets `http.header_read_timeout` for each request's headers (from
-/// the connection's start or the previous response), or its connection is
-/// closed: slow or silent clients cannot hold connections open. Handlers see
+/// the connection's start or the previous response), and a response that it
+/// stops reading for `http.write_timeout` is abandoned; either way its
+/// connection is closed: slow or silent clients cannot hold connections open. Handlers see
 /// the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
@@ -105,6 +107,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
+        let stream = WriteDeadline::new(stream, http.write_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

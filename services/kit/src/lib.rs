@@ -17,6 +17,7 @@ pub mod telemetry;
 pub mod timeouts;
 pub mod token;
 pub mod trace_context;
+pub mod write_deadline;
 
 pub use error::{ApiError, FieldError};
 pub use shutdown::Shutdown;

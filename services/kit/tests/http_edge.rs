@@ -28,6 +28,9 @@ use tower::ServiceExt;
 /// Generous bound for anything that should happen "at once".
 const SOON: Duration = Duration::from_secs(10);
 
+/// Size of `/large`'s body: far more than loopback's socket buffers hold.
+const LARGE: usize = 64 << 20;
+
 /// Told when a `/hold` request reached its handler (one test uses it).
 static HOLD_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
@@ -52,6 +55,7 @@ fn routes() -> Router {
                 },
             )),
         )
+        .route("/large", get(|| async { vec![b'x'; LARGE] }))
         .route(
             "/cached",
             get(|| async { ([(header::CACHE_CONTROL, "public, max-age=60")], "keys") }),
@@ -525,6 +529,42 @@ async fn serve_closes_a_connection_whose_headers_do_not_arrive_in_time() {
         .expect("serve returns")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn serve_abandons_a_response_its_client_stops_reading() {
+    let server = start_server(HttpSettings {
+        write_timeout: Duration::from_secs(1),
+        ..HttpSettings::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading: the socket buffers fill up and the server's write stalls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(SOON, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open after {got} bytes"
+    );
+    assert!(
+        got < LARGE,
+        "the whole response arrived ({got} bytes): the stalled write was not abandoned"
+    );
+    server.shutdown.trigger();
 }
 
 #[tokio::test]
