@@ -44,6 +44,15 @@ use crate::{DEAD_LETTER_SUFFIX, Inner, context};
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// Upper bound on a wait, so a missed wake-up costs at most this.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+/// How long a gap in a partition's offsets is fetched again before the
+/// records after it are taken without it (see [`GroupState::receive`]).
+const GAP_PATIENCE: Duration = Duration::from_secs(2);
+/// The session of a static member (`group.instance.id`). A restart under the
+/// same id takes over at once, so a long session costs nothing there; a short
+/// one let tansu 0.6 expire a live static member whose heartbeats paused (a
+/// broker stop, a slow start), and when that member led the group, tansu kept
+/// naming it leader and no member got partitions again. Kafka's own default.
+const STATIC_SESSION_TIMEOUT: &str = "45000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -77,6 +86,10 @@ struct PartitionState {
     commit_to: Option<i64>,
     /// `commit_to` moved since the last commit.
     dirty: bool,
+    /// The highest offset received in this assignment.
+    last_received: Option<i64>,
+    /// A gap after `last_received` being fetched again, and since when.
+    gap_since: Option<Instant>,
 }
 
 impl PartitionState {
@@ -177,15 +190,44 @@ impl GroupState {
         !self.ready.is_empty() && self.in_flight() < self.options.max_in_flight.max(1)
     }
 
-    fn receive(&mut self, partition: i32, offset: i64, message: Message) {
+    /// Keeps a received record; returns the offset to fetch again from when
+    /// records before this one are missing.
+    ///
+    /// A partition's records arrive in offset order without gaps on the
+    /// topics orderly writes (no transactions, no compaction). tansu 0.6 can
+    /// let a fetch return a batch before an earlier one is written, and
+    /// librdkafka then moves past the earlier records: acking the later ones
+    /// would commit past records never delivered. So a gap is fetched again
+    /// (the later record is dropped; it comes again after the earlier ones),
+    /// for up to [`GAP_PATIENCE`]; a gap still there then is taken as real
+    /// and logged.
+    fn receive(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        message: Message,
+        now: Instant,
+    ) -> Option<i64> {
         let Some(p) = self.partitions.get_mut(&partition) else {
             // A record fetched before its partition was revoked; the next
             // owner reads it again.
-            return;
+            return None;
         };
         if p.entries.contains_key(&offset) || p.commit_to.is_some_and(|c| offset < c) {
-            return;
+            return None;
         }
+        if let Some(last) = p.last_received
+            && offset > last + 1
+        {
+            let since = *p.gap_since.get_or_insert(now);
+            if now.duration_since(since) < GAP_PATIENCE {
+                return Some(last + 1);
+            }
+            tracing::warn!(topic = %self.topic, partition, from = last + 1, to = offset - 1,
+                "Kafka offsets missing from the partition; going on without them");
+        }
+        p.gap_since = None;
+        p.last_received = Some(p.last_received.map_or(offset, |last| last.max(offset)));
         p.entries.insert(
             offset,
             Entry {
@@ -195,6 +237,7 @@ impl GroupState {
             },
         );
         self.ready.push_back((partition, p.epoch, offset));
+        None
     }
 
     /// Takes the next ready record and marks it in flight.
@@ -343,6 +386,8 @@ impl GroupState {
                     entries: BTreeMap::new(),
                     commit_to: None,
                     dirty: false,
+                    last_received: None,
+                    gap_since: None,
                 },
             );
         }
@@ -487,7 +532,9 @@ pub(crate) fn subscribe(
     // A group reads what was published before it first subscribed.
     config.set("auto.offset.reset", "earliest");
     if let Some(id) = &inner.config.group_instance_id {
-        config.set("group.instance.id", id);
+        config
+            .set("group.instance.id", id)
+            .set("session.timeout.ms", STATIC_SESSION_TIMEOUT);
     }
     let consumer: GroupConsumer = config
         .create_with_context(GroupContext {
@@ -574,7 +621,16 @@ async fn run(
                 }
             }
             received = recv_owned(&consumer, &inner) => match received {
-                Ok((partition, offset, message)) => lock(&state).receive(partition, offset, message),
+                Ok((partition, offset, message)) => {
+                    let refetch = lock(&state).receive(partition, offset, message, Instant::now());
+                    if let Some(from) = refetch {
+                        tracing::debug!(topic = %topic, partition, from, at = offset, "gap in Kafka offsets; fetching again");
+                        // Asynchronous (no wait): the next records of the partition start at `from`.
+                        if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(from), Duration::ZERO) {
+                            tracing::warn!(topic = %topic, partition, from, error = %e, "cannot fetch the gap again");
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(topic = %topic, error = %e, "Kafka group consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -640,4 +696,81 @@ fn spawn_dead_letter(inner: &Arc<Inner>, d: DeadLetter, settle: mpsc::UnboundedS
             kind: Outcome::DeadLettered,
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_partition() -> GroupState {
+        let mut st = GroupState {
+            topic: "t".into(),
+            group: "g".into(),
+            options: GroupOptions::default(),
+            next_epoch: 0,
+            partitions: HashMap::new(),
+            ready: VecDeque::new(),
+            paused: false,
+        };
+        st.assign(&[0]);
+        st
+    }
+
+    fn record(offset: i64) -> Message {
+        Message::new("t", format!("r{offset}"))
+    }
+
+    fn queued(st: &GroupState) -> Vec<i64> {
+        st.ready.iter().map(|&(_, _, o)| o).collect()
+    }
+
+    #[tokio::test]
+    async fn a_record_after_a_gap_is_dropped_and_the_gap_fetched_again() {
+        let mut st = one_partition();
+        let now = Instant::now();
+        assert_eq!(st.receive(0, 10, record(10), now), None);
+        assert_eq!(st.receive(0, 11, record(11), now), None);
+        // 12 is missing: 13 is not kept, and 12 is asked for again.
+        assert_eq!(st.receive(0, 13, record(13), now), Some(12));
+        assert_eq!(queued(&st), [10, 11]);
+        // Then they come in order.
+        assert_eq!(st.receive(0, 12, record(12), now), None);
+        assert_eq!(st.receive(0, 13, record(13), now), None);
+        assert_eq!(queued(&st), [10, 11, 12, 13]);
+    }
+
+    #[tokio::test]
+    async fn acks_after_a_gap_never_commit_past_it() {
+        let mut st = one_partition();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        st.receive(0, 0, record(0), now);
+        assert_eq!(st.receive(0, 2, record(2), now), Some(1));
+        let first = st.emit(&tx).expect("record 0");
+        assert_eq!(first.message.payload, "r0");
+        assert!(st.emit(&tx).is_none(), "record 2 was not kept");
+        st.settle(Settle {
+            partition: 0,
+            epoch: 1,
+            offset: 0,
+            delivery: 1,
+            kind: Outcome::Ack,
+        });
+        assert_eq!(st.partitions[&0].commit_to, Some(1), "up to the gap only");
+    }
+
+    #[tokio::test]
+    async fn a_gap_that_stays_is_taken_as_real_after_the_patience() {
+        let mut st = one_partition();
+        let start = Instant::now();
+        st.receive(0, 5, record(5), start);
+        assert_eq!(st.receive(0, 9, record(9), start), Some(6));
+        let later = start + GAP_PATIENCE / 2;
+        assert_eq!(st.receive(0, 9, record(9), later), Some(6), "still waiting");
+        let past = start + GAP_PATIENCE;
+        assert_eq!(st.receive(0, 9, record(9), past), None);
+        assert_eq!(queued(&st), [5, 9]);
+        // A later gap gets its own patience.
+        assert_eq!(st.receive(0, 12, record(12), past), Some(10));
+    }
 }
