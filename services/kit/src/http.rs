@@ -75,8 +75,8 @@ pub async fn bind(addr: &str, what: &str) -> Result<TcpListener, std::io::Error>
 /// A client gets `http.header_read_timeout` for each request's headers (from
 /// the connection's start or the previous response), and a response that it
 /// stops reading for `http.write_timeout` is abandoned; either way its
-/// connection is closed: slow or silent clients cannot hold connections open. Handlers see
-/// the peer as `ConnectInfo<SocketAddr>`.
+/// connection is closed: slow or silent clients cannot hold connections open.
+/// Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

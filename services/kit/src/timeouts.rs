@@ -29,7 +29,7 @@ pub const BODY_TOO_SLOW: &str = "Request body was not received in time";
 /// Detail of the 503 answer.
 pub const REQUEST_TOO_SLOW: &str = "Request timed out";
 
-/// The two bounds [`enforce`] applies.
+/// The two bounds [`bounded`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Longest wait for the next piece of the body.
