@@ -17,7 +17,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -104,7 +104,7 @@ where
     let span = tracing::info_span!("http", service = edge.service, method = %method,
         path = %req.uri().path(), trace_id = %trace.trace_id_hex());
 
-    let mut response = async {
+    let (mut response, took) = async {
         // A panic in the handler (or in building its future) is caught here.
         let run = AssertUnwindSafe(async {
             timeouts::bounded(edge.limits, req, |req| async move {
@@ -119,8 +119,9 @@ where
             tracing::error!("handler panicked");
             detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         });
-        log_answer(response.status(), started);
-        response
+        let took = started.elapsed();
+        log_answer(response.status(), took);
+        (response, took)
     }
     .instrument(span)
     .await;
@@ -130,7 +131,7 @@ where
         &method,
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         response.status(),
-        started,
+        took,
     );
     if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
         response.headers_mut().insert(TRACEPARENT, value);
@@ -140,8 +141,8 @@ where
 }
 
 /// The access log line; answers of the server's own failures (5xx) at error level.
-fn log_answer(status: StatusCode, started: Instant) {
-    let latency = format_args!("{} ms", started.elapsed().as_millis());
+fn log_answer(status: StatusCode, took: Duration) {
+    let latency = format_args!("{} ms", took.as_millis());
     let status = status.as_u16();
     if status >= 500 {
         tracing::error!(target: ACCESS_LOG_TARGET, %latency, status, "{ACCESS_LOG_MESSAGE}");
@@ -155,7 +156,7 @@ fn record_metrics(
     method: &Method,
     route: &str,
     status: StatusCode,
-    started: Instant,
+    took: Duration,
 ) {
     let labels = [
         ("service", Cow::Borrowed(service)),
@@ -164,8 +165,7 @@ fn record_metrics(
         ("status", label_of_status(status)),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels).record(took.as_secs_f64());
 }
 
 /// The method as a label without an allocation for the usual ones.
@@ -212,8 +212,6 @@ fn label_of_status(status: StatusCode) -> Cow<'static, str> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;

@@ -49,12 +49,7 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(HEX_DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
+    Hex(bytes).to_string()
 }
 
 /// Bytes displayed as lower-case hex.
@@ -162,13 +157,10 @@ impl TraceContext {
 
     /// The `traceparent` value for the next hop: `00-<trace id>-<span id>-<flags>`.
     pub fn traceparent(&self) -> String {
+        use std::fmt::Write;
         let mut value = String::with_capacity(55);
-        value.push_str("00-");
-        value.push_str(&self.trace_id());
-        value.push('-');
-        value.push_str(&self.span_id());
-        value.push('-');
-        value.push_str(&hex(&[self.flags]));
+        // Writing to a String cannot fail.
+        let _ = write!(value, "{self}");
         value
     }
 
@@ -180,7 +172,13 @@ impl TraceContext {
 
 impl std::fmt::Display for TraceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.traceparent())
+        write!(
+            f,
+            "00-{}-{}-{}",
+            Hex(&self.trace_id),
+            Hex(&self.span_id),
+            Hex(&[self.flags])
+        )
     }
 }
 
