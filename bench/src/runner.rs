@@ -280,21 +280,8 @@ const QUIET: &str = "orderly (embedded, access log off)";
 /// The cached GET again with the access log line filtered out
 /// (`RUST_LOG=info,access=off`): what the line costs, side by side.
 async fn cached_get_without_access_log(cfg: &Config, r: &mut Report, bin: &std::path::Path) {
-    let skip = |r: &mut Report, why: &str| {
-        for &c in &cfg.connections {
-            r.measurements.push(
-                Measurement::new(
-                    &format!("http.get.quiet.c{c}"),
-                    "http",
-                    WORKLOADS[0].1,
-                    QUIET,
-                    "req/s",
-                )
-                .with_connections(c)
-                .skipped(why),
-            );
-        }
-    };
+    let only: &[&str] = &["get"];
+    let skip = |r: &mut Report, why: &str| skip_http(cfg, r, "quiet", QUIET, why, Some(only));
     let proc_ = match OrderlyProcess::spawn(SpawnOptions {
         bin,
         env: vec![("RUST_LOG".into(), "info,access=off".into())],
@@ -309,7 +296,6 @@ async fn cached_get_without_access_log(cfg: &Config, r: &mut Report, bin: &std::
         Target::from_url(&proc_.orders_url).await,
     ) {
         (Ok(a), Ok(o)) => {
-            let only: &[&str] = &["get"];
             http_api(cfg, r, "quiet", QUIET, &a, &o, Some(proc_.pid), Some(only)).await;
         }
         (Err(e), _) | (_, Err(e)) => skip(r, &format!("{e:#}")),
@@ -318,7 +304,22 @@ async fn cached_get_without_access_log(cfg: &Config, r: &mut Report, bin: &std::
 }
 
 fn skip_all_http(cfg: &Config, r: &mut Report, key: &str, target: &str, reason: &str) {
+    skip_http(cfg, r, key, target, reason, None);
+}
+
+/// Skipped rows for the workloads (all, or those in `only`) of one target.
+fn skip_http(
+    cfg: &Config,
+    r: &mut Report,
+    key: &str,
+    target: &str,
+    reason: &str,
+    only: Option<&[&str]>,
+) {
     for (w, name) in WORKLOADS {
+        if only.is_some_and(|only| !only.contains(&w)) {
+            continue;
+        }
         for &c in &cfg.connections {
             r.measurements.push(
                 Measurement::new(
