@@ -5,6 +5,7 @@
 //! They never name a transport: adapters (`embedded` here, Kafka, NATS, Redis in
 //! `adapters/`) implement the traits, and the same contract holds for each.
 
+mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
@@ -16,6 +17,7 @@ mod ports;
 mod retry;
 pub mod wire;
 
+pub use backoff::Backoff;
 pub use error::{BusError, QueueError};
 pub use lease::{Lease, LocalLease};
 pub use message::{AckKind, Acker, Delivery, Headers, Message, Subscription};
