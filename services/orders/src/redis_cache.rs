@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -54,6 +54,32 @@ impl RedisCache {
             && pending.len() < MAX_PENDING_REMOVALS
         {
             pending.insert(id);
+        }
+    }
+
+    /// `SET order:{id} … PX ttl`, with `NX` when `only_if_absent`.
+    async fn set(&self, order: &Order, only_if_absent: bool) {
+        if !self.gate.open() {
+            self.remember_stale(order.id);
+            return;
+        }
+        let Ok(json) = serde_json::to_string(order) else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let ttl_ms = self.ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key(order.id)).arg(json).arg("PX").arg(ttl_ms);
+        if only_if_absent {
+            cmd.arg("NX");
+        }
+        let stored = bounded(cmd.query_async::<Option<String>>(&mut conn)).await;
+        match stored {
+            Ok(_) => self.after_success().await,
+            Err(e) => {
+                self.remember_stale(order.id);
+                self.gate.failed("put", &e);
+            }
         }
     }
 
@@ -110,31 +136,14 @@ impl OrderCache for RedisCache {
     }
 
     async fn put(&self, order: &Order) {
-        if !self.gate.open() {
-            self.remember_stale(order.id);
-            return;
-        }
-        let Ok(json) = serde_json::to_string(order) else {
-            return;
-        };
-        let mut conn = self.conn.clone();
-        let ttl_ms = self.ttl.as_millis().max(1) as u64;
-        let stored = bounded(
-            redis::cmd("SET")
-                .arg(key(order.id))
-                .arg(json)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut conn),
-        )
-        .await;
-        match stored {
-            Ok(()) => self.after_success().await,
-            Err(e) => {
-                self.remember_stale(order.id);
-                self.gate.failed("put", &e);
-            }
-        }
+        self.set(order, false).await;
+    }
+
+    async fn fill(&self, order: &Order, _read_started: Instant) {
+        // `SET NX`: a fill never replaces what a status change stored meanwhile.
+        // Forgetting only happens for the in-memory cache (with Redis every
+        // process writes the one shared copy), so NX is all the guard needed.
+        self.set(order, true).await;
     }
 
     async fn remove(&self, id: Uuid) {
@@ -195,6 +204,28 @@ mod tests {
         assert!(ttl > 0 && ttl <= 300, "{ttl}");
         cache.remove(order.id).await;
         assert_eq!(cache.get(order.id).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_fill_never_replaces_a_status_change_stored_meanwhile() {
+        if orderly_testkit::shared_redis().await.is_none() {
+            return;
+        }
+        let cache =
+            RedisCache::new(&orderly_testkit::redis_url(), Duration::from_secs(300)).unwrap();
+        let pending = order();
+        let read_started = std::time::Instant::now();
+        let paid = Order {
+            status: OrderStatus::Paid,
+            ..pending.clone()
+        };
+        cache.put(&paid).await;
+        cache.fill(&pending, read_started).await;
+        assert_eq!(cache.get(pending.id).await, Some(paid));
+        cache.remove(pending.id).await;
+        cache.fill(&pending, std::time::Instant::now()).await;
+        assert_eq!(cache.get(pending.id).await, Some(pending.clone()));
+        cache.remove(pending.id).await;
     }
 
     #[tokio::test]

@@ -131,8 +131,9 @@ impl OrderService {
         if let Some(order) = self.cache.get(id).await {
             return Ok(order);
         }
+        let read_started = std::time::Instant::now();
         let order = self.store.get(id).await?.ok_or(OrdersError::NotFound)?;
-        self.cache.put(&order).await;
+        self.cache.fill(&order, read_started).await;
         Ok(order)
     }
 
