@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use orderly_bus::{Bus, Message};
+use orderly_bus::{Backoff, Bus, Message};
 use orderly_kit::Shutdown;
 
 use crate::OrderService;
@@ -18,6 +18,8 @@ use crate::store::{OrderStore, PendingEvent};
 const BATCH: i64 = 200;
 /// Safety net for a missed wake-up and for rows left by a crashed process.
 const POLL: Duration = Duration::from_secs(1);
+/// Waits after a failed publish: doubling from the first to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct OutboxRelay {
@@ -87,18 +89,18 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let (store, wake, stop) = (self.store.clone(), self.wake.clone(), shutdown.clone());
         let watcher = tokio::spawn(async move { store.watch_outbox(wake, stop).await });
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut gauge_at = tokio::time::Instant::now() - POLL;
         loop {
             match self.drain_once().await {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => backoff.reset(),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not publish; will retry");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox relay could not publish; will retry");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.wait() => break,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }

@@ -1,16 +1,18 @@
 //! Turning [`OrdersSettings`] into the service's parts: the store the database
 //! URL names (SQLite or PostgreSQL), the cache and limiter (in-process or
-//! Redis), and what `/ready` checks. `main` only wires these to the bus.
+//! Redis), and what `/ready` checks; and the parts into the HTTP app. The
+//! binary's wiring only adds the bus and the token verifier it chose.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::Router;
 use tokio::sync::Notify;
 
-use orderly_kit::config::OrdersSettings;
+use orderly_kit::config::{HttpSettings, OrdersSettings};
 use orderly_kit::health::ReadinessCheck;
+use orderly_kit::token::TokenVerifier;
 
-use crate::OrderService;
 use crate::cache::{MemoryCache, OrderCache};
 use crate::limiter::{MemoryLimiter, RateLimiter};
 use crate::postgres::PgOrderStore;
@@ -18,6 +20,7 @@ use crate::redis_cache::RedisCache;
 use crate::redis_limiter::RedisLimiter;
 use crate::sqlite::SqliteOrderStore;
 use crate::store::{OrderStore, StoreError};
+use crate::{OrderService, OrdersState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -116,6 +119,35 @@ pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupErro
         checks,
         shared_cache,
     })
+}
+
+/// The whole HTTP service on these parts: the orders routes, and kit's
+/// operational routes and layers (`/health`, `/ready`, `/docs`, metrics,
+/// 404/405 bodies, the HTTP edge). `/ready` checks the parts' own
+/// dependencies, then `more_checks` (what the process adds: bus, queue, JWKS).
+/// The binary and the tests both build the app here.
+pub fn app(
+    settings: &OrdersSettings,
+    parts: &OrdersParts,
+    verifier: Arc<TokenVerifier>,
+    more_checks: Vec<Arc<dyn ReadinessCheck>>,
+    http: &HttpSettings,
+) -> Router {
+    let state = OrdersState {
+        service: parts.service.clone(),
+        verifier,
+        limiter: parts.limiter.clone(),
+        trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+    };
+    let mut checks = parts.checks.clone();
+    checks.extend(more_checks);
+    orderly_kit::http::finish(
+        "orders",
+        crate::router(state),
+        crate::openapi(),
+        checks,
+        http,
+    )
 }
 
 struct StoreCheck(Arc<dyn OrderStore>);

@@ -5,12 +5,16 @@ pub mod maintenance;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderly_bus::{Job, JobQueue, RetryOutcome};
+use orderly_bus::{Backoff, Job, JobQueue, RetryOutcome};
 use orderly_consumer::{PROCESS_ORDER, ProcessOrder};
 use orderly_kit::Shutdown;
 use orderly_kit::trace_context::TraceContext;
 use orderly_orders::{OrderService, OrdersError, PayOutcome};
 use tracing::Instrument;
+
+/// Waits while the queue cannot be reached: doubling from the first to the cap.
+const RESERVE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RESERVE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -129,7 +133,7 @@ impl Worker {
     }
 
     async fn run_slot(self: Arc<Self>, slot: usize, shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(RESERVE_RETRY_FIRST, RESERVE_RETRY_MAX);
         while !shutdown.is_triggered() {
             let reserved = tokio::select! {
                 r = self.queue.reserve(PROCESS_ORDER, self.config.visibility_timeout, Duration::from_secs(1)) => r,
@@ -137,7 +141,7 @@ impl Worker {
             };
             match reserved {
                 Ok(Some(job)) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     // A job in hand is finished even during shutdown (bounded by the payment delay).
                     self.process(job).await;
                 }
@@ -145,10 +149,9 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(slot, error = %e, "cannot reserve a job; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = shutdown.wait() => break,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

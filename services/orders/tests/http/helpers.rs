@@ -1,5 +1,5 @@
-//! The orders app built the way `main` builds it (store from the settings,
-//! `kit::http::finish` around the router), driven in-process with `oneshot`.
+//! The orders app, built by the function the `orderly` binary builds it with
+//! (`orderly_orders::startup::app`), driven in-process with `oneshot`.
 //! Tokens are PASETO v4.public (a format orders accepts in production too),
 //! so no RSA key has to be generated.
 
@@ -11,7 +11,6 @@ use axum::http::Request;
 use orderly_kit::config::{Env, Settings};
 use orderly_kit::routes::{Observed, undocumented_statuses};
 use orderly_kit::token::{AccessClaims, PasetoSigner, TokenVerifier};
-use orderly_orders::OrdersState;
 use orderly_testkit::TestDatabase;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -63,17 +62,11 @@ impl TestApp {
         let signer = PasetoSigner::from_secret_bytes(&secret).expect("the key loads");
         let verifier = TokenVerifier::new(Vec::new(), &settings.orders.verifier)
             .with_paseto_keys(vec![signer.public_key().clone()]);
-        let state = OrdersState {
-            service: parts.service.clone(),
-            verifier: Arc::new(verifier),
-            limiter: parts.limiter.clone(),
-            trusted_proxies: Arc::new(Vec::new()),
-        };
-        let router = orderly_kit::http::finish(
-            "orders",
-            orderly_orders::router(state),
-            orderly_orders::openapi(),
-            parts.checks.clone(),
+        let router = orderly_orders::startup::app(
+            &settings.orders,
+            &parts,
+            Arc::new(verifier),
+            Vec::new(),
             &settings.http,
         )
         .layer(axum::middleware::from_fn(

@@ -1,11 +1,11 @@
-//! The job queue's wiring (`JOB_QUEUE=embedded|redis`), its periodic
-//! maintenance, and `orderly jobs …`, which inspects it through the port.
+//! The job queue's wiring (`JOB_QUEUE=embedded|redis`) and its periodic
+//! maintenance; also the embedded broker on the data directory, which the
+//! embedded bus and the embedded queue share.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{JobQueue, Lease, LocalLease, RetryPolicy};
@@ -13,22 +13,6 @@ use orderly_consumer::PROCESS_ORDER;
 use orderly_kit::config::{JobQueueKind, Settings, redact_url};
 use orderly_redis::{RedisQueue, RedisQueueConfig};
 use orderly_worker::maintenance::Periodic;
-
-#[derive(Subcommand, Clone, PartialEq, Eq)]
-pub enum JobsAction {
-    /// Waiting, running, retrying and dead jobs
-    Stats,
-    /// The dead letters with their error history
-    Dead {
-        /// Show at most this many
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    /// Run a dead job again (fresh attempt count)
-    Requeue { id: String },
-    /// Delete every dead job
-    PurgeDead,
-}
 
 /// The job queue, the periodic jobs it needs and the lease they run under.
 pub struct QueueParts {
@@ -47,6 +31,7 @@ fn policy(settings: &Settings) -> RetryPolicy {
     }
 }
 
+/// The embedded broker on the data directory (`ORDERLY_DATA_DIR`).
 pub async fn open_broker(settings: &Settings) -> Result<EmbeddedBroker> {
     EmbeddedBroker::open(BrokerConfig {
         data_dir: Some(settings.data_dir.clone()),
@@ -170,9 +155,9 @@ fn redis_maintenance(queue: &RedisQueue) -> Vec<Periodic> {
     ]
 }
 
-/// `orderly jobs …`: through the port, so the same for both queues.
-pub async fn cli(settings: &Settings, action: &JobsAction) -> Result<()> {
-    let queue = match settings.jobs.kind {
+/// The queue alone, for `orderly jobs …`, which inspects it through the port.
+pub async fn open_for_inspection(settings: &Settings) -> Result<Arc<dyn JobQueue>> {
+    Ok(match settings.jobs.kind {
         JobQueueKind::Redis => open_queue(settings, None).await?.queue,
         JobQueueKind::Embedded => {
             let broker = open_broker(settings).await.with_context(|| {
@@ -183,41 +168,5 @@ pub async fn cli(settings: &Settings, action: &JobsAction) -> Result<()> {
             })?;
             open_queue(settings, Some(&broker)).await?.queue
         }
-    };
-    let q = PROCESS_ORDER;
-    match action {
-        JobsAction::Stats => {
-            let s = queue.stats(q).await?;
-            println!("queue {q}:");
-            println!("  waiting   {:>8}  (including retrying)", s.waiting);
-            println!("  running   {:>8}", s.running);
-            println!("  retrying  {:>8}", s.retrying);
-            println!("  dead      {:>8}", s.dead);
-        }
-        JobsAction::Dead { limit } => {
-            let dead = queue.dead_letters(q, *limit).await?;
-            if dead.is_empty() {
-                println!("no dead jobs in {q}");
-            }
-            for d in dead {
-                println!("{}  attempts: {}", d.id, d.attempts);
-                println!("  payload: {}", String::from_utf8_lossy(&d.payload));
-                for (i, e) in d.errors.iter().enumerate() {
-                    println!("  error {}: {e}", i + 1);
-                }
-            }
-        }
-        JobsAction::Requeue { id } => {
-            if queue.requeue_dead(q, id).await? {
-                println!("requeued {id}");
-            } else {
-                anyhow::bail!("no dead job {id:?} in {q}");
-            }
-        }
-        JobsAction::PurgeDead => {
-            let n = queue.purge_dead(q).await?;
-            println!("purged {n} dead jobs from {q}");
-        }
-    }
-    Ok(())
+    })
 }

@@ -14,6 +14,7 @@ pub const DEFAULT_TARGETS: &[&str] = &[
     "http://127.0.0.1:8000/health",
 ];
 
+/// Checks each target in turn; the first that fails is the error.
 pub async fn run(targets: &[String], timeout: Duration) -> Result<()> {
     let defaults: Vec<String> = DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect();
     let targets = if targets.is_empty() {

@@ -1,0 +1,69 @@
+//! Which bus (`BUS=embedded|kafka|nats`) and which job queue (`JOB_QUEUE`,
+//! independent of `BUS`) a process talks through, each measured whatever its
+//! adapter (`bus_*` and `jobs_*` metrics, README "Observability").
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use orderly_bus::Bus;
+use orderly_bus::metered::{MeteredBus, MeteredQueue};
+use orderly_kafka::{KafkaBus, KafkaConfig};
+use orderly_kit::config::{BusKind, KafkaSettings, Settings};
+use orderly_nats::{NatsBus, NatsConfig};
+
+use super::queue::{self, QueueParts};
+
+/// The bus and the job queue of one process.
+pub struct Messaging {
+    pub bus: Arc<dyn Bus>,
+    pub jobs: QueueParts,
+}
+
+/// Opens both, metered.
+pub async fn open(settings: &Settings) -> Result<Messaging> {
+    let (bus, mut jobs) = open_transports(settings).await?;
+    jobs.queue = MeteredQueue::wrap(jobs.queue);
+    Ok(Messaging {
+        bus: MeteredBus::wrap(bus),
+        jobs,
+    })
+}
+
+async fn open_transports(settings: &Settings) -> Result<(Arc<dyn Bus>, QueueParts)> {
+    match settings.bus {
+        BusKind::Embedded => {
+            let broker = queue::open_broker(settings).await?;
+            let jobs = queue::open_queue(settings, Some(&broker)).await?;
+            Ok((Arc::new(broker), jobs))
+        }
+        BusKind::Kafka => {
+            // Only events go through Kafka.
+            let jobs = queue::open_queue(settings, None).await?;
+            let bus = KafkaBus::new(kafka_config(&settings.kafka)).context("Kafka bus")?;
+            Ok((Arc::new(bus), jobs))
+        }
+        BusKind::Nats => {
+            // Events go through NATS (JetStream for the groups).
+            let jobs = queue::open_queue(settings, None).await?;
+            let mut config = NatsConfig::new(&settings.nats_url);
+            config.client_name = "orderly".into();
+            let bus = NatsBus::connect(config)
+                .await
+                .with_context(|| format!("NATS at {}", settings.nats_url))?;
+            Ok((Arc::new(bus), jobs))
+        }
+    }
+}
+
+fn kafka_config(s: &KafkaSettings) -> KafkaConfig {
+    let mut c = KafkaConfig::new(&s.bootstrap_servers);
+    c.topic_partitions = s.topic_partitions;
+    c.replication_factor = s.replication_factor;
+    c.max_payload = s.max_payload_bytes;
+    c.message_timeout = s.message_timeout;
+    c.fetch_wait_max = s.fetch_wait_max;
+    c.topic_prefix = s.topic_prefix.clone();
+    c.group_instance_id = s.group_instance_id.clone();
+    c
+}

@@ -1,0 +1,116 @@
+//! The one place that knows every crate: which store, bus and job queue the
+//! configuration names, and what each role starts. The services know nothing
+//! of transports or stores.
+
+mod broker;
+mod checks;
+mod jobs;
+mod messaging;
+mod ops;
+mod orders;
+mod queue;
+mod roles;
+mod serve;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use orderly_kit::Shutdown;
+use orderly_kit::config::{Env, Settings};
+
+pub use queue::open_for_inspection as open_queue_for_inspection;
+pub use roles::Role;
+
+/// The settings from the environment and an optional .env file.
+pub fn settings() -> Result<Settings> {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => return Err(e).context("cannot read .env"),
+    }
+    Ok(Settings::from_env(&Env::from_process())?)
+}
+
+/// `orderly migrate`: both databases' migrations, then exit.
+pub async fn migrate(settings: &Settings) -> Result<()> {
+    // Ctrl-C waits for the migrations instead of cutting one short.
+    Shutdown::new().trigger_on_signals();
+    orderly_auth::migrate(&settings.auth).await?;
+    orderly_orders::startup::migrate(&settings.orders)
+        .await
+        .context("orders database")?;
+    tracing::info!("migrations applied");
+    println!("migrations applied");
+    Ok(())
+}
+
+/// Runs `role` until Ctrl-C or SIGTERM, or until one of its tasks fails.
+pub async fn run(role: Role, settings: Settings) -> Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let starts = role.starts();
+    if starts.broker {
+        return broker::run(&settings, shutdown).await;
+    }
+
+    let mut tasks = JoinSet::new();
+    let messaging = if starts.messaging() {
+        Some(messaging::open(&settings).await?)
+    } else {
+        None
+    };
+    if starts.auth {
+        let app = orderly_auth::startup::build_with_http(&settings.auth, &settings.http).await?;
+        let (addr, http) = (&settings.auth.bind, &settings.http);
+        serve::start_api("auth", addr, app, &shutdown, http, &mut tasks).await?;
+    }
+    if let Some(messaging) = &messaging {
+        let orders = if starts.order_service() {
+            Some(orderly_orders::startup::build(&settings.orders).await?)
+        } else {
+            None
+        };
+        if let (true, Some(parts)) = (starts.orders, &orders) {
+            let check_queue = starts.runs_jobs();
+            orders::start(
+                &settings,
+                parts,
+                messaging,
+                check_queue,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+        }
+        if starts.consumer {
+            jobs::start_consumer(messaging, &shutdown, &mut tasks);
+        }
+        if let (true, Some(parts)) = (starts.worker, &orders) {
+            let service = parts.service.clone();
+            jobs::start_worker(&settings, service, messaging, &shutdown, &mut tasks);
+        }
+        if let (true, Some(addr)) = (starts.needs_ops_listener(), &settings.ops_bind) {
+            let queue = &messaging.jobs.queue;
+            let checks = ops::checks(starts, &messaging.bus, orders.as_ref(), queue);
+            tasks.spawn(ops::server(addr, checks, shutdown.clone(), &settings).await?);
+        }
+    }
+    tracing::info!(data_dir = %settings.data_dir.display(), "orderly is running; Ctrl-C to stop");
+
+    // The first task to fail stops the others; a clean shutdown waits for all.
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            if result.is_ok() {
+                result = Err(e);
+            }
+            shutdown.trigger();
+        }
+    }
+    if let Some(messaging) = messaging {
+        messaging.bus.close().await;
+    }
+    tracing::info!("orderly stopped");
+    result
+}

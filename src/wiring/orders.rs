@@ -1,0 +1,130 @@
+//! The orders role: the events stream, the token verifier `ORDERS_JWKS_URL`
+//! or `ORDERS_PUBLIC_KEY_PATH` names, the HTTP app, the outbox relay, and the
+//! listener that keeps a per-process cache coherent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use orderly_bus::{Backoff, Bus, BusError};
+use orderly_kit::Shutdown;
+use orderly_kit::config::Settings;
+use orderly_kit::health::ReadinessCheck;
+use orderly_kit::token::TokenVerifier;
+use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
+use orderly_orders::startup::OrdersParts;
+
+use super::checks::{BusCheck, JwksCheck, QueueCheck};
+use super::messaging::Messaging;
+use super::serve;
+
+/// How long the first attempt to create the events stream may hold up start.
+const FIRST_STREAM_ATTEMPT: Duration = Duration::from_secs(3);
+/// Waits between the later attempts: doubling from the first to the cap.
+const STREAM_RETRY_FIRST: Duration = Duration::from_secs(1);
+const STREAM_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Before subscribing again to the changed orders, after the bus went away.
+const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
+/// Starts the orders API and its background tasks. `check_queue`: the process
+/// also takes jobs, so `/ready` reports the job queue too.
+pub async fn start(
+    settings: &Settings,
+    parts: &OrdersParts,
+    messaging: &Messaging,
+    check_queue: bool,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<()> {
+    let bus = &messaging.bus;
+    ensure_events_stream(bus.clone(), shutdown.clone()).await?;
+    let verifier = Arc::new(verifier(settings).await?);
+    let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(BusCheck(bus.clone()))];
+    if settings.orders.jwks_url.is_some() {
+        checks.push(Arc::new(JwksCheck(verifier.clone())));
+    }
+    if check_queue {
+        checks.push(Arc::new(QueueCheck(messaging.jobs.queue.clone())));
+    }
+    let app =
+        orderly_orders::startup::app(&settings.orders, parts, verifier, checks, &settings.http);
+    let (addr, http) = (&settings.orders.bind, &settings.http);
+    serve::start_api("orders", addr, app, shutdown, http, tasks).await?;
+    let relay = OutboxRelay::new(
+        parts.service.store().clone(),
+        bus.clone(),
+        parts.outbox_written.clone(),
+    );
+    let relay_stop = shutdown.clone();
+    tasks.spawn(async move {
+        relay.run(relay_stop).await;
+        Ok(())
+    });
+    // A shared (Redis) cache is refreshed by whoever writes; only
+    // per-process caches need to hear about other processes' changes.
+    if !parts.shared_cache {
+        let (service, bus, stop) = (parts.service.clone(), bus.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            // It returns early when the bus cannot be reached: listen again.
+            loop {
+                forget_changed_orders(service.clone(), bus.clone(), stop.clone()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(LISTEN_AGAIN_AFTER) => {}
+                    _ = stop.wait() => return Ok(()),
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The keys at `ORDERS_JWKS_URL` when set, else the auth service's public key file.
+async fn verifier(settings: &Settings) -> Result<TokenVerifier> {
+    let orders = &settings.orders;
+    match &orders.jwks_url {
+        Some(url) => TokenVerifier::from_jwks_url(url, &orders.verifier, orders.jwks_min_refetch)
+            .await
+            .context("orders cannot verify tokens (ORDERS_JWKS_URL)"),
+        None => TokenVerifier::from_file(&orders.public_key_path, &orders.verifier).context(
+            "orders cannot verify tokens (is ORDERS_PUBLIC_KEY_PATH the auth service's public key?)",
+        ),
+    }
+}
+
+/// Creates the events stream. A broker that cannot be reached does not stop
+/// the service (the outbox keeps the events, `/ready` reports the bus): the
+/// stream is created in the background once the broker answers.
+async fn ensure_events_stream(bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<()> {
+    let first = tokio::time::timeout(
+        FIRST_STREAM_ATTEMPT,
+        bus.ensure_stream(orderly_orders::events::stream()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(BusError::Unavailable("no answer yet".into())));
+    match first {
+        Ok(()) => return Ok(()),
+        Err(BusError::Unavailable(why)) => {
+            tracing::warn!(%why, "bus unreachable; orders starts anyway and creates the events stream when it is back");
+        }
+        Err(e) => return Err(e).context("events stream"),
+    }
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(STREAM_RETRY_FIRST, STREAM_RETRY_MAX);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = shutdown.wait() => return,
+            }
+            match bus.ensure_stream(orderly_orders::events::stream()).await {
+                Ok(()) => {
+                    tracing::info!("events stream ready");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "events stream still unavailable; retrying"),
+            }
+        }
+    });
+    Ok(())
+}
