@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::postgres::PgUserStore;
 use crate::refresh::{Consumed, SessionStore};
-use crate::sqlite::SqliteUserStore;
+use crate::sql_store::SqlUserStore;
 use crate::store::UserStore;
 
 type Guard = Box<dyn std::any::Any + Send>;
@@ -13,13 +12,13 @@ type Guard = Box<dyn std::any::Any + Send>;
 async fn sqlite() -> Option<(Guard, Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("auth.db").display());
-    let store = Arc::new(SqliteUserStore::connect(&url).await.unwrap());
+    let store = Arc::new(SqlUserStore::connect(&url).await.unwrap());
     Some((Box::new(dir), store.clone(), store))
 }
 
 async fn postgres() -> Option<(Guard, Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
     let db = orderly_testkit::TestDatabase::create().await?;
-    let store = Arc::new(PgUserStore::connect(&db.url).await.unwrap());
+    let store = Arc::new(SqlUserStore::connect(&db.url).await.unwrap());
     Some((Box::new(db), store.clone(), store))
 }
 

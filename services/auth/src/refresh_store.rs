@@ -1,27 +1,15 @@
-//! [`SessionStore`] on PostgreSQL.
+//! [`SessionStore`] on the user store's database, the same statements on
+//! SQLite and PostgreSQL.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use orderly_db::query;
 
-use crate::postgres::PgUserStore;
 use crate::refresh::{Consumed, SessionStore};
+use crate::sql_store::{SqlUserStore, email_is, fetch_user, user_columns};
 use crate::store::{StoreError, User};
 
-const USER_COLUMNS: &str = "id, email, hashed_password, google_sub, role";
-
-fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        hashed_password: row.try_get("hashed_password")?,
-        google_sub: row.try_get("google_sub")?,
-        role: row.try_get("role")?,
-    })
-}
-
 #[async_trait]
-impl SessionStore for PgUserStore {
+impl SessionStore for SqlUserStore {
     async fn insert_refresh_token(
         &self,
         token_hash: &str,
@@ -30,7 +18,7 @@ impl SessionStore for PgUserStore {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -39,7 +27,7 @@ impl SessionStore for PgUserStore {
         .bind(user_id)
         .bind(now)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -50,73 +38,67 @@ impl SessionStore for PgUserStore {
         now: i64,
     ) -> Result<Consumed, StoreError> {
         // One conditional UPDATE: of two concurrent uses only one matches.
-        let fresh = sqlx::query(
+        let fresh = query(
             "UPDATE refresh_tokens SET used_at = $1 \
-             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3 \
+             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
              RETURNING user_id, family_id",
         )
         .bind(now)
         .bind(token_hash)
-        .bind(now)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.db())
         .await?;
         if let Some(row) = fresh {
             return Ok(Consumed::Fresh {
-                user_id: row.try_get("user_id")?,
-                family_id: row.try_get("family_id")?,
+                user_id: row.int("user_id")?,
+                family_id: row.text("family_id")?,
             });
         }
-        let known = sqlx::query(
+        let known = query(
             "SELECT family_id, used_at IS NOT NULL AS used FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(self.pool())
+        .fetch_optional(self.db())
         .await?;
         Ok(match known {
-            Some(row) if row.try_get::<bool, _>("used")? => Consumed::Replayed {
-                family_id: row.try_get("family_id")?,
+            Some(row) if row.bool("used")? => Consumed::Replayed {
+                family_id: row.text("family_id")?,
             },
             _ => Consumed::Invalid,
         })
     }
 
     async fn refresh_family(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+        let row = query("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
             .bind(token_hash)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.db())
             .await?;
-        Ok(row.map(|r| r.try_get("family_id")).transpose()?)
+        Ok(row.map(|r| r.text("family_id")).transpose()?)
     }
 
     async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(family_id)
-        .execute(self.pool())
+        .execute(self.db())
         .await?;
         Ok(())
     }
 
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        fetch_user(query(sql).bind(id), self.db()).await
     }
 
     async fn set_role(&self, email: &str, role: &str) -> Result<Option<User>, StoreError> {
         let sql = format!(
-            "UPDATE users SET role = $1 WHERE lower(email) = lower($2) RETURNING {USER_COLUMNS}"
+            concat!(
+                "UPDATE users SET role = $1 WHERE {} RETURNING ",
+                user_columns!()
+            ),
+            email_is(self.db().kind(), "$2")
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(role)
-            .bind(email)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        fetch_user(query(sql).bind(role).bind(email), self.db()).await
     }
 }
