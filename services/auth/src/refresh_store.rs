@@ -1,5 +1,14 @@
 //! [`SessionStore`] on the user store's database, the same statements on
 //! SQLite and PostgreSQL.
+//!
+//! Rotation is two steps (consume the presented token, then insert its
+//! successor), and a logout or a replay may revoke the family between them.
+//! Two guards keep a revoked family dead: the successor is inserted only if no
+//! token of its family is revoked, and a token is consumed only if none of its
+//! family is. The first suffices on SQLite, whose writers run one at a time. On
+//! PostgreSQL a revocation that started before the insert committed does not
+//! see the new row and leaves it unrevoked; the second guard refuses that row
+//! when it is presented.
 
 use async_trait::async_trait;
 use orderly_db::query;
@@ -17,10 +26,11 @@ impl SessionStore for SqlUserStore {
         user_id: i64,
         now: i64,
         expires_at: i64,
-    ) -> Result<(), StoreError> {
-        query(
+    ) -> Result<bool, StoreError> {
+        let inserted = query(
             "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                 (SELECT 1 FROM refresh_tokens WHERE family_id = $2 AND revoked_at IS NOT NULL)",
         )
         .bind(token_hash)
         .bind(family_id)
@@ -29,7 +39,7 @@ impl SessionStore for SqlUserStore {
         .bind(expires_at)
         .execute(self.db())
         .await?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     async fn consume_refresh_token(
@@ -41,6 +51,9 @@ impl SessionStore for SqlUserStore {
         let fresh = query(
             "UPDATE refresh_tokens SET used_at = $1 \
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens AS revoked \
+                 WHERE revoked.family_id = refresh_tokens.family_id \
+                 AND revoked.revoked_at IS NOT NULL) \
              RETURNING user_id, family_id",
         )
         .bind(now)
