@@ -9,14 +9,12 @@ pub mod error;
 pub mod google;
 pub mod keys;
 pub mod password;
-pub mod postgres;
 pub mod refresh;
-mod refresh_postgres;
-mod refresh_sqlite;
+mod refresh_store;
 mod routes;
 #[cfg(test)]
 mod session_store_tests;
-pub mod sqlite;
+pub mod sql_store;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -32,6 +32,9 @@ pub enum Consumed {
 /// every store backend implements both.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// Add a live token to the family, unless a token of the family is revoked
+    /// (a logout or a replay got there first): then nothing is added and the
+    /// answer is `false`.
     async fn insert_refresh_token(
         &self,
         token_hash: &str,
@@ -39,10 +42,11 @@ pub trait SessionStore: Send + Sync {
         user_id: i64,
         now: i64,
         expires_at: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Atomically mark the token used if it is live (unused, unrevoked, unexpired
-    /// at `now`); of two concurrent calls exactly one sees [`Consumed::Fresh`].
+    /// Atomically mark the token used if it is live (unused, unexpired at `now`,
+    /// and no token of its family revoked); of two concurrent calls exactly one
+    /// sees [`Consumed::Fresh`].
     async fn consume_refresh_token(
         &self,
         token_hash: &str,
@@ -143,7 +147,8 @@ impl Sessions {
         let token = new_token();
         let now = now();
         let ttl = i64::try_from(self.refresh_ttl.as_secs()).unwrap_or(i64::MAX);
-        self.store
+        let inserted = self
+            .store
             .insert_refresh_token(
                 &hash(&token),
                 family_id,
@@ -152,6 +157,10 @@ impl Sessions {
                 now.saturating_add(ttl),
             )
             .await?;
+        if !inserted {
+            // The family was revoked while this refresh was under way.
+            return Err(SessionError::InvalidRefreshToken);
+        }
         response.refresh_token = Some(token);
         Ok(response)
     }

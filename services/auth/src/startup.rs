@@ -9,9 +9,8 @@ use orderly_kit::health::ReadinessCheck;
 use crate::google::GoogleClient;
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
-use crate::postgres::PgUserStore;
 use crate::refresh::{SessionStore, Sessions};
-use crate::sqlite::SqliteUserStore;
+use crate::sql_store::SqlUserStore;
 use crate::state::{AuthParts, AuthState};
 use crate::store::{StoreError, StoreReadiness, User, UserStore};
 use crate::throttle::MemoryLoginThrottle;
@@ -30,8 +29,8 @@ pub enum StartupError {
     Password(#[from] PasswordError),
 }
 
-/// The user store the URL names: `postgres://` (or `postgresql://`) or `sqlite://`.
-/// Opening applies the migrations.
+/// The user store on the database the URL names (`postgres://`,
+/// `postgresql://` or `sqlite://`). Opening applies the migrations.
 pub async fn open_store(url: &str) -> Result<Arc<dyn UserStore>, StoreError> {
     Ok(open_stores(url).await?.0)
 }
@@ -40,13 +39,8 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn UserStore>, StoreError> {
 pub async fn open_stores(
     url: &str,
 ) -> Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>), StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = Arc::new(PgUserStore::connect(url).await?);
-        Ok((store.clone(), store))
-    } else {
-        let store = Arc::new(SqliteUserStore::connect(url).await?);
-        Ok((store.clone(), store))
-    }
+    let store = Arc::new(SqlUserStore::connect(url).await?);
+    Ok((store.clone(), store))
 }
 
 /// Give the user with this e-mail a role (`orderly user promote|demote`).
@@ -145,12 +139,11 @@ pub async fn build_with_http(
 /// Apply the user database's migrations and return (`orderly migrate`).
 /// Touches no keys, so it can run before the first real start.
 pub async fn migrate(settings: &AuthSettings) -> Result<(), StartupError> {
-    let url = settings.database_url.expose();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        PgUserStore::connect(url).await?.pool().close().await;
-    } else {
-        SqliteUserStore::connect(url).await?.pool().close().await;
-    }
+    SqlUserStore::connect(settings.database_url.expose())
+        .await?
+        .db()
+        .close()
+        .await;
     Ok(())
 }
 

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::postgres::PgUserStore;
-use crate::sqlite::SqliteUserStore;
+use crate::sql_store::SqlUserStore;
 use crate::store::{StoreError, UserStore};
 
 /// Keeps the database alive for the test's duration (a temp dir or a PG database).
@@ -16,13 +15,13 @@ async fn sqlite() -> Option<(Guard, Arc<dyn UserStore>)> {
         "sqlite://{}?mode=rwc",
         dir.path().join("sub/auth.db").display()
     );
-    let store = SqliteUserStore::connect(&url).await.unwrap();
+    let store = SqlUserStore::connect(&url).await.unwrap();
     Some((Box::new(dir), Arc::new(store)))
 }
 
 async fn postgres() -> Option<(Guard, Arc<dyn UserStore>)> {
     let db = orderly_testkit::TestDatabase::create().await?;
-    let store = PgUserStore::connect(&db.url).await.unwrap();
+    let store = SqlUserStore::connect(&db.url).await.unwrap();
     Some((Box::new(db), Arc::new(store)))
 }
 

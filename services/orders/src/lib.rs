@@ -5,14 +5,14 @@ pub mod cache;
 pub mod domain;
 pub mod events;
 pub mod limiter;
-pub mod postgres;
+mod outbox_listen;
 pub mod redis_cache;
 mod redis_gate;
 pub mod redis_limiter;
 pub mod relay;
 pub mod routes;
 pub mod service;
-pub mod sqlite;
+pub mod sql_store;
 pub mod startup;
 pub mod store;
 #[cfg(test)]

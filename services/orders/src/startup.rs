@@ -15,10 +15,9 @@ use orderly_kit::token::TokenVerifier;
 
 use crate::cache::{MemoryCache, OrderCache};
 use crate::limiter::{MemoryLimiter, RateLimiter};
-use crate::postgres::PgOrderStore;
 use crate::redis_cache::RedisCache;
 use crate::redis_limiter::RedisLimiter;
-use crate::sqlite::SqliteOrderStore;
+use crate::sql_store::SqlOrderStore;
 use crate::store::{OrderStore, StoreError};
 use crate::{OrderService, OrdersState};
 
@@ -46,27 +45,19 @@ pub struct OrdersParts {
     pub shared_cache: bool,
 }
 
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// The store the URL names; opening applies its migrations.
+/// The store on the database the URL names (SQLite or PostgreSQL); opening
+/// applies its migrations.
 pub async fn open_store(url: &str) -> Result<Arc<dyn OrderStore>, StoreError> {
-    if is_postgres(url) {
-        Ok(Arc::new(PgOrderStore::connect(url).await?))
-    } else {
-        Ok(Arc::new(SqliteOrderStore::connect(url).await?))
-    }
+    Ok(Arc::new(SqlOrderStore::connect(url).await?))
 }
 
 /// Apply the orders database's migrations and return (`orderly migrate`).
 pub async fn migrate(settings: &OrdersSettings) -> Result<(), StoreError> {
-    let url = settings.database_url.expose();
-    if is_postgres(url) {
-        PgOrderStore::connect(url).await?.pool().close().await;
-    } else {
-        SqliteOrderStore::connect(url).await?;
-    }
+    SqlOrderStore::connect(settings.database_url.expose())
+        .await?
+        .db()
+        .close()
+        .await;
     Ok(())
 }
 

@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderCreate, OrderItem, OrderStatus, ValidOrder};
 use crate::events::OutboxEvent;
-use crate::postgres::PgOrderStore;
-use crate::sqlite::SqliteOrderStore;
+use crate::sql_store::SqlOrderStore;
 use crate::store::{Created, IdempotencyKey, OrderStore, StatusChange};
 
 /// Keeps the database alive for the test's duration (a temp dir or a PG database).
@@ -23,13 +22,13 @@ async fn sqlite() -> Option<(Guard, Arc<dyn OrderStore>)> {
         "sqlite://{}?mode=rwc",
         dir.path().join("sub/orders.db").display()
     );
-    let store = SqliteOrderStore::connect(&url).await.unwrap();
+    let store = SqlOrderStore::connect(&url).await.unwrap();
     Some((Box::new(dir), Arc::new(store)))
 }
 
 async fn postgres() -> Option<(Guard, Arc<dyn OrderStore>)> {
     let db = orderly_testkit::TestDatabase::create().await?;
-    let store = PgOrderStore::connect(&db.url).await.unwrap();
+    let store = SqlOrderStore::connect(&db.url).await.unwrap();
     Some((Box::new(db), Arc::new(store)))
 }
 
@@ -407,8 +406,8 @@ async fn on_postgres_a_write_elsewhere_wakes_the_outbox_watcher() {
     let Some(db) = orderly_testkit::TestDatabase::create().await else {
         return;
     };
-    let store: Arc<dyn OrderStore> = Arc::new(PgOrderStore::connect(&db.url).await.unwrap());
-    let elsewhere: Arc<dyn OrderStore> = Arc::new(PgOrderStore::connect(&db.url).await.unwrap());
+    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::connect(&db.url).await.unwrap());
+    let elsewhere: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::connect(&db.url).await.unwrap());
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = orderly_kit::Shutdown::new();
     let watcher = {

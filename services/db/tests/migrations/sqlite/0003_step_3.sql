@@ -1,0 +1,2 @@
+-- One of several small steps, so processes migrating a fresh file at once overlap.
+CREATE TABLE step_3 (id INTEGER PRIMARY KEY);
