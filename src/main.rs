@@ -13,11 +13,12 @@ use clap::{Parser, Subcommand};
 use orderly_bus::metered::{self, MeteredBus, MeteredQueue};
 use orderly_bus::{Bus, BusError, JobQueue};
 use orderly_consumer::PROCESS_ORDER;
+use orderly_core::Shutdown;
+use orderly_core::config::{BusKind, Env, KafkaSettings, Settings};
+use orderly_http::health::{self, ReadinessCheck};
+use orderly_http::server;
+use orderly_http::token::TokenVerifier;
 use orderly_kafka::{KafkaBus, KafkaConfig};
-use orderly_kit::config::{BusKind, Env, KafkaSettings, Settings};
-use orderly_kit::health::{self, ReadinessCheck};
-use orderly_kit::token::TokenVerifier;
-use orderly_kit::{Shutdown, http};
 use orderly_nats::{NatsBus, NatsConfig};
 use orderly_orders::OrdersState;
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
@@ -106,7 +107,7 @@ fn main() -> std::process::ExitCode {
     let command = cli.command.unwrap_or(Command::All);
     // The healthcheck answers on stdout only; every other command logs.
     let logs = (!matches!(command, Command::Healthcheck { .. }))
-        .then(|| orderly_kit::telemetry::init("info,sqlx=warn"));
+        .then(|| orderly_core::telemetry::init("info,sqlx=warn"));
     let outcome = runtime.block_on(run(command));
     drop(runtime);
     match outcome {
@@ -181,7 +182,7 @@ async fn run(command: Command) -> Result<()> {
 
     if matches!(command, Command::All | Command::Auth) {
         let app = orderly_auth::startup::build_with_http(&settings.auth, &settings.http).await?;
-        let listener = http::bind(&settings.auth.bind, "auth").await?;
+        let listener = server::bind(&settings.auth.bind, "auth").await?;
         announce("auth", &listener);
         tasks.spawn(http_task(
             listener,
@@ -237,14 +238,14 @@ async fn run(command: Command) -> Result<()> {
             if command == Command::All {
                 checks.push(Arc::new(QueueCheck(queue.clone())));
             }
-            let app = http::finish(
+            let app = server::finish(
                 "orders",
                 orderly_orders::router(state),
                 orderly_orders::openapi(),
                 checks,
                 &settings.http,
             );
-            let listener = http::bind(&settings.orders.bind, "orders").await?;
+            let listener = server::bind(&settings.orders.bind, "orders").await?;
             announce("orders", &listener);
             tasks.spawn(http_task(
                 listener,
@@ -373,7 +374,7 @@ async fn keygen(dir: std::path::PathBuf, if_missing: bool) -> Result<()> {
             .context("key generation task")??;
     let text = std::fs::read_to_string(&public)
         .with_context(|| format!("cannot read back {}", public.display()))?;
-    let kid = orderly_kit::token::keys_from_pem_text(&text, &public.display().to_string())?
+    let kid = orderly_http::token::keys_from_pem_text(&text, &public.display().to_string())?
         .first()
         .map(|k| k.kid.clone())
         .unwrap_or_default();
@@ -402,9 +403,9 @@ async fn http_task(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: Shutdown,
-    settings: orderly_kit::config::HttpSettings,
+    settings: orderly_core::config::HttpSettings,
 ) -> Result<()> {
-    http::serve(listener, app, shutdown, &settings)
+    server::serve(listener, app, shutdown, &settings)
         .await
         .context("http server")
 }
@@ -557,7 +558,7 @@ async fn ops_server(
     shutdown: Shutdown,
     settings: &Settings,
 ) -> Result<impl Future<Output = Result<()>> + use<>> {
-    let listener = http::bind(addr, "ops (ORDERLY_OPS_BIND)").await?;
+    let listener = server::bind(addr, "ops (ORDERLY_OPS_BIND)").await?;
     if let Ok(a) = listener.local_addr() {
         let host = if a.ip().is_unspecified() {
             "127.0.0.1".to_string()

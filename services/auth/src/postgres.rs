@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
-use orderly_kit::config::redact_url;
+use orderly_core::config::redact_url;
 
 use crate::store::{StoreError, User, UserStore};
 

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use orderly_kit::Shutdown;
-use orderly_kit::config::redact_url;
+use orderly_core::Shutdown;
+use orderly_core::config::redact_url;
 
 use crate::domain::{Order, OrderItem, OrderStatus, ValidOrder, from_cents};
 use crate::events::OutboxEvent;

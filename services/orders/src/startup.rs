@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use orderly_kit::config::OrdersSettings;
-use orderly_kit::health::ReadinessCheck;
+use orderly_core::config::OrdersSettings;
+use orderly_http::health::ReadinessCheck;
 
 use crate::OrderService;
 use crate::cache::{MemoryCache, OrderCache};

@@ -1,5 +1,5 @@
 //! The orders app built the way `main` builds it (store from the settings,
-//! `kit::http::finish` around the router), driven in-process with `oneshot`.
+//! `orderly_http::server::finish` around the router), driven in-process with `oneshot`.
 //! Tokens are PASETO v4.public (a format orders accepts in production too),
 //! so no RSA key has to be generated.
 
@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use orderly_kit::config::{Env, Settings};
-use orderly_kit::routes::{Observed, undocumented_statuses};
-use orderly_kit::token::{AccessClaims, PasetoSigner, TokenVerifier};
+use orderly_core::config::{Env, Settings};
+use orderly_http::token::{AccessClaims, PasetoSigner, TokenVerifier};
 use orderly_orders::OrdersState;
 use orderly_testkit::TestDatabase;
+use orderly_testkit::openapi::{Observed, undocumented_statuses};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -69,7 +69,7 @@ impl TestApp {
             limiter: parts.limiter.clone(),
             trusted_proxies: Arc::new(Vec::new()),
         };
-        let router = orderly_kit::http::finish(
+        let router = orderly_http::server::finish(
             "orders",
             orderly_orders::router(state),
             orderly_orders::openapi(),
@@ -77,7 +77,7 @@ impl TestApp {
             &settings.http,
         )
         .layer(axum::middleware::from_fn(
-            orderly_kit::routes::expose_matched_path,
+            orderly_testkit::openapi::expose_matched_path,
         ));
         Some(Self {
             router,
