@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::All);
     // The healthcheck answers on stdout only; every other command logs.
     let logs = (!matches!(command, Command::Healthcheck { .. }))
-        .then(|| orderly_kit::telemetry::init("info,sqlx=warn"));
+        .then(|| orderly_core::telemetry::init("info,sqlx=warn"));
     let outcome = runtime.block_on(run(command));
     drop(runtime);
     match outcome {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use orderly_consumer::PROCESS_ORDER;
-use orderly_kit::config::Settings;
+use orderly_core::config::Settings;
 
 use crate::wiring;
 

@@ -26,7 +26,7 @@ pub async fn run(dir: PathBuf, if_missing: bool) -> Result<()> {
             .context("key generation task")??;
     let text = std::fs::read_to_string(&public)
         .with_context(|| format!("cannot read back {}", public.display()))?;
-    let kid = orderly_kit::token::keys_from_pem_text(&text, &public.display().to_string())?
+    let kid = orderly_http::token::keys_from_pem_text(&text, &public.display().to_string())?
         .first()
         .map(|k| k.kid.clone())
         .unwrap_or_default();

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use orderly_kit::config::Settings;
+use orderly_core::config::Settings;
 
 #[derive(Subcommand, Clone, PartialEq, Eq)]
 pub enum UserAction {

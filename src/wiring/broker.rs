@@ -4,8 +4,8 @@
 use anyhow::{Context, Result};
 
 use orderly_bus::Bus;
-use orderly_kit::Shutdown;
-use orderly_kit::config::Settings;
+use orderly_core::Shutdown;
+use orderly_core::config::Settings;
 
 use super::queue;
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use orderly_bus::{Bus, JobQueue};
-use orderly_kit::health::ReadinessCheck;
-use orderly_kit::token::TokenVerifier;
+use orderly_http::health::ReadinessCheck;
+use orderly_http::token::TokenVerifier;
 
 pub struct QueueCheck(pub Arc<dyn JobQueue>);
 

@@ -9,8 +9,8 @@ use tokio::task::JoinSet;
 use orderly_bus::metered;
 use orderly_bus::{Backoff, Bus, BusError, JobQueue};
 use orderly_consumer::PROCESS_ORDER;
-use orderly_kit::Shutdown;
-use orderly_kit::config::Settings;
+use orderly_core::Shutdown;
+use orderly_core::config::Settings;
 use orderly_orders::OrderService;
 use orderly_worker::{Worker, WorkerConfig};
 

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use orderly_bus::Bus;
 use orderly_bus::metered::{MeteredBus, MeteredQueue};
+use orderly_core::config::{BusKind, KafkaSettings, Settings};
 use orderly_kafka::{KafkaBus, KafkaConfig};
-use orderly_kit::config::{BusKind, KafkaSettings, Settings};
 use orderly_nats::{NatsBus, NatsConfig};
 
 use super::queue::{self, QueueParts};

@@ -15,8 +15,8 @@ mod serve;
 use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
-use orderly_kit::Shutdown;
-use orderly_kit::config::{Env, Settings};
+use orderly_core::Shutdown;
+use orderly_core::config::{Env, Settings};
 
 pub use queue::open_for_inspection as open_queue_for_inspection;
 pub use roles::Role;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use orderly_bus::{Bus, JobQueue};
-use orderly_kit::config::Settings;
-use orderly_kit::health::{self, ReadinessCheck};
-use orderly_kit::{Shutdown, http};
+use orderly_core::Shutdown;
+use orderly_core::config::Settings;
+use orderly_http::health::{self, ReadinessCheck};
+use orderly_http::server as http;
 use orderly_orders::startup::OrdersParts;
 
 use super::checks::{BusCheck, QueueCheck};

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
 use orderly_bus::{Backoff, Bus, BusError};
-use orderly_kit::Shutdown;
-use orderly_kit::config::Settings;
-use orderly_kit::health::ReadinessCheck;
-use orderly_kit::token::TokenVerifier;
+use orderly_core::Shutdown;
+use orderly_core::config::Settings;
+use orderly_http::health::ReadinessCheck;
+use orderly_http::token::TokenVerifier;
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{JobQueue, Lease, LocalLease, RetryPolicy};
 use orderly_consumer::PROCESS_ORDER;
-use orderly_kit::config::{JobQueueKind, Settings, redact_url};
+use orderly_core::config::{JobQueueKind, Settings, redact_url};
 use orderly_redis::{RedisQueue, RedisQueueConfig};
 use orderly_worker::maintenance::Periodic;
 

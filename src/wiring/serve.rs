@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use orderly_kit::config::HttpSettings;
-use orderly_kit::{Shutdown, http};
+use orderly_core::Shutdown;
+use orderly_core::config::HttpSettings;
+use orderly_http::server as http;
 
 /// `http://HOST:PORT` of the listener, with 127.0.0.1 for "any address".
 fn local_url(listener: &TcpListener) -> Option<String> {

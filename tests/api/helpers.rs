@@ -295,7 +295,7 @@ impl TestApp {
 
 /// The logs once `ready` holds for them, or after 5 s whatever they are then.
 /// A process writes its info lines in batches (up to
-/// `orderly_kit::telemetry::FLUSH_EVERY` late), so a line about something that
+/// `orderly_core::telemetry::FLUSH_EVERY` late), so a line about something that
 /// just happened may not be in the file yet.
 pub async fn logs_when(logs: impl Fn() -> String, ready: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);

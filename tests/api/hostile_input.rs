@@ -1,4 +1,4 @@
-//! Hostile bytes through the real server (hyper, the body limit, kit's
+//! Hostile bytes through the real server (hyper, the body limit, the HTTP edge's
 //! extractors): invalid UTF-8, truncated JSON, deep nesting, oversize bodies,
 //! wrong content types, `%FF`/`%00` in paths and queries; and SQL-looking and
 //! Unicode strings that must come back verbatim. The property runs with many

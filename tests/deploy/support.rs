@@ -16,9 +16,9 @@ pub fn exists(rel: &str) -> bool {
 
 /// Every variable the binary reads, from the code itself.
 pub fn env_names() -> BTreeSet<String> {
-    orderly_kit::config::ENV_NAMES
+    orderly_core::config::ENV_NAMES
         .iter()
-        .chain(orderly_kit::telemetry::ENV_NAMES)
+        .chain(orderly_core::telemetry::ENV_NAMES)
         .map(|s| s.to_string())
         .collect()
 }

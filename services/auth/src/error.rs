@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use orderly_kit::error::header_pair;
-use orderly_kit::{ApiError, FieldError};
+use orderly_http::error::header_pair;
+use orderly_http::{ApiError, FieldError};
 
 use crate::google::GoogleError;
 use crate::password::PasswordError;
@@ -98,7 +98,7 @@ impl From<AuthError> for ApiError {
                         .collect(),
                 }
             }
-            // Internal failures: kit logs the cause and answers a generic 500.
+            // Internal failures: orderly-http logs the cause and answers a generic 500.
             err @ (AuthError::Store(_)
             | AuthError::Password(_)
             | AuthError::Token(_)

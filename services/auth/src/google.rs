@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
-use orderly_kit::config::GoogleSettings;
-use orderly_kit::token::{LEEWAY_SECS, VerifyingKey};
+use orderly_core::config::GoogleSettings;
+use orderly_http::token::{LEEWAY_SECS, VerifyingKey};
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

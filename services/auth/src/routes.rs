@@ -6,7 +6,7 @@ mod session;
 mod token;
 
 use axum::Router;
-use orderly_kit::routes::{RouteTable, Routes};
+use orderly_http::routes::{RouteTable, Routes};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
@@ -26,16 +26,16 @@ fn routes() -> Routes<AuthState> {
         .get("/.well-known/jwks.json", session::jwks)
 }
 
-/// The auth routes only; wrap with `orderly_kit::http::finish` to serve them
+/// The auth routes only; wrap with `orderly_http::server::finish` to serve them
 /// (or use [`crate::build`], which does).
 pub fn router(state: AuthState) -> Router {
     routes().into_router().with_state(state)
 }
 
-/// Everything the served auth app routes: [`router`] plus kit's operational
+/// Everything the served auth app routes: [`router`] plus the HTTP edge's operational
 /// routes (checked against [`openapi`] by the tests).
 pub fn route_table() -> RouteTable {
-    routes().table().merge(orderly_kit::routes::ops_table())
+    routes().table().merge(orderly_http::routes::ops_table())
 }
 
 /// `{"detail": "..."}`, the body of every non-validation error.
@@ -80,5 +80,5 @@ struct ApiDoc;
 
 /// The document served at `/openapi.json`: the auth API and the operational routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    orderly_kit::routes::document_ops(ApiDoc::openapi())
+    orderly_http::routes::document_ops(ApiDoc::openapi())
 }

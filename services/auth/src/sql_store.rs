@@ -5,8 +5,8 @@
 //! [`SessionStore`]: crate::refresh::SessionStore
 
 use async_trait::async_trait;
+use orderly_core::config::redact_url;
 use orderly_db::{Db, DbError, DbKind, Migrations, On, Row, query};
-use orderly_kit::config::redact_url;
 use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 

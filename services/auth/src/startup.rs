@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use orderly_kit::config::{AuthSettings, HttpSettings, TokenFormat};
-use orderly_kit::health::ReadinessCheck;
+use orderly_core::config::{AuthSettings, HttpSettings, TokenFormat};
+use orderly_http::health::ReadinessCheck;
 
 use crate::google::GoogleClient;
 use crate::keys::{self, KeyError};
@@ -113,7 +113,7 @@ pub fn readiness_checks(state: &AuthState) -> Vec<Arc<dyn ReadinessCheck>> {
     vec![Arc::new(StoreReadiness(store))]
 }
 
-/// The whole service: state from settings, routes, and kit's operational
+/// The whole service: state from settings, routes, and the HTTP edge's operational
 /// routes and layers (`/health`, `/ready`, `/docs`, metrics, 404/405 bodies),
 /// with the default HTTP edge (localhost CORS, default timeouts).
 pub async fn build(settings: &AuthSettings) -> Result<Router, StartupError> {
@@ -127,7 +127,7 @@ pub async fn build_with_http(
 ) -> Result<Router, StartupError> {
     let state = AuthState::from_settings(settings).await?;
     let checks = readiness_checks(&state);
-    Ok(orderly_kit::http::finish(
+    Ok(orderly_http::server::finish(
         "auth",
         crate::routes::router(state),
         crate::routes::openapi(),
@@ -159,7 +159,7 @@ mod tests {
         let db = dir.path().join("data/auth.db");
         let settings = AuthSettings {
             bind: "127.0.0.1:0".into(),
-            database_url: orderly_kit::config::Secret::new(format!(
+            database_url: orderly_core::config::Secret::new(format!(
                 "sqlite://{}?mode=rwc",
                 db.display()
             )),

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use orderly_kit::token::{PasetoKey, VerifyingKey};
+use orderly_http::token::{PasetoKey, VerifyingKey};
 
 use crate::google::GoogleClient;
 use crate::refresh::Sessions;

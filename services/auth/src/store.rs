@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use orderly_kit::health::ReadinessCheck;
+use orderly_http::health::ReadinessCheck;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

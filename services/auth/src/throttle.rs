@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use moka::sync::Cache;
-use orderly_kit::config::{LoginLimits, RateLimit};
+use orderly_core::config::{LoginLimits, RateLimit};
 
 /// Keys kept at most per counter: an attacker spraying addresses or e-mails
 /// evicts old windows instead of growing memory without bound.
@@ -107,14 +107,14 @@ impl LoginThrottle for MemoryLoginThrottle {
     }
 }
 
-/// The client's address (see [`orderly_kit::client_ip::client_ip`]); `None` when
+/// The client's address (see [`orderly_http::client_ip::client_ip`]); `None` when
 /// the server did not record the peer (a router driven without a socket, as in tests).
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[IpAddr],
 ) -> Option<IpAddr> {
-    peer.map(|peer| orderly_kit::client_ip::client_ip(peer, headers, trusted))
+    peer.map(|peer| orderly_http::client_ip::client_ip(peer, headers, trusted))
 }
 
 #[cfg(test)]

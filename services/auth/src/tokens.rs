@@ -1,11 +1,11 @@
 //! Access tokens: RS256 JWTs (or, with `AUTH_TOKEN_FORMAT=paseto`, PASETO
 //! v4.public) with the claims every service verifies
-//! ([`orderly_kit::token::AccessClaims`]), the signing key named by `kid`.
+//! ([`orderly_http::token::AccessClaims`]), the signing key named by `kid`.
 
 use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
-use orderly_kit::token::{ALGORITHM, AccessClaims, PasetoSigner, VerifierConfig};
+use orderly_http::token::{ALGORITHM, AccessClaims, PasetoSigner, VerifierConfig};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ pub enum TokenError {
     #[error("signing the access token failed: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
     #[error("signing the PASETO access token failed: {0}")]
-    Paseto(#[from] orderly_kit::token::KeyError),
+    Paseto(#[from] orderly_http::token::KeyError),
 }
 
 /// The OAuth2 token response (compat: `access_token` and `token_type`).

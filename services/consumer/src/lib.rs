@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use orderly_bus::{Bus, BusError, Delivery, GroupOptions, JobQueue, NewJob, header};
-use orderly_kit::Shutdown;
+use orderly_core::Shutdown;
 use orderly_orders::events::{self, NewOrder};
 
 /// The queue the worker takes `process_order` jobs from.

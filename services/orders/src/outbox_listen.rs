@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderly_bus::Backoff;
-use orderly_kit::Shutdown;
+use orderly_core::Shutdown;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use orderly_kit::config::redact_url;
+use orderly_core::config::redact_url;
 
 /// Upper bound on one Redis operation as a request sees it.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);

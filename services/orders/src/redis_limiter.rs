@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use orderly_kit::config::RateLimit;
+use orderly_core::config::RateLimit;
 
 use crate::limiter::{Decision, LimiterUnavailable, RateLimiter};
 use crate::redis_gate::{Gate, bounded, connect_lazy, ping};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use orderly_bus::{Backoff, Bus, Message};
-use orderly_kit::Shutdown;
+use orderly_core::Shutdown;
 
 use crate::OrderService;
 use crate::events::{ORDER_STATUS_CHANGED, OrderStatusChanged};

@@ -13,17 +13,17 @@ use serde_json::json;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
-use orderly_kit::error::header_pair;
-use orderly_kit::extract::{Json, Path, Query};
-use orderly_kit::routes::{RouteTable, Routes};
-use orderly_kit::token::{CurrentUser, TokenVerifier};
-use orderly_kit::trace_context::{self, TraceContext};
-use orderly_kit::{ApiError, FieldError};
+use orderly_core::trace_context::{self, TraceContext};
+use orderly_http::error::header_pair;
+use orderly_http::extract::{Json, Path, Query};
+use orderly_http::routes::{RouteTable, Routes};
+use orderly_http::token::{CurrentUser, TokenVerifier};
+use orderly_http::{ApiError, FieldError};
 
 use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
 use crate::limiter::RateLimiter;
 use crate::service::{CreateOutcome, OrderService};
-use orderly_kit::client_ip::client_ip;
+use orderly_http::client_ip::client_ip;
 
 #[derive(Clone)]
 pub struct OrdersState {
@@ -52,10 +52,10 @@ fn routes() -> Routes<OrdersState> {
         .alias("/orders/user/{user_id}", "/orders/user/{user_id}/")
 }
 
-/// Everything the served orders app routes: [`router`] plus kit's operational
+/// Everything the served orders app routes: [`router`] plus the HTTP edge's operational
 /// routes (checked against [`openapi`] by the tests).
 pub fn route_table() -> RouteTable {
-    routes().table().merge(orderly_kit::routes::ops_table())
+    routes().table().merge(orderly_http::routes::ops_table())
 }
 
 /// `/orders/*`: every route authenticated, then rate limited (the compat order:
@@ -104,7 +104,7 @@ async fn authenticate_and_limit(
     response
 }
 
-/// The `traceparent` the events of this request carry: the context kit's
+/// The `traceparent` the events of this request carry: the context orderly-http's
 /// middleware gave the request (continued from the client's header or new).
 /// A router served without that middleware continues or starts one here, so
 /// every event still has a valid one.
@@ -341,5 +341,5 @@ struct ApiDoc;
 
 /// The document served at `/openapi.json`: the orders API and the operational routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    orderly_kit::routes::document_ops(ApiDoc::openapi())
+    orderly_http::routes::document_ops(ApiDoc::openapi())
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use orderly_kit::config::StatusPolicy;
-use orderly_kit::token::CurrentUser;
-use orderly_kit::{ApiError, FieldError};
+use orderly_core::config::StatusPolicy;
+use orderly_http::token::CurrentUser;
+use orderly_http::{ApiError, FieldError};
 
 use crate::cache::OrderCache;
 use crate::domain::{Order, OrderCreate, OrderStatus};

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orderly_core::Shutdown;
+use orderly_core::config::redact_url;
 use orderly_db::{Arg, Db, DbError, DbKind, Migrations, On, Row, Tx, query};
-use orderly_kit::Shutdown;
-use orderly_kit::config::redact_url;
 use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use axum::Router;
 use tokio::sync::Notify;
 
-use orderly_kit::config::{HttpSettings, OrdersSettings};
-use orderly_kit::health::ReadinessCheck;
-use orderly_kit::token::TokenVerifier;
+use orderly_core::config::{HttpSettings, OrdersSettings};
+use orderly_http::health::ReadinessCheck;
+use orderly_http::token::TokenVerifier;
 
 use crate::cache::{MemoryCache, OrderCache};
 use crate::limiter::{MemoryLimiter, RateLimiter};
@@ -132,7 +132,7 @@ pub fn app(
     };
     let mut checks = parts.checks.clone();
     checks.extend(more_checks);
-    orderly_kit::http::finish(
+    orderly_http::server::finish(
         "orders",
         crate::router(state),
         crate::openapi(),

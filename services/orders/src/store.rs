@@ -130,7 +130,7 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn watch_outbox(
         &self,
         wake: std::sync::Arc<tokio::sync::Notify>,
-        shutdown: orderly_kit::Shutdown,
+        shutdown: orderly_core::Shutdown,
     ) {
         let _ = (wake, shutdown);
     }

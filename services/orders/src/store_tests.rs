@@ -409,7 +409,7 @@ async fn on_postgres_a_write_elsewhere_wakes_the_outbox_watcher() {
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::connect(&db.url).await.unwrap());
     let elsewhere: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::connect(&db.url).await.unwrap());
     let wake = Arc::new(tokio::sync::Notify::new());
-    let shutdown = orderly_kit::Shutdown::new();
+    let shutdown = orderly_core::Shutdown::new();
     let watcher = {
         let (store, wake, shutdown) = (store.clone(), wake.clone(), shutdown.clone());
         tokio::spawn(async move { store.watch_outbox(wake, shutdown).await })

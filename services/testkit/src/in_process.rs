@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use crate::openapi::Observed;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{HeaderMap, Request};
-use orderly_kit::routes::Observed;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -42,7 +42,7 @@ impl Answer {
             ));
         }
         if self.status >= 400 {
-            orderly_kit::error::check_error_body(self.status, &self.bytes)?;
+            crate::contract::check_error_body(self.status, &self.bytes)?;
             let content_type = self
                 .headers
                 .get("content-type")

@@ -7,10 +7,14 @@
 //! maintenance database) and `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`)
 //! point the tests at other servers.
 //!
-//! [`hostile`] holds proptest strategies for hostile HTTP input.
+//! [`hostile`] holds proptest strategies for hostile HTTP input; [`openapi`]
+//! checks a service's routes against its OpenAPI document; [`contract`]
+//! checks error bodies.
 
+pub mod contract;
 pub mod hostile;
 pub mod in_process;
+pub mod openapi;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

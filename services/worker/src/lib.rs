@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use orderly_bus::{Backoff, Job, JobQueue, RetryOutcome};
 use orderly_consumer::{PROCESS_ORDER, ProcessOrder};
-use orderly_kit::Shutdown;
-use orderly_kit::trace_context::TraceContext;
+use orderly_core::Shutdown;
+use orderly_core::trace_context::TraceContext;
 use orderly_orders::{OrderService, OrdersError, PayOutcome};
 use tracing::Instrument;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderly_bus::Lease;
-use orderly_kit::Shutdown;
+use orderly_core::Shutdown;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 type RunFn = dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync;

@@ -4,8 +4,8 @@ use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{AppendHeaders, IntoResponse, Response};
-use orderly_kit::ApiError;
-use orderly_kit::extract::Query;
+use orderly_http::ApiError;
+use orderly_http::extract::Query;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -2,8 +2,8 @@
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
-use orderly_kit::extract::Json;
-use orderly_kit::{ApiError, FieldError};
+use orderly_http::extract::Json;
+use orderly_http::{ApiError, FieldError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

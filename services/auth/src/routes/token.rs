@@ -6,8 +6,8 @@ use axum::Json as JsonResponse;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use orderly_kit::extract::Form;
-use orderly_kit::{ApiError, FieldError};
+use orderly_http::extract::Form;
+use orderly_http::{ApiError, FieldError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orderly_kit::config::{GoogleSettings, Secret};
-use orderly_kit::token::{VerifyingKey, jwk_set};
+use orderly_core::config::{GoogleSettings, Secret};
+use orderly_http::token::{VerifyingKey, jwk_set};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
-use orderly_kit::config::{AuthSettings, GoogleSettings};
-use orderly_kit::token::{AccessClaims, TokenVerifier};
+use orderly_core::config::{AuthSettings, GoogleSettings};
+use orderly_http::token::{AccessClaims, TokenVerifier};
 use serde_json::Value;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -24,7 +24,7 @@ fn init_tracing() {
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             // The writer thread goes on after the guard's drop.
-            let _ = orderly_kit::telemetry::init("debug");
+            let _ = orderly_core::telemetry::init("debug");
         }
     });
 }
@@ -52,7 +52,7 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
     let (_, private, public) = &*KEYS;
     AuthSettings {
         bind: "127.0.0.1:0".into(),
-        database_url: orderly_kit::config::Secret::new(format!(
+        database_url: orderly_core::config::Secret::new(format!(
             "sqlite://{}?mode=rwc",
             db_dir.path().join("auth.db").display()
         )),

@@ -9,14 +9,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
-use orderly_kit::config::{GoogleSettings, LoginLimits, RateLimit, Secret};
-use orderly_kit::routes::{Observed, expose_matched_path, undocumented_statuses};
+use orderly_core::config::{GoogleSettings, LoginLimits, RateLimit, Secret};
 use orderly_testkit::TestDatabase;
 use orderly_testkit::hostile::{
     self, form_of, hostile_string, json_content_type, number_literal, object_of, percent_encode,
     query_string, quote, raw_body,
 };
 use orderly_testkit::in_process::Answer;
+use orderly_testkit::openapi::{Observed, expose_matched_path, undocumented_statuses};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::TestCaseError;

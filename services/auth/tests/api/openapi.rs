@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use axum::http::Request;
-use orderly_kit::routes::{Observed, compare, expose_matched_path, undocumented_statuses};
+use orderly_testkit::openapi::{Observed, compare, expose_matched_path, undocumented_statuses};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -50,7 +50,7 @@ async fn observe(
         .await
         .unwrap();
     if status >= 400 {
-        orderly_kit::error::check_error_body(status, &bytes).unwrap();
+        orderly_testkit::contract::check_error_body(status, &bytes).unwrap();
     }
     observed.push(Observed {
         method,
@@ -172,9 +172,9 @@ async fn every_status_each_route_answers_is_documented() {
 
     // With Google configured (unreachable): the callback's 400 and 502, the login's 200.
     let google = spawn_app_with(|s| {
-        s.google = Some(orderly_kit::config::GoogleSettings {
+        s.google = Some(orderly_core::config::GoogleSettings {
             client_id: "c".into(),
-            client_secret: orderly_kit::config::Secret::new("s"),
+            client_secret: orderly_core::config::Secret::new("s"),
             redirect_uri: "http://localhost:8001/auth/callback/google".into(),
             auth_url: "https://accounts.example.test/auth".into(),
             token_url: format!("http://127.0.0.1:{}/token", orderly_testkit::free_port()),

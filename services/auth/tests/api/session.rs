@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use orderly_kit::token::{TokenVerifier, VerifierConfig, VerifyingKey};
+use orderly_http::token::{TokenVerifier, VerifierConfig, VerifyingKey};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with, verify};

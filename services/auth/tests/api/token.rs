@@ -95,7 +95,7 @@ async fn with_the_paseto_format_logins_get_v4_public_tokens_verifiable_through_t
     let key_dir = tempfile::tempdir().unwrap();
     let key_path = key_dir.path().join("paseto.key");
     let app = crate::helpers::spawn_app_with(|s| {
-        s.token_format = orderly_kit::config::TokenFormat::Paseto {
+        s.token_format = orderly_core::config::TokenFormat::Paseto {
             key_path: key_path.clone(),
         }
     })
@@ -114,7 +114,7 @@ async fn with_the_paseto_format_logins_get_v4_public_tokens_verifiable_through_t
     let okp = keys.iter().find(|k| k["kty"] == "OKP").expect("an OKP key");
     assert_eq!(okp["crv"], "Ed25519");
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(okp.clone()).unwrap();
-    let paseto_key = orderly_kit::token::PasetoKey::from_jwk(&jwk).unwrap();
+    let paseto_key = orderly_http::token::PasetoKey::from_jwk(&jwk).unwrap();
     assert!(crate::helpers::verifier().verify(token).await.is_err());
     let verifier = crate::helpers::verifier().with_paseto_keys(vec![paseto_key]);
     let claims = verifier
@@ -127,7 +127,7 @@ async fn with_the_paseto_format_logins_get_v4_public_tokens_verifiable_through_t
 
     // A restart reuses the key file: the same kid signs.
     let again = crate::helpers::spawn_app_with(|s| {
-        s.token_format = orderly_kit::config::TokenFormat::Paseto {
+        s.token_format = orderly_core::config::TokenFormat::Paseto {
             key_path: key_path.clone(),
         }
     })

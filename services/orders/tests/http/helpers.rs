@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use orderly_kit::config::{Env, Settings};
-use orderly_kit::routes::{Observed, undocumented_statuses};
-use orderly_kit::token::{AccessClaims, PasetoSigner, TokenVerifier};
+use orderly_core::config::{Env, Settings};
+use orderly_http::token::{AccessClaims, PasetoSigner, TokenVerifier};
 use orderly_testkit::TestDatabase;
+use orderly_testkit::openapi::{Observed, undocumented_statuses};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -70,7 +70,7 @@ impl TestApp {
             &settings.http,
         )
         .layer(axum::middleware::from_fn(
-            orderly_kit::routes::expose_matched_path,
+            orderly_testkit::openapi::expose_matched_path,
         ));
         Some(Self {
             router,

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use orderly_kit::routes::compare;
 use orderly_orders::openapi;
 use orderly_orders::routes::route_table;
+use orderly_testkit::openapi::compare;
 
 use crate::helpers::{Backend, TestApp};
 

@@ -9,7 +9,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
-/// Where kit serves the Swagger UI.
+/// Where the services serve the Swagger UI.
 pub const DOCS_PATH: &str = "/docs";
 
 /// The policy of every API (JSON) response.
@@ -32,7 +32,7 @@ pub fn is_docs(path: &str) -> bool {
 /// Content-Security-Policy on every response (`docs`: one of the Swagger UI's);
 /// `Cache-Control: no-store` on API responses that do not choose their own
 /// caching (tokens, orders and user data must not be kept by browsers or
-/// proxies; the JWKS sets its own). `kit::edge` calls it on every answer.
+/// proxies; the JWKS sets its own). `crate::edge` calls it on every answer.
 pub fn set_security_headers(headers: &mut HeaderMap, docs: bool) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

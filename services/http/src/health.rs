@@ -14,7 +14,9 @@ use serde_json::{Map, Value, json};
 /// A dependency `/ready` checks (database, cache, bus).
 #[async_trait]
 pub trait ReadinessCheck: Send + Sync {
+    /// The dependency's key in `/ready`'s body.
     fn name(&self) -> &'static str;
+    /// `Err` says why the dependency does not answer.
     async fn check(&self) -> Result<(), String>;
 
     /// Whether the service cannot serve without it. A failing check that is

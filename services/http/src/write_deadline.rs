@@ -29,6 +29,7 @@ pub struct WriteDeadline<IO> {
 }
 
 impl<IO> WriteDeadline<IO> {
+    /// `io`, closed when a write waits longer than `limit`.
     pub fn new(io: IO, limit: Duration) -> Self {
         Self {
             io,

@@ -38,6 +38,7 @@ impl Drop for LogGuard {
     }
 }
 
+/// Install the global subscriber; `default_filter` applies when `RUST_LOG` is unset.
 pub fn init(default_filter: &str) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));

@@ -2,12 +2,8 @@
 //!
 //! The old system allowed "only requests from localhost"; that stays the
 //! default. A deployment lists its front-ends' exact origins, or `*` for a
-//! public API that takes no cookies.
-
-use std::time::Duration;
-
-use axum::http::{HeaderName, HeaderValue, Method, request::Parts};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+//! public API that takes no cookies. This is the setting; `orderly-http`
+//! turns it into the CORS layer.
 
 /// The origins a browser may call from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,26 +17,6 @@ pub enum CorsOrigins {
     /// (`https://shop.example.com`, default port left out).
     List(Vec<String>),
 }
-
-/// Request headers a browser may send cross-origin.
-pub const ALLOWED_HEADERS: [&str; 5] = [
-    "authorization",
-    "content-type",
-    "idempotency-key",
-    "traceparent",
-    "tracestate",
-];
-
-/// Response headers a browser script may read (the rate limit's).
-pub const EXPOSED_HEADERS: [&str; 4] = [
-    "retry-after",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-];
-
-/// How long a browser may cache a preflight answer.
-const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 impl CorsOrigins {
     /// Parse `CORS_ALLOWED_ORIGINS`: `*`, or comma-separated origins. The error
@@ -76,38 +52,6 @@ impl CorsOrigins {
             Self::Any => true,
             Self::List(list) => list.iter().any(|o| o == origin),
             Self::Localhost => is_local_origin(origin),
-        }
-    }
-
-    /// The tower-http layer: preflights answered from the allow-list;
-    /// credentials allowed except with `*`.
-    pub fn layer(&self) -> CorsLayer {
-        let headers = ALLOWED_HEADERS.map(HeaderName::from_static);
-        let exposed = EXPOSED_HEADERS.map(HeaderName::from_static);
-        let layer = CorsLayer::new()
-            .allow_methods([
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PUT,
-                Method::PATCH,
-                Method::DELETE,
-            ])
-            .allow_headers(headers)
-            .expose_headers(exposed)
-            .max_age(PREFLIGHT_MAX_AGE);
-        match self {
-            Self::Any => layer.allow_origin(AllowOrigin::any()),
-            Self::List(list) => layer
-                .allow_credentials(true)
-                .allow_origin(AllowOrigin::list(
-                    list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
-                )),
-            Self::Localhost => layer
-                .allow_credentials(true)
-                .allow_origin(AllowOrigin::predicate(|origin: &HeaderValue, _: &Parts| {
-                    origin.to_str().is_ok_and(is_local_origin)
-                })),
         }
     }
 }

@@ -8,13 +8,17 @@ use serde_json::json;
 /// One entry of a FastAPI-style 422 `detail` list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldError {
+    /// Where: `body`, `query` or `path`, then the field's path.
     pub loc: Vec<serde_json::Value>,
+    /// What is wrong, for people.
     pub msg: String,
+    /// What is wrong, for programs (e.g. `missing`).
     #[serde(rename = "type")]
     pub kind: String,
 }
 
 impl FieldError {
+    /// An error at `loc`.
     pub fn new(loc: Vec<serde_json::Value>, msg: impl Into<String>, kind: &str) -> Self {
         Self {
             loc,
@@ -35,37 +39,57 @@ impl FieldError {
 /// internal failures are logged here and answered with a generic 500.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400.
     #[error("{0}")]
     BadRequest(String),
     /// 401; `bearer` adds `WWW-Authenticate: Bearer` (OAuth2 convention).
     #[error("{detail}")]
-    Unauthorized { detail: String, bearer: bool },
+    Unauthorized {
+        /// The contract's text.
+        detail: String,
+        /// Whether to add `WWW-Authenticate: Bearer`.
+        bearer: bool,
+    },
+    /// 403.
     #[error("{0}")]
     Forbidden(String),
+    /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 422 with FastAPI's list of field errors.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     /// 422 with a plain string detail (a rule over the whole request).
     #[error("{0}")]
     Unprocessable(String),
+    /// 429 with the rate limit's headers.
     #[error("{detail}")]
-    TooManyRequests { detail: String, headers: HeaderMap },
+    TooManyRequests {
+        /// The contract's text.
+        detail: String,
+        /// `Retry-After` and the `X-RateLimit-*` headers.
+        headers: HeaderMap,
+    },
+    /// 503: a dependency does not answer.
     #[error("{0}")]
     Unavailable(String),
     /// 502: an upstream (e.g. an OAuth provider) failed. The detail is the public
     /// text; log the cause where it happens, it is never sent to the client.
     #[error("{0}")]
     BadGateway(String),
+    /// 413.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 500; the cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl ApiError {
+    /// 401 with `WWW-Authenticate: Bearer`.
     pub fn unauthorized(detail: &str) -> Self {
         Self::Unauthorized {
             detail: detail.to_string(),
@@ -73,10 +97,12 @@ impl ApiError {
         }
     }
 
+    /// 500 for any failure; `err` is logged, never sent.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         Self::Internal(err.to_string())
     }
 
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -140,99 +166,4 @@ impl IntoResponse for ApiError {
 pub fn header_pair(name: &'static str, value: impl ToString) -> (HeaderName, HeaderValue) {
     let value = HeaderValue::from_str(&value.to_string()).unwrap_or(HeaderValue::from_static(""));
     (HeaderName::from_static(name), value)
-}
-
-/// Whether `body` is the contract's error body for `status`: a JSON object
-/// whose `detail` is a string, or (422 only) a non-empty list of
-/// `{"loc": [...], "msg": "...", "type": "..."}`. For tests and clients that
-/// check answers; `Err` says what is wrong.
-pub fn check_error_body(status: u16, body: &[u8]) -> Result<(), String> {
-    let shown = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("{status}: the body is not JSON ({e}): {}", shown()))?;
-    let Some(object) = value.as_object() else {
-        return Err(format!(
-            "{status}: the body is not a JSON object: {}",
-            shown()
-        ));
-    };
-    match object.get("detail") {
-        Some(serde_json::Value::String(_)) => Ok(()),
-        Some(serde_json::Value::Array(items)) if status == 422 && !items.is_empty() => {
-            for item in items {
-                let well_formed = item["loc"].as_array().is_some_and(|loc| {
-                    !loc.is_empty() && loc.iter().all(|l| l.is_string() || l.is_u64())
-                }) && item["msg"].is_string()
-                    && item["type"].is_string();
-                if !well_formed {
-                    return Err(format!(
-                        "422: a detail entry is not {{loc, msg, type}}: {item}"
-                    ));
-                }
-            }
-            Ok(())
-        }
-        Some(_) => Err(format!(
-            "{status}: `detail` is neither a string nor (for 422) a list of errors: {}",
-            shown()
-        )),
-        None => Err(format!("{status}: no `detail` key: {}", shown())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body_of(error: ApiError) -> (u16, Vec<u8>) {
-        let response = error.into_response();
-        let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        (status, bytes.to_vec())
-    }
-
-    #[tokio::test]
-    async fn every_error_kind_has_the_contract_shape() {
-        let errors = [
-            ApiError::BadRequest("x".into()),
-            ApiError::unauthorized("x"),
-            ApiError::Forbidden("x".into()),
-            ApiError::NotFound("x".into()),
-            ApiError::Conflict("x".into()),
-            ApiError::Validation(vec![FieldError::body(&[json!("a"), json!(0)], "m", "t")]),
-            ApiError::Unprocessable("x".into()),
-            ApiError::PayloadTooLarge,
-            ApiError::Internal("secret cause".into()),
-        ];
-        for error in errors {
-            let (status, body) = body_of(error).await;
-            assert_eq!(check_error_body(status, &body), Ok(()));
-        }
-    }
-
-    #[test]
-    fn bodies_off_the_contract_are_refused() {
-        for (status, body) in [
-            (400, &b"Failed to deserialize query string"[..]),
-            (404, b"[]"),
-            (401, br#"{"error":"x"}"#),
-            (
-                400,
-                br#"{"detail":[{"loc":["body"],"msg":"m","type":"t"}]}"#,
-            ),
-            (422, br#"{"detail":[]}"#),
-            (422, br#"{"detail":[{"loc":"body","msg":"m","type":"t"}]}"#),
-            (422, br#"{"detail":[{"loc":["body"],"msg":"m"}]}"#),
-            (413, br#"{"detail":null}"#),
-        ] {
-            assert!(
-                check_error_body(status, body).is_err(),
-                "{status} {}",
-                String::from_utf8_lossy(body)
-            );
-        }
-        assert_eq!(check_error_body(413, br#"{"detail":"too big"}"#), Ok(()));
-    }
 }

@@ -13,7 +13,7 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orderly_kit::token::{
+use orderly_http::token::{
     AccessClaims, CurrentUser, PasetoSigner, TokenVerifier, VerifierConfig, VerifyingKey, jwk_set,
 };
 use rsa::RsaPrivateKey;

@@ -14,14 +14,14 @@ use tower::ServiceExt;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::config::HttpSettings;
 use crate::edge::Edge;
 use crate::error::detail_response;
 use crate::headers::DOCS_PATH;
 use crate::health::{self, ReadinessCheck};
-use crate::shutdown::Shutdown;
 use crate::timeouts::Timeouts;
 use crate::write_deadline::WriteDeadline;
+use orderly_core::Shutdown;
+use orderly_core::config::HttpSettings;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -57,7 +57,7 @@ pub fn finish(
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Preflights (OPTIONS) are answered here, before any handler or 405.
-        .layer(http.cors.layer())
+        .layer(crate::cors::layer(&http.cors))
         // Outermost: logs, meters and heads every answer, preflights included.
         .layer(Edge::new(service, limits))
 }

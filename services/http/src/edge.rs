@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::error::detail_response;
 use crate::headers;
 use crate::timeouts::{self, Timeouts};
-use crate::trace_context::{TRACEPARENT, TraceContext};
+use orderly_core::trace_context::{TRACEPARENT, TraceContext};
 
 /// The message of the access log line (one per answered request).
 pub const ACCESS_LOG_MESSAGE: &str = "finished processing request";
@@ -45,6 +45,7 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The edge of `service` (its name in logs and metrics).
     pub fn new(service: &'static str, limits: Timeouts) -> Self {
         Self { service, limits }
     }
@@ -230,7 +231,8 @@ mod tests {
             .route(
                 "/",
                 get(|req: Request| async move {
-                    TraceContext::of(&req)
+                    req.extensions()
+                        .get::<TraceContext>()
                         .map(|t| t.traceparent())
                         .unwrap_or_default()
                 }),

@@ -7,9 +7,9 @@
 //! read it with `Extension<TraceContext>` and hand
 //! [`TraceContext::traceparent`] to the events they write), its trace id is on
 //! the request's log span, and the response carries it as `traceparent`
-//! ([`crate::edge`] does this for every request).
+//! (`orderly_http::edge` does this for every request). Events and jobs carry
+//! it on, so consumer and worker continue the same trace.
 
-use axum::extract::Request;
 use rand::Rng;
 
 /// The header's name (lower case, as HTTP/2 sends it).
@@ -151,6 +151,7 @@ impl TraceContext {
         hex(&self.span_id)
     }
 
+    /// Whether the trace is sampled (the only W3C flag).
     pub fn sampled(&self) -> bool {
         self.flags & SAMPLED != 0
     }
@@ -162,11 +163,6 @@ impl TraceContext {
         // Writing to a String cannot fail.
         let _ = write!(value, "{self}");
         value
-    }
-
-    /// The context of this request (set by [`crate::edge`]), if any.
-    pub fn of(req: &Request) -> Option<Self> {
-        req.extensions().get::<Self>().copied()
     }
 }
 

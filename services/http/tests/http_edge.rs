@@ -1,4 +1,4 @@
-//! The HTTP edge `kit::http` puts around both services: CORS, security
+//! The HTTP edge `orderly_http::server` puts around both services: CORS, security
 //! headers, body/request timeouts (in-process, `oneshot` on a finished router),
 //! and `serve` itself (header timeout, peer address, graceful drain) on loopback.
 
@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use hyper::body::Frame;
-use orderly_kit::config::{ConfigError, Env, HttpSettings, Settings};
-use orderly_kit::cors::CorsOrigins;
-use orderly_kit::headers::{ALWAYS, API_CSP, DOCS_CSP};
-use orderly_kit::http::{finish, serve};
-use orderly_kit::timeouts::{BODY_TOO_SLOW, REQUEST_TOO_SLOW};
-use orderly_kit::{Shutdown, extract};
+use orderly_core::Shutdown;
+use orderly_core::config::{ConfigError, CorsOrigins, Env, HttpSettings, Settings};
+use orderly_http::extract;
+use orderly_http::headers::{ALWAYS, API_CSP, DOCS_CSP};
+use orderly_http::server::{finish, serve};
+use orderly_http::timeouts::{BODY_TOO_SLOW, REQUEST_TOO_SLOW};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

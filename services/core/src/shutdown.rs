@@ -2,6 +2,7 @@
 
 use tokio::sync::watch;
 
+/// A cloneable handle: any holder may trigger, every holder may wait.
 #[derive(Clone)]
 pub struct Shutdown {
     tx: std::sync::Arc<watch::Sender<bool>>,
@@ -15,6 +16,7 @@ impl Default for Shutdown {
 }
 
 impl Shutdown {
+    /// Not triggered yet.
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
         Self {
@@ -28,6 +30,7 @@ impl Shutdown {
         let _ = self.tx.send(true);
     }
 
+    /// Whether [`Shutdown::trigger`] was called.
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
     }

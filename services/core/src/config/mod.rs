@@ -1,0 +1,97 @@
+//! Configuration from the environment (and an optional `.env`), with the old
+//! system's variable names. Every name read is in [`ENV_NAMES`], so deployment
+//! files can be checked against what the code actually reads.
+//!
+//! One module per section, each with its variables and the piece of
+//! [`Settings::from_env`] that reads them.
+
+use std::path::PathBuf;
+
+mod auth;
+mod bus;
+mod cors;
+mod env;
+mod http;
+mod names;
+mod ops;
+mod orders;
+mod queue;
+mod rate_limit;
+mod stores;
+mod verifier;
+mod worker;
+
+pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
+pub use bus::{BusKind, KafkaSettings};
+pub use cors::CorsOrigins;
+pub use env::{ConfigError, Env, Secret, redact_url};
+pub use http::HttpSettings;
+pub use names::ENV_NAMES;
+pub use orders::{DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, StatusPolicy};
+pub use queue::{JobQueueKind, JobQueueSettings};
+pub use rate_limit::RateLimit;
+pub use verifier::VerifierConfig;
+pub use worker::WorkerSettings;
+
+/// Everything every role reads, by section.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `ORDERLY_DATA_DIR` (default `data`): SQLite files, keys, the embedded broker.
+    pub data_dir: PathBuf,
+    /// `BUS`: which event bus.
+    pub bus: BusKind,
+    /// The Kafka cluster, with `BUS=kafka`.
+    pub kafka: KafkaSettings,
+    /// `BUS=nats`: the server (`NATS_URL`, default nats://127.0.0.1:4222).
+    pub nats_url: String,
+    /// `ORDERLY_BROKER_LISTEN`: where the embedded broker serves the NATS
+    /// protocol (`orderly broker` defaults to 127.0.0.1:4223; `orderly all`
+    /// only listens when it is set).
+    pub broker_listen: Option<String>,
+    /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
+    /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
+    pub ops_bind: Option<String>,
+    /// The auth service.
+    pub auth: AuthSettings,
+    /// The orders service.
+    pub orders: OrdersSettings,
+    /// The worker.
+    pub worker: WorkerSettings,
+    /// The job queue.
+    pub jobs: JobQueueSettings,
+    /// The HTTP edge shared by auth and orders (CORS, timeouts).
+    pub http: HttpSettings,
+}
+
+impl Settings {
+    /// Read every section; the first bad value fails with its variable named.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(env.value(&["ORDERLY_DATA_DIR"]).unwrap_or("data".into()));
+        let bus = bus::bus_kind(env)?;
+        let kafka = bus::kafka_settings(env, bus)?;
+        let nats_url = bus::nats_url(env);
+        let broker_listen = bus::broker_listen(env)?;
+        let ops_bind = ops::ops_bind(env)?;
+        let jobs = queue::job_queue_settings(env)?;
+        let http = http::http_settings(env)?;
+        let auth = auth::auth_settings(env, &data_dir)?;
+        let orders = orders::orders_settings(env, &data_dir, &auth.public_key_path)?;
+        let worker = worker::worker_settings(env)?;
+        Ok(Self {
+            data_dir,
+            bus,
+            kafka,
+            nats_url,
+            broker_listen,
+            ops_bind,
+            auth,
+            orders,
+            worker,
+            jobs,
+            http,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! The orders service: where it listens and stores orders, how it verifies
+//! tokens, its cache and rate limit, and who may change an order's status.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::env::{Env, bind_addr, invalid, ip_list};
+use super::stores::{PgParts, database_url, redis_url, with_redis_db};
+use super::verifier::verifier_config;
+use super::{ConfigError, RateLimit, Secret, VerifierConfig};
+
+/// An unknown kid refetches the JWKS at most this often, so a stream of forged
+/// kids cannot turn orders into a load generator against auth.
+pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+
+/// Who may set which status (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPolicy {
+    /// The owner may make any legal transition (the old system's behaviour).
+    Owner,
+    /// Owners may only cancel; PAID/SHIPPED need the `admin` role.
+    Strict,
+}
+
+/// The orders service.
+#[derive(Debug, Clone)]
+pub struct OrdersSettings {
+    /// `ORDERS_BIND`, HOST:PORT.
+    pub bind: String,
+    /// `sqlite://…` or `postgres://…`; may hold a password, hence [`Secret`].
+    pub database_url: Secret,
+    /// The public key tokens are verified with (default: auth's).
+    pub public_key_path: PathBuf,
+    /// Order creations allowed per client.
+    pub rate_limit: RateLimit,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a cached order is served.
+    pub cache_ttl: Duration,
+    /// Who may set which status.
+    pub status_policy: StatusPolicy,
+    /// Redis for the order cache (`order:{id}`); `None`: in-process cache.
+    pub redis_cache_url: Option<Secret>,
+    /// Redis for the rate-limit counters; `None`: in-process limiter.
+    pub redis_limiter_url: Option<Secret>,
+    /// With Redis unreachable: refuse requests (503) instead of letting them through.
+    pub rate_limit_fail_closed: bool,
+    /// Prefix of the limiter's Redis keys (lets instances or test runs count apart).
+    pub rate_limit_key_prefix: String,
+    /// Verify tokens with the keys of this JWKS instead of `public_key_path`.
+    pub jwks_url: Option<String>,
+    /// An unknown kid refetches the JWKS at most once per this interval.
+    pub jwks_min_refetch: Duration,
+    /// `AUTH_ISSUER`/`AUTH_AUDIENCE`: required in tokens when set.
+    pub verifier: VerifierConfig,
+}
+
+/// The orders section; the public key defaults to auth's.
+pub(super) fn orders_settings(
+    env: &Env,
+    data_dir: &Path,
+    auth_public_key: &Path,
+) -> Result<OrdersSettings, ConfigError> {
+    let trusted_proxies = ip_list(env, "ORDERS_TRUSTED_PROXIES")?;
+    let status_policy = status_policy(env)?;
+    // The more specific name wins: ORDERS_REDIS_URL lets orders use another
+    // Redis than the job queue's REDIS_URL.
+    let redis_cache = redis_url(env, &["ORDERS_REDIS_URL", "REDIS_URL"])?;
+    let redis_limiter = match redis_url(env, &["ORDERS_REDIS_LIMITER_URL"])? {
+        Some((_, url)) => Some(url),
+        None => redis_cache.as_ref().map(|(_, url)| with_redis_db(url, 2)),
+    };
+    Ok(OrdersSettings {
+        bind: bind_addr(env, "ORDERS_BIND", "0.0.0.0:8000")?,
+        database_url: database_url(
+            env,
+            PgParts {
+                url: "ORDERS_DATABASE_URL",
+                host: "POSTGRES_ORDERS_HOST",
+                port: "POSTGRES_ORDERS_PORT",
+                db: "POSTGRES_ORDERS_DB",
+                password: "POSTGRES_ORDERS_PASSWORD",
+                default_db: "ordersdb",
+            },
+            data_dir.join("orders.db"),
+        )?,
+        public_key_path: env
+            .value(&["ORDERS_PUBLIC_KEY_PATH"])
+            .map(PathBuf::from)
+            .unwrap_or_else(|| auth_public_key.to_path_buf()),
+        rate_limit: env.parse(
+            &["ORDERS_RATE_LIMIT"],
+            RateLimit {
+                limit: 10,
+                window: Duration::from_secs(60),
+            },
+        )?,
+        trusted_proxies,
+        cache_ttl: Duration::from_secs(env.parse(&["ORDERS_CACHE_TTL_SECONDS"], 300)?),
+        status_policy,
+        redis_cache_url: redis_cache.map(|(_, url)| Secret::new(url.to_string())),
+        redis_limiter_url: redis_limiter.map(|url| Secret::new(url.to_string())),
+        rate_limit_fail_closed: env.flag(&["ORDERS_RATE_LIMIT_FAIL_CLOSED"])?,
+        rate_limit_key_prefix: env
+            .value(&["ORDERS_RATE_LIMIT_KEY_PREFIX"])
+            .unwrap_or_else(|| "rate_limit:".into()),
+        jwks_url: jwks_url(env)?,
+        jwks_min_refetch: Duration::from_secs(env.parse(
+            &["ORDERS_JWKS_MIN_REFETCH_SECONDS"],
+            DEFAULT_JWKS_MIN_REFETCH.as_secs(),
+        )?),
+        verifier: verifier_config(env),
+    })
+}
+
+fn status_policy(env: &Env) -> Result<StatusPolicy, ConfigError> {
+    match env.get(&["ORDERS_STATUS_POLICY"]) {
+        None => Ok(StatusPolicy::Owner),
+        Some((_, v)) if v == "owner" => Ok(StatusPolicy::Owner),
+        Some((_, v)) if v == "strict" => Ok(StatusPolicy::Strict),
+        Some((name, v)) => Err(invalid(&name, &v, "expected owner or strict")),
+    }
+}
+
+/// `ORDERS_JWKS_URL`: an http(s) URL when set.
+fn jwks_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    match env.get(&["ORDERS_JWKS_URL"]) {
+        None => Ok(None),
+        Some((name, value)) => match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(value)),
+            _ => Err(invalid(&name, &value, "expected an http(s):// URL")),
+        },
+    }
+}
