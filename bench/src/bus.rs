@@ -16,18 +16,22 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::report::micros_histogram;
 
+/// One bus run.
 #[derive(Debug, Clone, Copy)]
 pub struct BusSpec {
+    /// Publishing before the measured window.
     pub warmup: Duration,
+    /// The measured window.
     pub duration: Duration,
     /// Messages published but not yet delivered, at most.
     pub window: usize,
+    /// Bytes per message.
     pub payload: usize,
 }
 
 /// How messages are published.
 #[derive(Clone)]
-pub enum Publisher {
+enum Publisher {
     Bus(Arc<dyn Bus>, String),
     Nats(async_nats::Client, String),
     /// No broker at all: the harness's own ceiling.
@@ -52,7 +56,7 @@ const PROBE: u8 = 0;
 const REAL: u8 = 1;
 
 /// The subscriber's side: counts, latencies, and the window's permits.
-pub struct Probe {
+struct Probe {
     base: Instant,
     window: Semaphore,
     ready: AtomicBool,
@@ -91,7 +95,7 @@ impl Probe {
     }
 
     /// Called by the subscriber for every delivered payload.
-    pub fn on_payload(&self, p: &[u8]) {
+    fn on_payload(&self, p: &[u8]) {
         if p.len() < 9 {
             return;
         }
@@ -120,17 +124,22 @@ impl Probe {
     }
 }
 
+/// What a bus run measured.
 #[derive(Debug)]
 pub struct BusResult {
+    /// Messages delivered in the measured window.
     pub count: u64,
+    /// Failed publishes.
     pub errors: u64,
+    /// Publish → deliver, of the counted messages.
     pub latency_us: Histogram<u64>,
+    /// The measured window.
     pub seconds: f64,
 }
 
 /// Subscribes with `subscribe` (which spawns the task feeding `Probe::on_payload`
 /// and returns it once subscribed), waits until probes come through, then measures.
-pub async fn run<F, Fut>(
+async fn run<F, Fut>(
     publisher: Publisher,
     subscribe: F,
     spec: BusSpec,
@@ -210,7 +219,7 @@ async fn measure(
 }
 
 /// A subject nobody else uses.
-pub fn unique_subject() -> String {
+fn unique_subject() -> String {
     format!("bench.{}", uuid::Uuid::new_v4().simple())
 }
 

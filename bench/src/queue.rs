@@ -15,17 +15,17 @@ use tokio::sync::Semaphore;
 use crate::report::micros_histogram;
 
 #[derive(Debug, Clone, Copy)]
-pub struct QueueSpec {
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub producers: usize,
-    pub workers: usize,
+pub(crate) struct QueueSpec {
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) producers: usize,
+    pub(crate) workers: usize,
     /// Jobs enqueued but not yet acked, at most.
-    pub window: usize,
+    pub(crate) window: usize,
 }
 
 impl QueueSpec {
-    pub fn new(warmup: Duration, duration: Duration) -> Self {
+    pub(crate) fn new(warmup: Duration, duration: Duration) -> Self {
         Self {
             warmup,
             duration,
@@ -37,14 +37,14 @@ impl QueueSpec {
 }
 
 #[derive(Debug)]
-pub struct QueueResult {
-    pub count: u64,
-    pub errors: u64,
-    pub latency_us: Histogram<u64>,
-    pub seconds: f64,
+pub(crate) struct QueueResult {
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) seconds: f64,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     queue: Arc<dyn JobQueue>,
     queue_name: &str,
     spec: QueueSpec,

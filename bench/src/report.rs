@@ -7,12 +7,18 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::ids::MeasurementId;
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Latency {
+    /// The median.
     pub p50_ms: f64,
+    /// The 90th percentile.
     pub p90_ms: f64,
+    /// The 99th percentile.
     pub p99_ms: f64,
+    /// The slowest.
     pub max_ms: f64,
 }
 
@@ -37,34 +43,48 @@ pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// Whether a measurement has figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
+    /// Measured.
     Ok,
-    Skipped { reason: String },
-    Failed { reason: String },
+    /// Not run: what it needs is not there.
+    Skipped {
+        /// What is missing.
+        reason: String,
+    },
+    /// Run, and it went wrong.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// One run of one workload against one target.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Measurement {
     /// Stable identifier, e.g. `http.get.embedded.c50`; checks refer to it.
-    pub id: String,
+    pub id: MeasurementId,
     /// `http`, `bus`, `queue`, `paid`, `footprint`, `postgres`.
-    pub section: String,
+    pub section: &'static str,
     /// What was measured, for humans.
     pub name: String,
     /// What served it (`orderly (embedded)`, `bare axum`, `nats-server` …).
     pub target: String,
+    /// Concurrent connections of an HTTP run.
     pub connections: Option<usize>,
+    /// Measured, skipped or failed.
     pub outcome: Outcome,
     /// Completed operations per second in the measured window.
     pub throughput: Option<f64>,
     /// `req/s`, `msgs/s`, `jobs/s`, `tps`.
-    pub unit: String,
+    pub unit: &'static str,
+    /// Latencies of the operations in the measured window.
     pub latency: Option<Latency>,
     /// Operations completed in the measured window.
     pub count: u64,
+    /// Operations that failed.
     pub errors: u64,
     /// Errors by kind (`status 429`, `connect`, …).
     pub error_kinds: BTreeMap<String, u64>,
@@ -75,16 +95,17 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    pub fn new(id: &str, section: &str, name: &str, target: &str, unit: &str) -> Self {
+    /// A measurement of `name` against `target`, in `id`'s section and unit.
+    pub fn new(id: MeasurementId, name: &str, target: &str) -> Self {
         Self {
-            id: id.into(),
-            section: section.into(),
+            id,
+            section: id.section(),
             name: name.into(),
             target: target.into(),
             connections: None,
             outcome: Outcome::Ok,
             throughput: None,
-            unit: unit.into(),
+            unit: id.unit(),
             latency: None,
             count: 0,
             errors: 0,
@@ -94,6 +115,7 @@ impl Measurement {
         }
     }
 
+    /// The measurement, skipped for `reason`.
     pub fn skipped(mut self, reason: impl Into<String>) -> Self {
         self.outcome = Outcome::Skipped {
             reason: reason.into(),
@@ -101,6 +123,7 @@ impl Measurement {
         self
     }
 
+    /// The measurement, failed for `reason`.
     pub fn failed(mut self, reason: impl Into<String>) -> Self {
         self.outcome = Outcome::Failed {
             reason: reason.into(),
@@ -108,11 +131,13 @@ impl Measurement {
         self
     }
 
+    /// The measurement of a run on `c` connections.
     pub fn with_connections(mut self, c: usize) -> Self {
         self.connections = Some(c);
         self
     }
 
+    /// Whether it was measured.
     pub fn is_ok(&self) -> bool {
         self.outcome == Outcome::Ok
     }
@@ -121,8 +146,10 @@ impl Measurement {
 /// Which way a target points.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub enum Goal {
+    /// The value must reach the target.
     #[serde(rename = ">=")]
     AtLeast,
+    /// The value must stay at or below the target.
     #[serde(rename = "<=")]
     AtMost,
 }
@@ -130,11 +157,15 @@ pub enum Goal {
 /// A ratio of two measurements, or one absolute figure, with its target if any.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Check {
+    /// What is compared, for humans.
     pub name: String,
     /// `×` for ratios, else the figure's unit.
     pub unit: String,
+    /// The ratio or figure; `None` when a measurement is missing.
     pub value: Option<f64>,
+    /// Which way the target points.
     pub goal: Option<Goal>,
+    /// The target, if any.
     pub target: Option<f64>,
     /// `None` when there is no target or no value.
     pub met: Option<bool>,
@@ -153,30 +184,41 @@ impl Check {
     }
 }
 
+/// Everything one invocation measured.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
+    /// When the run began (UTC, RFC 3339).
     pub started_at: String,
+    /// CPU model and count.
     pub machine: BTreeMap<String, String>,
+    /// Warm-up, duration, connection counts.
     pub settings: BTreeMap<String, String>,
+    /// Every run, in the order made.
     pub measurements: Vec<Measurement>,
+    /// Ratios and targets computed from the measurements.
     pub checks: Vec<Check>,
+    /// Anything a reader of the figures should know.
     pub notes: Vec<String>,
 }
 
 /// What a check reads from a measurement.
 #[derive(Debug, Clone, Copy)]
 pub enum Field {
+    /// The throughput.
     Throughput,
+    /// The 99th percentile latency.
     P99,
+    /// A named extra figure (`rss_mb` …).
     Extra(&'static str),
 }
 
 impl Report {
-    pub fn get(&self, id: &str) -> Option<&Measurement> {
+    /// The measurement `id`, if it was run.
+    pub fn get(&self, id: MeasurementId) -> Option<&Measurement> {
         self.measurements.iter().find(|m| m.id == id)
     }
 
-    fn field(&self, id: &str, field: Field) -> Result<f64, String> {
+    fn field(&self, id: MeasurementId, field: Field) -> Result<f64, String> {
         let m = self.get(id).ok_or_else(|| format!("{id} not run"))?;
         match &m.outcome {
             Outcome::Ok => {}
@@ -198,8 +240,8 @@ impl Report {
     pub fn ratio(
         &mut self,
         name: &str,
-        num: &str,
-        den: &str,
+        num: MeasurementId,
+        den: MeasurementId,
         field: Field,
         target: Option<(Goal, f64)>,
     ) {
@@ -223,7 +265,15 @@ impl Report {
     }
 
     /// One absolute figure against its target.
-    pub fn absolute(&mut self, name: &str, id: &str, field: Field, unit: &str, goal: Goal, t: f64) {
+    pub fn absolute(
+        &mut self,
+        name: &str,
+        id: MeasurementId,
+        field: Field,
+        unit: &str,
+        goal: Goal,
+        t: f64,
+    ) {
         let (value, note) = match self.field(id, field) {
             Ok(v) => (Some(v), id.to_string()),
             Err(e) => (None, e),
@@ -242,10 +292,12 @@ impl Report {
         );
     }
 
+    /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the report is plain data")
     }
 
+    /// The measurements and the checks as two Markdown tables, then the notes.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -475,22 +527,20 @@ pub fn fmt_num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::QueueTarget;
+
+    const A: MeasurementId = MeasurementId::Queue(QueueTarget::Embedded);
+    const B: MeasurementId = MeasurementId::Queue(QueueTarget::Redis);
 
     #[test]
     fn ratio_of_skipped_measurement_has_no_value() {
         let mut r = Report::default();
-        let mut a = Measurement::new("a", "http", "a", "x", "req/s");
+        let mut a = Measurement::new(A, "a", "x");
         a.throughput = Some(50.0);
         r.measurements.push(a);
         r.measurements
-            .push(Measurement::new("b", "http", "b", "y", "req/s").skipped("no server"));
-        r.ratio(
-            "a/b",
-            "a",
-            "b",
-            Field::Throughput,
-            Some((Goal::AtLeast, 0.5)),
-        );
+            .push(Measurement::new(B, "b", "y").skipped("no server"));
+        r.ratio("a/b", A, B, Field::Throughput, Some((Goal::AtLeast, 0.5)));
         assert_eq!(r.checks[0].value, None);
         assert_eq!(r.checks[0].met, None);
         assert!(r.checks[0].note.contains("no server"));
@@ -501,20 +551,15 @@ mod tests {
     #[test]
     fn ratio_and_target() {
         let mut r = Report::default();
-        for (id, v) in [("a", 30.0), ("b", 100.0)] {
-            let mut m = Measurement::new(id, "http", id, "x", "req/s");
+        for (id, v) in [(A, 30.0), (B, 100.0)] {
+            let mut m = Measurement::new(id, "q", "x");
             m.throughput = Some(v);
             r.measurements.push(m);
         }
-        r.ratio(
-            "a/b",
-            "a",
-            "b",
-            Field::Throughput,
-            Some((Goal::AtLeast, 0.5)),
-        );
+        r.ratio("a/b", A, B, Field::Throughput, Some((Goal::AtLeast, 0.5)));
         assert_eq!(r.checks[0].value, Some(0.3));
         assert_eq!(r.checks[0].met, Some(false));
+        assert_eq!(r.checks[0].note, "queue.embedded / queue.redis");
         assert!(r.to_svg().contains("0.300×"));
     }
 
