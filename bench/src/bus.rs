@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use orderly_bus::{Bus, Message};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::report::micros_histogram;
+use crate::report::{Counted, micros_histogram};
 
 /// One bus run.
 #[derive(Debug, Clone, Copy)]
@@ -124,19 +124,6 @@ impl Probe {
     }
 }
 
-/// What a bus run measured.
-#[derive(Debug)]
-pub struct BusResult {
-    /// Messages delivered in the measured window.
-    pub count: u64,
-    /// Failed publishes.
-    pub errors: u64,
-    /// Publish → deliver, of the counted messages.
-    pub latency_us: Histogram<u64>,
-    /// The measured window.
-    pub seconds: f64,
-}
-
 /// Subscribes with `subscribe` (which spawns the task feeding `Probe::on_payload`
 /// and returns it once subscribed), waits until probes come through, then measures.
 async fn run<F, Fut>(
@@ -144,7 +131,7 @@ async fn run<F, Fut>(
     subscribe: F,
     spec: BusSpec,
     done: Arc<AtomicU64>,
-) -> Result<BusResult>
+) -> Result<Counted>
 where
     F: FnOnce(Arc<Probe>) -> Fut,
     Fut: std::future::Future<Output = Result<tokio::task::JoinHandle<()>>>,
@@ -161,7 +148,7 @@ async fn measure(
     probe: &Arc<Probe>,
     spec: BusSpec,
     done: Arc<AtomicU64>,
-) -> Result<BusResult> {
+) -> Result<Counted> {
     // A subscription may take a moment to reach the broker (Kafka joins a group).
     let ready_by = Instant::now() + Duration::from_secs(60);
     while !probe.ready.load(Ordering::Acquire) {
@@ -210,7 +197,7 @@ async fn measure(
         .lock()
         .map_err(|_| anyhow!("histogram lock poisoned"))?
         .clone();
-    Ok(BusResult {
+    Ok(Counted {
         count: probe.count.load(Ordering::Relaxed),
         errors,
         latency_us: hist,
@@ -224,7 +211,7 @@ fn unique_subject() -> String {
 }
 
 /// Publish → deliver through a [`Bus`] (the embedded broker in process, Kafka …).
-pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let subject = unique_subject();
     let b = bus.clone();
     let s = subject.clone();
@@ -245,7 +232,7 @@ pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> 
 }
 
 /// Publish → deliver with async-nats, publisher and subscriber on their own connections.
-pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let connect = |name: &'static str| {
         async_nats::ConnectOptions::new()
             .name(name)
@@ -281,7 +268,7 @@ pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<
 
 /// The harness alone: a tokio channel where the broker would be. What a broker
 /// measured here cannot exceed (the in-process broker delivers through one too).
-pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     run(
         Publisher::Channel(tx),

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use orderly_bus::{JobQueue, NewJob};
 use tokio::sync::Semaphore;
 
-use crate::report::micros_histogram;
+use crate::report::{Counted, micros_histogram};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueueSpec {
@@ -36,20 +35,12 @@ impl QueueSpec {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct QueueResult {
-    pub(crate) count: u64,
-    pub(crate) errors: u64,
-    pub(crate) latency_us: Histogram<u64>,
-    pub(crate) seconds: f64,
-}
-
 pub(crate) async fn run(
     queue: Arc<dyn JobQueue>,
     queue_name: &str,
     spec: QueueSpec,
     done: Arc<AtomicU64>,
-) -> Result<QueueResult> {
+) -> Result<Counted> {
     let base = Instant::now();
     let measure_from = base + spec.warmup;
     let end = measure_from + spec.duration;
@@ -126,7 +117,7 @@ pub(crate) async fn run(
         });
     }
     while producers.join_next().await.is_some() {}
-    let mut result = QueueResult {
+    let mut result = Counted {
         count: 0,
         errors: 0,
         latency_us: micros_histogram(),

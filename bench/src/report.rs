@@ -43,6 +43,19 @@ pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// What a run of operations counted in its measured window.
+#[derive(Debug)]
+pub struct Counted {
+    /// Operations completed in the window.
+    pub count: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Latencies of the counted operations.
+    pub latency_us: Histogram<u64>,
+    /// The measured window.
+    pub seconds: f64,
+}
+
 /// Whether a measurement has figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -112,6 +125,25 @@ impl Measurement {
             error_kinds: BTreeMap::new(),
             extra: BTreeMap::new(),
             seconds: 0.0,
+        }
+    }
+
+    /// The figures of a run; failed when the run failed, or with `why_none`
+    /// when it counted nothing.
+    pub fn counted(mut self, run: anyhow::Result<Counted>, why_none: &str) -> Self {
+        match run {
+            Ok(x) => {
+                self.throughput = Some(x.count as f64 / x.seconds);
+                self.latency = Latency::from_micros(&x.latency_us);
+                self.count = x.count;
+                self.errors = x.errors;
+                self.seconds = x.seconds;
+                if x.count == 0 {
+                    self = self.failed(why_none);
+                }
+                self
+            }
+            Err(e) => self.failed(format!("{e:#}")),
         }
     }
 

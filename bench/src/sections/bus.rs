@@ -12,10 +12,10 @@ use orderly_bus::Bus;
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker};
 use orderly_kafka::{KafkaBus, KafkaConfig};
 
-use crate::bus::{self, BusResult, BusSpec};
+use crate::bus::{self, BusSpec};
 use crate::ids::{BusRun, BusTarget, MeasurementId};
 use crate::progress::Progress;
-use crate::report::{Latency, Measurement, Report, micros_histogram};
+use crate::report::{Counted, Measurement, Report, micros_histogram};
 use crate::sections::{Config, skip_reason_no_bin, summary};
 
 /// The Kafka adapter's `fetch.wait.max.ms` in its second run: tansu holds
@@ -61,7 +61,7 @@ fn spec(cfg: &Config, run: BusRun) -> BusSpec {
     }
 }
 
-fn measurement(target: BusTarget, name: &str, run: BusRun, res: Result<BusResult>) -> Measurement {
+fn measurement(target: BusTarget, name: &str, run: BusRun, res: Result<Counted>) -> Measurement {
     let what = match run {
         BusRun::Latency => "publish→deliver latency (1 in flight, 128 B)".to_string(),
         BusRun::Throughput => format!(
@@ -69,28 +69,15 @@ fn measurement(target: BusTarget, name: &str, run: BusRun, res: Result<BusResult
             run.window()
         ),
     };
-    let mut m = Measurement::new(MeasurementId::Bus { target, run }, &what, name);
-    match res {
-        Ok(x) => {
-            m.throughput = Some(x.count as f64 / x.seconds);
-            m.latency = Latency::from_micros(&x.latency_us);
-            m.count = x.count;
-            m.errors = x.errors;
-            m.seconds = x.seconds;
-            if x.count == 0 {
-                m = m.failed("no message delivered in the measured window");
-            }
-        }
-        Err(e) => m = m.failed(format!("{e:#}")),
-    }
-    m
+    Measurement::new(MeasurementId::Bus { target, run }, &what, name)
+        .counted(res, "no message delivered in the measured window")
 }
 
 /// Runs the throughput and the latency run of one target.
 async fn run_pair<F, Fut>(cfg: &Config, r: &mut Report, target: BusTarget, name: &str, run: F)
 where
     F: Fn(BusSpec, Arc<AtomicU64>) -> Fut,
-    Fut: Future<Output = Result<BusResult>>,
+    Fut: Future<Output = Result<Counted>>,
 {
     for kind in BusRun::ALL {
         let spec = spec(cfg, kind);
@@ -114,7 +101,7 @@ where
 /// Skipped rows for both runs of one target.
 fn skip(r: &mut Report, target: BusTarget, name: &str, why: &str) {
     for kind in BusRun::ALL {
-        let nothing = BusResult {
+        let nothing = Counted {
             count: 0,
             errors: 0,
             latency_us: micros_histogram(),

@@ -10,8 +10,8 @@ use orderly_redis::{RedisQueue, RedisQueueConfig};
 
 use crate::ids::{MeasurementId, QueueTarget};
 use crate::progress::Progress;
-use crate::queue::{self, QueueResult, QueueSpec};
-use crate::report::{Latency, Measurement, Report};
+use crate::queue::{self, QueueSpec};
+use crate::report::{Counted, Measurement, Report};
 use crate::sections::{Config, summary};
 
 const NAME: &str = "enqueue → reserve → ack (no-op)";
@@ -28,22 +28,9 @@ fn target_name(target: QueueTarget) -> &'static str {
     }
 }
 
-fn measurement(target: QueueTarget, res: Result<QueueResult>) -> Measurement {
-    let mut m = Measurement::new(MeasurementId::Queue(target), NAME, target_name(target));
-    match res {
-        Ok(x) => {
-            m.throughput = Some(x.count as f64 / x.seconds);
-            m.latency = Latency::from_micros(&x.latency_us);
-            m.count = x.count;
-            m.errors = x.errors;
-            m.seconds = x.seconds;
-            if x.count == 0 {
-                m = m.failed("no job completed in the measured window");
-            }
-        }
-        Err(e) => m = m.failed(format!("{e:#}")),
-    }
-    m
+fn measurement(target: QueueTarget, res: Result<Counted>) -> Measurement {
+    Measurement::new(MeasurementId::Queue(target), NAME, target_name(target))
+        .counted(res, "no job completed in the measured window")
 }
 
 /// One measured run of `q`, with its progress line.

@@ -32,8 +32,23 @@ pub(super) async fn section(cfg: &Config, r: &mut Report) {
         pg_inserts::skipped(cfg, r, &why);
         return;
     };
-    embedded(cfg, r, &bin).await;
-    cached_get_without_access_log(cfg, r, &bin).await;
+    // Embedded: SQLite files, in-process cache, embedded broker and queue.
+    let embedded = Started {
+        target: ApiTarget::Embedded,
+        env: vec![],
+        only: None,
+        rss_after_load: true,
+    };
+    against_started(cfg, r, &bin, embedded).await;
+    // The cached GET again with the access log line filtered out: what the
+    // line costs, side by side.
+    let quiet = Started {
+        target: ApiTarget::Quiet,
+        env: vec![("RUST_LOG".into(), "info,access=off".into())],
+        only: Some(&[Workload::Get]),
+        rss_after_load: false,
+    };
+    against_started(cfg, r, &bin, quiet).await;
     postgres(cfg, r, &bin).await;
 }
 
@@ -88,35 +103,47 @@ async fn external(cfg: &Config, r: &mut Report, auth_url: &str, orders_url: &str
     }
 }
 
-/// Embedded: SQLite files, in-process cache, embedded broker and queue; then
-/// the process's RSS after the load.
-async fn embedded(cfg: &Config, r: &mut Report, bin: &Path) {
-    let target = ApiTarget::Embedded;
+/// An `orderly all` the section starts, and what to run against it.
+struct Started<'a> {
+    target: ApiTarget,
+    /// Added to the process's environment.
+    env: Vec<(String, String)>,
+    /// Only these workloads; `None`: all of them.
+    only: Option<&'a [Workload]>,
+    /// Also record the process's RSS once the workloads have run.
+    rss_after_load: bool,
+}
+
+/// Starts `orderly all` on a fresh data directory, runs the workloads
+/// against it and stops it.
+async fn against_started(cfg: &Config, r: &mut Report, bin: &Path, run: Started<'_>) {
     let proc_ = match OrderlyProcess::spawn(SpawnOptions {
         bin,
-        env: vec![],
+        env: run.env,
         data_dir: None,
         args: vec![],
     }) {
         Ok(p) => p,
         Err(e) => {
             let why = format!("cannot start orderly: {e:#}");
-            return api::skip(cfg, r, target, &why, None);
+            return api::skip(cfg, r, run.target, &why, run.only);
         }
     };
     match api_targets(&proc_).await {
         Ok((auth, orders)) => {
-            let run = ApiRun {
-                target,
+            let load = ApiRun {
+                target: run.target,
                 auth: &auth,
                 orders: &orders,
                 pid: Some(proc_.pid),
-                only: None,
+                only: run.only,
             };
-            run.run(cfg, r).await;
-            r.measurements.push(rss_after_load(proc_.pid));
+            load.run(cfg, r).await;
+            if run.rss_after_load {
+                r.measurements.push(rss_after_load(proc_.pid));
+            }
         }
-        Err(e) => api::skip(cfg, r, target, &format!("{e:#}"), None),
+        Err(e) => api::skip(cfg, r, run.target, &format!("{e:#}"), run.only),
     }
     proc_.stop(Duration::from_secs(10));
 }
@@ -134,39 +161,6 @@ fn rss_after_load(pid: u32) -> Measurement {
         m.extra.insert("peak_rss_mb".into(), v);
     }
     m
-}
-
-/// The cached GET again with the access log line filtered out
-/// (`RUST_LOG=info,access=off`): what the line costs, side by side.
-async fn cached_get_without_access_log(cfg: &Config, r: &mut Report, bin: &Path) {
-    let target = ApiTarget::Quiet;
-    let only: &[Workload] = &[Workload::Get];
-    let proc_ = match OrderlyProcess::spawn(SpawnOptions {
-        bin,
-        env: vec![("RUST_LOG".into(), "info,access=off".into())],
-        data_dir: None,
-        args: vec![],
-    }) {
-        Ok(p) => p,
-        Err(e) => {
-            let why = format!("cannot start orderly: {e:#}");
-            return api::skip(cfg, r, target, &why, Some(only));
-        }
-    };
-    match api_targets(&proc_).await {
-        Ok((auth, orders)) => {
-            let run = ApiRun {
-                target,
-                auth: &auth,
-                orders: &orders,
-                pid: Some(proc_.pid),
-                only: Some(only),
-            };
-            run.run(cfg, r).await;
-        }
-        Err(e) => api::skip(cfg, r, target, &format!("{e:#}"), Some(only)),
-    }
-    proc_.stop(Duration::from_secs(10));
 }
 
 /// PostgreSQL: two fresh databases, dropped at the end; pgbench of the
