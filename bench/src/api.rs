@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::http::{Client, Target};
 
-pub const PASSWORD: &str = "bench-password-1";
+pub(crate) const PASSWORD: &str = "bench-password-1";
 
 /// The body of every order the bench creates.
-pub fn order_body() -> Value {
+pub(crate) fn order_body() -> Value {
     json!({
         "items": [{"name": "Bench item", "price": 100.0, "quantity": 1}],
         "total_price": 100.0
@@ -18,14 +18,14 @@ pub fn order_body() -> Value {
 }
 
 #[derive(Debug, Clone)]
-pub struct User {
-    pub email: String,
-    pub user_id: i64,
-    pub token: String,
+pub(crate) struct User {
+    pub(crate) email: String,
+    pub(crate) user_id: i64,
+    pub(crate) token: String,
 }
 
 /// Registers a fresh user and logs in.
-pub async fn new_user(auth: &Target) -> Result<User> {
+pub(crate) async fn new_user(auth: &Target) -> Result<User> {
     let mut c = Client::new(auth.clone());
     let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
     let (status, body) = c
@@ -54,7 +54,7 @@ pub async fn new_user(auth: &Target) -> Result<User> {
     })
 }
 
-pub fn token_form(email: &str) -> String {
+pub(crate) fn token_form(email: &str) -> String {
     format!(
         "username={}&password={PASSWORD}",
         email.replace('@', "%40").replace('+', "%2B")
@@ -80,7 +80,7 @@ async fn login(c: &mut Client, email: &str) -> Result<String> {
 }
 
 /// Creates one order; returns its id.
-pub async fn create_order(c: &mut Client, token: &str) -> Result<String> {
+pub(crate) async fn create_order(c: &mut Client, token: &str) -> Result<String> {
     let (status, body) = c.post_json("/orders/", Some(token), &order_body()).await?;
     if status != StatusCode::OK && status != StatusCode::CREATED {
         bail!(
@@ -96,7 +96,7 @@ pub async fn create_order(c: &mut Client, token: &str) -> Result<String> {
 }
 
 /// The order's status, from `GET /orders/{id}/`.
-pub async fn order_status(c: &mut Client, token: &str, id: &str) -> Result<String> {
+pub(crate) async fn order_status(c: &mut Client, token: &str, id: &str) -> Result<String> {
     let (status, body) = c.get(&format!("/orders/{id}/"), Some(token)).await?;
     if status != StatusCode::OK {
         bail!("get answered {status}");
@@ -106,7 +106,7 @@ pub async fn order_status(c: &mut Client, token: &str, id: &str) -> Result<Strin
 }
 
 /// Polls `GET /health` until it answers 200; `Err` after `timeout`.
-pub async fn wait_healthy(target: &Target, timeout: std::time::Duration) -> Result<()> {
+pub(crate) async fn wait_healthy(target: &Target, timeout: std::time::Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut c = Client::new(target.clone());
     loop {

@@ -12,18 +12,18 @@ use axum::routing::get;
 const BODY: &str = r#"{"id":"0191d6c5-6b8e-7c51-a0f3-1d2e3f4a5b6c","user_id":1,"items":[{"name":"Bench item","price":100.0,"quantity":1}],"total_price":100.0,"status":"PENDING","created_at":"2025-01-01T00:00:00Z"}"#;
 
 /// The server; dropping it stops it.
-pub struct BareServer {
-    pub addr: SocketAddr,
+pub(crate) struct BareServer {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Thread name prefix, so CPU time can be told apart from the load generator's.
-pub const THREAD_NAME: &str = "bare-axum";
+pub(crate) const THREAD_NAME: &str = "bare-axum";
 
 impl BareServer {
     /// Starts on 127.0.0.1:0 with `threads` runtime workers.
-    pub fn start(threads: usize) -> Result<Self> {
+    pub(crate) fn start(threads: usize) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name(THREAD_NAME)

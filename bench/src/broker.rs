@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-pub struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: Child,
-    pub url: String,
+    pub(crate) url: String,
     _data_dir: tempfile::TempDir,
 }
 
 impl BrokerProcess {
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -28,7 +28,7 @@ impl Drop for BrokerProcess {
 }
 
 /// Starts `orderly broker` on a free port (it prints `broker: nats://…`); `Ok(None)` when this build has no such command.
-pub async fn start(bin: &Path) -> Result<Option<BrokerProcess>> {
+pub(crate) async fn start(bin: &Path) -> Result<Option<BrokerProcess>> {
     let bin = bin.to_path_buf();
     tokio::task::spawn_blocking(move || start_blocking(&bin))
         .await

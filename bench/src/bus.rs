@@ -14,20 +14,24 @@ use hdrhistogram::Histogram;
 use orderly_bus::{Bus, Message};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::report::micros_histogram;
+use crate::report::{Counted, micros_histogram};
 
+/// One bus run.
 #[derive(Debug, Clone, Copy)]
 pub struct BusSpec {
+    /// Publishing before the measured window.
     pub warmup: Duration,
+    /// The measured window.
     pub duration: Duration,
     /// Messages published but not yet delivered, at most.
     pub window: usize,
+    /// Bytes per message.
     pub payload: usize,
 }
 
 /// How messages are published.
 #[derive(Clone)]
-pub enum Publisher {
+enum Publisher {
     Bus(Arc<dyn Bus>, String),
     Nats(async_nats::Client, String),
     /// No broker at all: the harness's own ceiling.
@@ -52,7 +56,7 @@ const PROBE: u8 = 0;
 const REAL: u8 = 1;
 
 /// The subscriber's side: counts, latencies, and the window's permits.
-pub struct Probe {
+struct Probe {
     base: Instant,
     window: Semaphore,
     ready: AtomicBool,
@@ -91,7 +95,7 @@ impl Probe {
     }
 
     /// Called by the subscriber for every delivered payload.
-    pub fn on_payload(&self, p: &[u8]) {
+    fn on_payload(&self, p: &[u8]) {
         if p.len() < 9 {
             return;
         }
@@ -120,22 +124,14 @@ impl Probe {
     }
 }
 
-#[derive(Debug)]
-pub struct BusResult {
-    pub count: u64,
-    pub errors: u64,
-    pub latency_us: Histogram<u64>,
-    pub seconds: f64,
-}
-
 /// Subscribes with `subscribe` (which spawns the task feeding `Probe::on_payload`
 /// and returns it once subscribed), waits until probes come through, then measures.
-pub async fn run<F, Fut>(
+async fn run<F, Fut>(
     publisher: Publisher,
     subscribe: F,
     spec: BusSpec,
     done: Arc<AtomicU64>,
-) -> Result<BusResult>
+) -> Result<Counted>
 where
     F: FnOnce(Arc<Probe>) -> Fut,
     Fut: std::future::Future<Output = Result<tokio::task::JoinHandle<()>>>,
@@ -152,7 +148,7 @@ async fn measure(
     probe: &Arc<Probe>,
     spec: BusSpec,
     done: Arc<AtomicU64>,
-) -> Result<BusResult> {
+) -> Result<Counted> {
     // A subscription may take a moment to reach the broker (Kafka joins a group).
     let ready_by = Instant::now() + Duration::from_secs(60);
     while !probe.ready.load(Ordering::Acquire) {
@@ -201,7 +197,7 @@ async fn measure(
         .lock()
         .map_err(|_| anyhow!("histogram lock poisoned"))?
         .clone();
-    Ok(BusResult {
+    Ok(Counted {
         count: probe.count.load(Ordering::Relaxed),
         errors,
         latency_us: hist,
@@ -210,12 +206,12 @@ async fn measure(
 }
 
 /// A subject nobody else uses.
-pub fn unique_subject() -> String {
+fn unique_subject() -> String {
     format!("bench.{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Publish → deliver through a [`Bus`] (the embedded broker in process, Kafka …).
-pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let subject = unique_subject();
     let b = bus.clone();
     let s = subject.clone();
@@ -236,7 +232,7 @@ pub async fn run_bus(bus: Arc<dyn Bus>, spec: BusSpec, done: Arc<AtomicU64>) -> 
 }
 
 /// Publish → deliver with async-nats, publisher and subscriber on their own connections.
-pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let connect = |name: &'static str| {
         async_nats::ConnectOptions::new()
             .name(name)
@@ -272,7 +268,7 @@ pub async fn run_nats(url: &str, spec: BusSpec, done: Arc<AtomicU64>) -> Result<
 
 /// The harness alone: a tokio channel where the broker would be. What a broker
 /// measured here cannot exceed (the in-process broker delivers through one too).
-pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<BusResult> {
+pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     run(
         Publisher::Channel(tx),

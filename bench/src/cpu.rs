@@ -21,12 +21,12 @@ fn stat_cpu(stat: &str) -> Option<Duration> {
 }
 
 /// User + system CPU time of a whole process (all its threads).
-pub fn process(pid: u32) -> Option<Duration> {
+pub(crate) fn process(pid: u32) -> Option<Duration> {
     stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// CPU time of this process's threads, split by whether their name starts with `prefix`.
-pub fn own_threads_split(prefix: &str) -> Option<(Duration, Duration)> {
+pub(crate) fn own_threads_split(prefix: &str) -> Option<(Duration, Duration)> {
     let mut matching = Duration::ZERO;
     let mut others = Duration::ZERO;
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
@@ -49,7 +49,7 @@ fn read(path: &Path) -> Option<String> {
 }
 
 /// Resident set size in MB from /proc/<pid>/status (`VmRSS`, or `VmHWM` for the peak).
-pub fn rss_mb(pid: u32, field: &str) -> Option<f64> {
+pub(crate) fn rss_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

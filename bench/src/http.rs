@@ -21,15 +21,15 @@ use crate::report::micros_histogram;
 
 /// Where requests go: a resolved address plus the `Host` header to send.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub addr: SocketAddr,
-    pub authority: String,
-    pub base_url: String,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) authority: String,
+    pub(crate) base_url: String,
 }
 
 impl Target {
     /// `http://host:port` (no TLS: the bench measures servers, not TLS stacks).
-    pub async fn from_url(base_url: &str) -> Result<Self> {
+    pub(crate) async fn from_url(base_url: &str) -> Result<Self> {
         let url = url::Url::parse(base_url).with_context(|| format!("bad URL {base_url}"))?;
         if url.scheme() != "http" {
             bail!("only http:// URLs can be measured (got {base_url})");
@@ -51,7 +51,7 @@ impl Target {
         })
     }
 
-    pub fn from_addr(addr: SocketAddr) -> Self {
+    pub(crate) fn from_addr(addr: SocketAddr) -> Self {
         Self {
             addr,
             authority: addr.to_string(),
@@ -61,13 +61,13 @@ impl Target {
 }
 
 /// One keep-alive connection that reconnects when the server closes it.
-pub struct Client {
+pub(crate) struct Client {
     target: Target,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
-    pub fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         Self {
             target,
             sender: None,
@@ -91,7 +91,7 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+    pub(crate) async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
         let sender = self.connect().await?;
         let outcome = async {
             sender.ready().await?;
@@ -110,19 +110,19 @@ impl Client {
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// A request to `path` with the `Host` header set.
-    pub fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
         Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, self.target.authority.as_str())
     }
 
-    pub async fn get(&mut self, path: &str, bearer: Option<&str>) -> Result<(StatusCode, Bytes)> {
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, Bytes)> {
         let mut b = self.request(Method::GET, path);
         if let Some(t) = bearer {
             b = b.header("authorization", format!("Bearer {t}"));
@@ -130,7 +130,7 @@ impl Client {
         self.send(b.body(Full::new(Bytes::new()))?).await
     }
 
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &mut self,
         path: &str,
         bearer: Option<&str>,
@@ -146,7 +146,11 @@ impl Client {
             .await
     }
 
-    pub async fn post_form(&mut self, path: &str, form: &str) -> Result<(StatusCode, Bytes)> {
+    pub(crate) async fn post_form(
+        &mut self,
+        path: &str,
+        form: &str,
+    ) -> Result<(StatusCode, Bytes)> {
         let b = self
             .request(Method::POST, path)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
@@ -157,18 +161,18 @@ impl Client {
 
 /// The request every connection sends over and over.
 #[derive(Debug, Clone)]
-pub struct RequestTemplate {
-    pub method: Method,
+pub(crate) struct RequestTemplate {
+    pub(crate) method: Method,
     /// Rotated through, one per request.
-    pub paths: Vec<String>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    pub(crate) paths: Vec<String>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
     /// The answer that counts as a success.
-    pub expect: StatusCode,
+    pub(crate) expect: StatusCode,
 }
 
 impl RequestTemplate {
-    pub fn get(path: impl Into<String>) -> Self {
+    pub(crate) fn get(path: impl Into<String>) -> Self {
         Self {
             method: Method::GET,
             paths: vec![path.into()],
@@ -178,7 +182,7 @@ impl RequestTemplate {
         }
     }
 
-    pub fn bearer(mut self, token: &str) -> Result<Self> {
+    pub(crate) fn bearer(mut self, token: &str) -> Result<Self> {
         self.headers.push((
             hyper::header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {token}"))?,
@@ -188,29 +192,29 @@ impl RequestTemplate {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct LoadSpec {
-    pub connections: usize,
-    pub warmup: Duration,
-    pub duration: Duration,
+pub(crate) struct LoadSpec {
+    pub(crate) connections: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
 }
 
 #[derive(Debug)]
-pub struct LoadResult {
-    pub count: u64,
-    pub errors: u64,
-    pub error_kinds: BTreeMap<String, u64>,
-    pub latency_us: Histogram<u64>,
-    pub seconds: f64,
+pub(crate) struct LoadResult {
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) error_kinds: BTreeMap<String, u64>,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) seconds: f64,
 }
 
 impl LoadResult {
-    pub fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         self.count as f64 / self.seconds
     }
 }
 
 /// Drives the load; `done` counts finished requests (warm-up included) for the progress line.
-pub async fn run_load(
+pub(crate) async fn run_load(
     target: &Target,
     template: Arc<RequestTemplate>,
     spec: LoadSpec,

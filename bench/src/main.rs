@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use orderly_bench::runner::{self, Config, Section};
-use orderly_bench::spawn::default_orderly_bin;
+use orderly_bench::default_orderly_bin;
+use orderly_bench::sections::{Config, Section, run_all};
 
 /// Benchmarks orderly side by side with its peers (README, "Performance").
 ///
@@ -146,7 +146,7 @@ fn run() -> Result<()> {
         .enable_all()
         .build()
         .context("async runtime")?;
-    let report = runtime.block_on(runner::run_all(&config));
+    let report = runtime.block_on(run_all(&config));
     let markdown = report.to_markdown();
     println!("{markdown}");
     if let Some(p) = &cli.json {

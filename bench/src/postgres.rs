@@ -15,9 +15,9 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use crate::report::micros_histogram;
 
 /// Databases created by the bench, dropped by [`Databases::drop_all`].
-pub struct Databases {
+pub(crate) struct Databases {
     admin_url: String,
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 fn db_url(admin_url: &str, db: &str) -> Result<String> {
@@ -28,7 +28,7 @@ fn db_url(admin_url: &str, db: &str) -> Result<String> {
 
 impl Databases {
     /// Checks the server answers (within 3 s).
-    pub async fn connect(admin_url: &str) -> Result<Self> {
+    pub(crate) async fn connect(admin_url: &str) -> Result<Self> {
         let conn = tokio::time::timeout(Duration::from_secs(3), PgConnection::connect(admin_url))
             .await
             .map_err(|_| anyhow!("no answer from {admin_url} within 3 s"))??;
@@ -40,7 +40,7 @@ impl Databases {
     }
 
     /// Creates `orderly_bench_<uuid>_<suffix>`; returns its URL.
-    pub async fn create(&mut self, suffix: &str) -> Result<String> {
+    pub(crate) async fn create(&mut self, suffix: &str) -> Result<String> {
         let name = format!("orderly_bench_{}_{suffix}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&self.admin_url).await?;
         // The name is ours (a UUID), never input.
@@ -53,7 +53,7 @@ impl Databases {
         db_url(&self.admin_url, &name)
     }
 
-    pub async fn drop_all(&mut self) -> Result<()> {
+    pub(crate) async fn drop_all(&mut self) -> Result<()> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
         for name in std::mem::take(&mut self.names) {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -80,16 +80,15 @@ COMMIT;
 "#;
 
 #[derive(Debug)]
-pub struct InsertResult {
-    pub tps: f64,
-    pub latency_avg_ms: Option<f64>,
-    pub latency: Option<crate::report::Latency>,
-    pub count: u64,
-    pub errors: u64,
-    pub tool: &'static str,
+pub(crate) struct InsertResult {
+    pub(crate) tps: f64,
+    pub(crate) latency_avg_ms: Option<f64>,
+    pub(crate) latency: Option<crate::report::Latency>,
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
 }
 
-pub fn pgbench_available() -> bool {
+pub(crate) fn pgbench_available() -> bool {
     Command::new("pgbench")
         .arg("--version")
         .output()
@@ -97,7 +96,7 @@ pub fn pgbench_available() -> bool {
 }
 
 /// pgbench with the create's two INSERTs on `db_url` (whose schema orderly migrated).
-pub async fn pgbench(
+pub(crate) async fn pgbench(
     db_url: &str,
     connections: usize,
     duration: Duration,
@@ -148,12 +147,11 @@ pub async fn pgbench(
         latency: None,
         count: count as u64,
         errors: failed as u64,
-        tool: "pgbench",
     })
 }
 
 /// The same two INSERTs in one transaction from sqlx (no pgbench installed).
-pub async fn sqlx_inserts(
+pub(crate) async fn sqlx_inserts(
     db_url: &str,
     connections: usize,
     warmup: Duration,
@@ -226,6 +224,5 @@ pub async fn sqlx_inserts(
         latency: crate::report::Latency::from_micros(&hist),
         count,
         errors: errors.load(Ordering::Relaxed),
-        tool: "sqlx",
     })
 }

@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running status line; `finish` prints the outcome and ends the line.
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
-    pub done: Arc<AtomicU64>,
+    pub(crate) done: Arc<AtomicU64>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     quiet: bool,
 }
 
 impl Progress {
     /// `total` is how long the run is expected to take (for the `x/y s` display).
-    pub fn start(label: impl Into<String>, total: Duration, quiet: bool) -> Self {
+    pub(crate) fn start(label: impl Into<String>, total: Duration, quiet: bool) -> Self {
         let label = label.into();
         let done = Arc::new(AtomicU64::new(0));
         let tty = std::io::stderr().is_terminal();
@@ -51,7 +51,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(mut self, summary: &str) {
+    pub(crate) fn finish(mut self, summary: &str) {
         if let Some(t) = self.ticker.take() {
             t.abort();
         }

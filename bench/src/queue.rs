@@ -8,24 +8,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use orderly_bus::{JobQueue, NewJob};
 use tokio::sync::Semaphore;
 
-use crate::report::micros_histogram;
+use crate::report::{Counted, micros_histogram};
 
 #[derive(Debug, Clone, Copy)]
-pub struct QueueSpec {
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub producers: usize,
-    pub workers: usize,
+pub(crate) struct QueueSpec {
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) producers: usize,
+    pub(crate) workers: usize,
     /// Jobs enqueued but not yet acked, at most.
-    pub window: usize,
+    pub(crate) window: usize,
 }
 
 impl QueueSpec {
-    pub fn new(warmup: Duration, duration: Duration) -> Self {
+    pub(crate) fn new(warmup: Duration, duration: Duration) -> Self {
         Self {
             warmup,
             duration,
@@ -36,20 +35,12 @@ impl QueueSpec {
     }
 }
 
-#[derive(Debug)]
-pub struct QueueResult {
-    pub count: u64,
-    pub errors: u64,
-    pub latency_us: Histogram<u64>,
-    pub seconds: f64,
-}
-
-pub async fn run(
+pub(crate) async fn run(
     queue: Arc<dyn JobQueue>,
     queue_name: &str,
     spec: QueueSpec,
     done: Arc<AtomicU64>,
-) -> Result<QueueResult> {
+) -> Result<Counted> {
     let base = Instant::now();
     let measure_from = base + spec.warmup;
     let end = measure_from + spec.duration;
@@ -126,7 +117,7 @@ pub async fn run(
         });
     }
     while producers.join_next().await.is_some() {}
-    let mut result = QueueResult {
+    let mut result = Counted {
         count: 0,
         errors: 0,
         latency_us: micros_histogram(),

@@ -22,29 +22,28 @@ pub fn default_orderly_bin() -> Option<PathBuf> {
 
 /// A running `orderly` child. Dropping it kills the process (by PID) and removes
 /// the data directory it owns.
-pub struct OrderlyProcess {
+pub(crate) struct OrderlyProcess {
     child: Option<Child>,
-    pub pid: u32,
-    pub auth_url: String,
-    pub orders_url: String,
+    pub(crate) pid: u32,
+    pub(crate) auth_url: String,
+    pub(crate) orders_url: String,
     /// From spawn to both URLs printed.
-    pub time_to_listen: Duration,
-    pub spawned_at: Instant,
+    pub(crate) time_to_listen: Duration,
+    pub(crate) spawned_at: Instant,
     data_dir: Option<tempfile::TempDir>,
-    pub data_path: PathBuf,
 }
 
-pub struct SpawnOptions<'a> {
-    pub bin: &'a Path,
+pub(crate) struct SpawnOptions<'a> {
+    pub(crate) bin: &'a Path,
     /// Extra environment (database URLs, payment delay …).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Reuse a data directory (a warm restart); `None` makes a fresh one.
-    pub data_dir: Option<tempfile::TempDir>,
-    pub args: Vec<String>,
+    pub(crate) data_dir: Option<tempfile::TempDir>,
+    pub(crate) args: Vec<String>,
 }
 
 impl OrderlyProcess {
-    pub fn spawn(opts: SpawnOptions<'_>) -> Result<Self> {
+    pub(crate) fn spawn(opts: SpawnOptions<'_>) -> Result<Self> {
         let data_dir = match opts.data_dir {
             Some(d) => d,
             None => tempfile::Builder::new()
@@ -117,7 +116,6 @@ impl OrderlyProcess {
             time_to_listen: Duration::ZERO,
             spawned_at,
             data_dir: Some(data_dir),
-            data_path,
         };
         let deadline = spawned_at + Duration::from_secs(60);
         let mut auth = None;
@@ -149,7 +147,7 @@ impl OrderlyProcess {
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns the data directory for a restart.
-    pub fn stop(mut self, grace: Duration) -> Option<tempfile::TempDir> {
+    pub(crate) fn stop(mut self, grace: Duration) -> Option<tempfile::TempDir> {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid.to_string()])

@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use orderly_bench::ids::{BusRun, BusTarget, MeasurementId, QueueTarget};
 use orderly_bench::report::{Outcome, Report};
-use orderly_bench::runner::{self, Config};
+use orderly_bench::sections::{self, Config, Section};
 
 fn config() -> Config {
     Config {
@@ -25,7 +26,7 @@ fn config() -> Config {
     }
 }
 
-fn sane(report: &Report, id: &str) {
+fn sane(report: &Report, id: MeasurementId) {
     let m = report
         .get(id)
         .unwrap_or_else(|| panic!("{id} missing from {}", report.to_json()));
@@ -44,15 +45,18 @@ fn sane(report: &Report, id: &str) {
 async fn in_process_sections_make_a_sane_report() {
     let cfg = config();
     let mut report = Report::default();
-    runner::bare_http(&cfg, &mut report).await;
-    runner::bus_inprocess(&cfg, &mut report).await;
-    runner::queue_embedded(&cfg, &mut report).await;
+    sections::bare_http(&cfg, &mut report).await;
+    sections::bus_inprocess(&cfg, &mut report).await;
+    sections::queue_embedded(&cfg, &mut report).await;
 
-    sane(&report, "http.bare.c4");
-    sane(&report, "bus.embedded.throughput");
-    sane(&report, "bus.embedded.latency");
-    sane(&report, "queue.embedded");
-    let bare = report.get("http.bare.c4").expect("bare run");
+    let bare = MeasurementId::HttpBare { connections: 4 };
+    sane(&report, bare);
+    for run in BusRun::ALL {
+        let target = BusTarget::Embedded;
+        sane(&report, MeasurementId::Bus { target, run });
+    }
+    sane(&report, MeasurementId::Queue(QueueTarget::Embedded));
+    let bare = report.get(bare).expect("bare run");
     assert_eq!(bare.connections, Some(4));
     assert_eq!(bare.errors, 0, "{bare:?}");
 
@@ -71,6 +75,7 @@ async fn in_process_sections_make_a_sane_report() {
     ] {
         assert!(!first[field].is_null(), "{field} missing in {first}");
     }
+    assert_eq!(first["id"], "http.bare.c4");
     assert_eq!(first["outcome"]["state"], "ok");
     assert!(
         report
@@ -83,11 +88,9 @@ async fn in_process_sections_make_a_sane_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_target_is_skipped_with_its_reason() {
     let mut cfg = config();
-    cfg.sections = [runner::Section::Paid, runner::Section::Footprint]
-        .into_iter()
-        .collect();
-    let report = runner::run_all(&cfg).await;
-    let paid = report.get("paid.embedded").expect("paid run listed");
+    cfg.sections = [Section::Paid, Section::Footprint].into_iter().collect();
+    let report = sections::run_all(&cfg).await;
+    let paid = report.get(MeasurementId::Paid).expect("paid run listed");
     assert!(
         matches!(&paid.outcome, Outcome::Skipped { reason } if reason.contains("orderly binary")),
         "{paid:?}"

@@ -1,0 +1,308 @@
+//! The measurements by name: the code that records a measurement and the
+//! checks that read it use the same typed id, and its string form
+//! (`http.get.embedded.c50`, the JSON's `id`) is spelled out only here.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// One workload of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A cached `GET /orders/{id}/`.
+    Get,
+    /// `GET /orders/user/{id}/` of a user with 10 orders.
+    List,
+    /// `POST /orders/`.
+    Create,
+    /// `POST /auth/token/`.
+    Token,
+}
+
+impl Workload {
+    /// Every workload, in the order they are run and reported.
+    pub const ALL: [Workload; 4] = [
+        Workload::Get,
+        Workload::List,
+        Workload::Create,
+        Workload::Token,
+    ];
+
+    /// The workload in ids and progress lines: `get`, `list` …
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Workload::Get => "get",
+            Workload::List => "list",
+            Workload::Create => "create",
+            Workload::Token => "token",
+        }
+    }
+
+    /// What the workload is, for humans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Get => "cached GET /orders/{id}/",
+            Workload::List => "GET /orders/user/{id}/ (10 orders)",
+            Workload::Create => "POST /orders/",
+            Workload::Token => "POST /auth/token/ (Argon2id)",
+        }
+    }
+}
+
+/// An implementation of the API the workloads run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTarget {
+    /// `orderly all` on SQLite files, the in-process cache and the embedded broker.
+    Embedded,
+    /// `orderly all` on two fresh PostgreSQL databases.
+    Postgres,
+    /// [`ApiTarget::Embedded`] with the access log line filtered out.
+    Quiet,
+    /// Another implementation, given by its base URLs.
+    External,
+}
+
+impl ApiTarget {
+    fn key(self) -> &'static str {
+        match self {
+            ApiTarget::Embedded => "embedded",
+            ApiTarget::Postgres => "postgres",
+            ApiTarget::Quiet => "quiet",
+            ApiTarget::External => "external",
+        }
+    }
+
+    /// The target's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiTarget::Embedded => "orderly (embedded)",
+            ApiTarget::Postgres => "orderly (PostgreSQL)",
+            ApiTarget::Quiet => "orderly (embedded, access log off)",
+            ApiTarget::External => "external",
+        }
+    }
+}
+
+/// What carries the messages of a bus run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusTarget {
+    /// A tokio channel and no broker: the harness's own ceiling.
+    Harness,
+    /// The embedded broker in this process, through the `Bus` port.
+    Embedded,
+    /// `orderly broker`'s NATS listener, with the async-nats client.
+    EmbeddedTcp,
+    /// nats-server, with the async-nats client.
+    Nats,
+    /// The Kafka adapter with its default `fetch.wait.max.ms`.
+    Kafka,
+    /// The Kafka adapter with a 10 ms `fetch.wait.max.ms`.
+    KafkaShortFetch,
+}
+
+impl BusTarget {
+    fn key(self) -> &'static str {
+        match self {
+            BusTarget::Harness => "harness",
+            BusTarget::Embedded => "embedded",
+            BusTarget::EmbeddedTcp => "embedded_tcp",
+            BusTarget::Nats => "nats",
+            BusTarget::Kafka => "kafka",
+            BusTarget::KafkaShortFetch => "kafka_short_fetch",
+        }
+    }
+}
+
+/// The two runs of every bus target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusRun {
+    /// [`BusRun::THROUGHPUT_WINDOW`] messages in flight.
+    Throughput,
+    /// One message in flight.
+    Latency,
+}
+
+impl BusRun {
+    /// Both runs, in the order they are made.
+    pub const ALL: [BusRun; 2] = [BusRun::Throughput, BusRun::Latency];
+    /// Messages in flight in the throughput run.
+    pub const THROUGHPUT_WINDOW: usize = 1024;
+
+    fn key(self) -> &'static str {
+        match self {
+            BusRun::Throughput => "throughput",
+            BusRun::Latency => "latency",
+        }
+    }
+
+    /// Messages published but not yet delivered, at most.
+    pub fn window(self) -> usize {
+        match self {
+            BusRun::Throughput => Self::THROUGHPUT_WINDOW,
+            BusRun::Latency => 1,
+        }
+    }
+}
+
+/// A job queue under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueTarget {
+    /// The embedded queue on a file log.
+    Embedded,
+    /// The Redis queue.
+    Redis,
+}
+
+/// A figure of `orderly all`'s footprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footprint {
+    /// Start to both `/health` 200 on a fresh data directory.
+    StartCold,
+    /// Start to both `/health` 200 on an existing data directory.
+    StartWarm,
+    /// RSS 3 s after a start.
+    RssIdle,
+    /// RSS after the HTTP section's runs.
+    RssAfterLoad,
+}
+
+impl Footprint {
+    fn key(self) -> &'static str {
+        match self {
+            Footprint::StartCold => "start.cold",
+            Footprint::StartWarm => "start.warm",
+            Footprint::RssIdle => "rss.idle",
+            Footprint::RssAfterLoad => "rss.after_load",
+        }
+    }
+}
+
+/// Which measurement: its identity in the report and in the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeasurementId {
+    /// The bare axum ceiling at a connection count.
+    HttpBare {
+        /// Concurrent connections.
+        connections: usize,
+    },
+    /// A workload of the API against one target at a connection count.
+    Http {
+        /// What is requested.
+        workload: Workload,
+        /// What answers.
+        target: ApiTarget,
+        /// Concurrent connections.
+        connections: usize,
+    },
+    /// The create's two INSERTs, outside orderly, at a connection count.
+    PgInserts {
+        /// Concurrent connections.
+        connections: usize,
+    },
+    /// Publish → deliver through one target.
+    Bus {
+        /// What carries the messages.
+        target: BusTarget,
+        /// Which of the two runs.
+        run: BusRun,
+    },
+    /// Enqueue → reserve → ack of no-op jobs.
+    Queue(QueueTarget),
+    /// Order → PAID through `orderly all`.
+    Paid,
+    /// Start time and memory of `orderly all`.
+    Footprint(Footprint),
+}
+
+impl MeasurementId {
+    /// The report's section of the measurement.
+    pub fn section(self) -> &'static str {
+        match self {
+            MeasurementId::HttpBare { .. } | MeasurementId::Http { .. } => "http",
+            MeasurementId::PgInserts { .. } => "postgres",
+            MeasurementId::Bus { .. } => "bus",
+            MeasurementId::Queue(_) => "queue",
+            MeasurementId::Paid => "paid",
+            MeasurementId::Footprint(_) => "footprint",
+        }
+    }
+
+    /// The unit of the measurement's throughput (or of its figure).
+    pub fn unit(self) -> &'static str {
+        match self {
+            MeasurementId::HttpBare { .. } | MeasurementId::Http { .. } => "req/s",
+            MeasurementId::PgInserts { .. } => "tps",
+            MeasurementId::Bus { .. } => "msgs/s",
+            MeasurementId::Queue(_) => "jobs/s",
+            MeasurementId::Paid => "orders/s",
+            MeasurementId::Footprint(Footprint::StartCold | Footprint::StartWarm) => "ms",
+            MeasurementId::Footprint(Footprint::RssIdle | Footprint::RssAfterLoad) => "MB",
+        }
+    }
+}
+
+impl fmt::Display for MeasurementId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MeasurementId::HttpBare { connections } => write!(f, "http.bare.c{connections}"),
+            MeasurementId::Http {
+                workload,
+                target,
+                connections,
+            } => write!(f, "http.{}.{}.c{connections}", workload.key(), target.key()),
+            MeasurementId::PgInserts { connections } => write!(f, "pg.inserts.c{connections}"),
+            MeasurementId::Bus { target, run } => write!(f, "bus.{}.{}", target.key(), run.key()),
+            MeasurementId::Queue(QueueTarget::Embedded) => f.write_str("queue.embedded"),
+            MeasurementId::Queue(QueueTarget::Redis) => f.write_str("queue.redis"),
+            MeasurementId::Paid => f.write_str("paid.embedded"),
+            MeasurementId::Footprint(which) => write!(f, "footprint.{}", which.key()),
+        }
+    }
+}
+
+impl Serialize for MeasurementId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_the_report_s_spelling() {
+        let cases = [
+            (MeasurementId::HttpBare { connections: 10 }, "http.bare.c10"),
+            (
+                MeasurementId::Http {
+                    workload: Workload::Get,
+                    target: ApiTarget::Quiet,
+                    connections: 50,
+                },
+                "http.get.quiet.c50",
+            ),
+            (
+                MeasurementId::PgInserts { connections: 50 },
+                "pg.inserts.c50",
+            ),
+            (
+                MeasurementId::Bus {
+                    target: BusTarget::EmbeddedTcp,
+                    run: BusRun::Latency,
+                },
+                "bus.embedded_tcp.latency",
+            ),
+            (MeasurementId::Queue(QueueTarget::Redis), "queue.redis"),
+            (MeasurementId::Paid, "paid.embedded"),
+            (
+                MeasurementId::Footprint(Footprint::RssAfterLoad),
+                "footprint.rss.after_load",
+            ),
+        ];
+        for (id, text) in cases {
+            assert_eq!(id.to_string(), text);
+            assert_eq!(serde_json::to_value(id).unwrap(), text);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The report as Markdown: one table of the measurements, one of the checks,
+//! then the notes.
+
+use std::fmt::Write as _;
+
+use super::{Goal, Latency, Measurement, Outcome, Report, fmt_num};
+
+impl Report {
+    /// The measurements and the checks as two Markdown tables, then the notes.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| section | workload | target | conns | throughput | p50 ms | p90 ms | p99 ms | max ms | errors |"
+        );
+        let _ = writeln!(out, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        for m in &self.measurements {
+            let conns = m.connections.map(|c| c.to_string()).unwrap_or_default();
+            let lat = |f: fn(&Latency) -> f64| {
+                m.latency
+                    .as_ref()
+                    .map(|l| fmt_num(f(l)))
+                    .unwrap_or_default()
+            };
+            match &m.outcome {
+                Outcome::Ok => {
+                    let tp = match m.throughput {
+                        Some(t) => format!("{} {}", fmt_num(t), m.unit),
+                        None => extra_summary(m),
+                    };
+                    let errors = if m.errors == 0 {
+                        "0".to_string()
+                    } else {
+                        let kinds: Vec<String> = m
+                            .error_kinds
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect();
+                        format!("{} ({})", m.errors, kinds.join(", "))
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        m.section,
+                        m.name,
+                        m.target,
+                        conns,
+                        tp,
+                        lat(|l| l.p50_ms),
+                        lat(|l| l.p90_ms),
+                        lat(|l| l.p99_ms),
+                        lat(|l| l.max_ms),
+                        errors
+                    );
+                }
+                Outcome::Skipped { reason } | Outcome::Failed { reason } => {
+                    let word = if matches!(m.outcome, Outcome::Skipped { .. }) {
+                        "skipped"
+                    } else {
+                        "FAILED"
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {word}: {} | | | | | |",
+                        m.section,
+                        m.name,
+                        m.target,
+                        conns,
+                        reason.replace('|', "/")
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| check | value | target | met |");
+        let _ = writeln!(out, "|---|--:|--:|:-:|");
+        for c in &self.checks {
+            let value = match c.value {
+                Some(v) => format!("{} {}", fmt_num(v), c.unit),
+                None => format!("— ({})", c.note.replace('|', "/")),
+            };
+            let target = match (c.goal, c.target) {
+                (Some(Goal::AtLeast), Some(t)) => format!("≥ {} {}", fmt_num(t), c.unit),
+                (Some(Goal::AtMost), Some(t)) => format!("≤ {} {}", fmt_num(t), c.unit),
+                _ => String::new(),
+            };
+            let met = match c.met {
+                Some(true) => "✅",
+                Some(false) => "❌",
+                None => "",
+            };
+            let _ = writeln!(out, "| {} | {} | {} | {} |", c.name, value, target, met);
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(out);
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        out
+    }
+}
+
+fn extra_summary(m: &Measurement) -> String {
+    m.extra
+        .iter()
+        .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
