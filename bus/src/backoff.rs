@@ -67,8 +67,8 @@ mod tests {
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500))
-            .without_jitter();
+        let mut b =
+            Backoff::new(Duration::from_millis(100), Duration::from_millis(500)).without_jitter();
         let waits: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
         b.reset();

@@ -40,7 +40,9 @@ use rdkafka::util::Timeout;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use orderly_bus::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
+use orderly_bus::{
+    Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
+};
 
 use crate::context::LogContext;
 
@@ -221,22 +223,6 @@ pub fn validate_topic(subject: &str) -> Result<(), BusError> {
         return bad("Kafka topics allow only A-Z a-z 0-9 . _ -");
     }
     Ok(())
-}
-
-/// NATS-style match of a literal subject against a pattern (`*` one token,
-/// `>` one or more trailing tokens).
-fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
@@ -448,7 +434,7 @@ impl Inner {
             .lock()
             .expect("pattern list poisoned")
             .iter()
-            .find(|(p, _)| subject_matches(p, subject))
+            .find(|(p, _)| subject::matches(p, subject))
             .map(|(_, age)| *age);
         self.create_topics(&[topic], retention).await?;
         // Creation is acknowledged before every broker has the metadata.
@@ -665,17 +651,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn wildcard_patterns_match_like_nats() {
-        assert!(subject_matches("conf.1.>", "conf.1.events"));
-        assert!(subject_matches("conf.1.>", "conf.1.a.b"));
-        assert!(!subject_matches("conf.1.>", "conf.1"));
-        assert!(subject_matches("conf.*.x", "conf.9.x"));
-        assert!(!subject_matches("conf.*.x", "conf.9.y"));
-        assert!(!subject_matches("conf.*", "conf.9.x"));
-        assert!(subject_matches("new_order", "new_order"));
     }
 
     #[test]

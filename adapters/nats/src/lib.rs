@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use orderly_bus::{
-    Bus, BusError, Delivery, Features, GroupOptions, Message, StreamConfig, Subscription,
+    Bus, BusError, Delivery, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -188,43 +188,6 @@ impl NatsBus {
     }
 }
 
-/// A published subject: tokens separated by `.`, none empty, no wildcards, no whitespace.
-pub(crate) fn validate_literal(subject: &str) -> Result<(), BusError> {
-    validate(subject, false)
-}
-
-/// A subscription subject: like a literal, plus whole-token `*` and a final `>`.
-pub(crate) fn validate_filter(subject: &str) -> Result<(), BusError> {
-    validate(subject, true)
-}
-
-fn validate(subject: &str, wildcards: bool) -> Result<(), BusError> {
-    let bad = |why| Err(BusError::InvalidSubject(subject.to_string(), why));
-    if subject.is_empty() {
-        return bad("empty");
-    }
-    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return bad("contains whitespace or control characters");
-    }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (i, t) in tokens.iter().enumerate() {
-        if t.is_empty() {
-            return bad("empty token");
-        }
-        let wild = *t == "*" || *t == ">";
-        if wild && !wildcards {
-            return bad("wildcards are not allowed here");
-        }
-        if *t == ">" && i + 1 != tokens.len() {
-            return bad("'>' must be the last token");
-        }
-        if !wild && (t.contains('*') || t.contains('>')) {
-            return bad("a wildcard must be a whole token");
-        }
-    }
-    Ok(())
-}
-
 /// Bytes the headers add on the wire (`NATS/1.0\r\n`, `name: value\r\n`…, `\r\n`),
 /// which count against `max_payload` together with the payload.
 fn header_len(message: &Message) -> usize {
@@ -314,7 +277,7 @@ impl Bus for NatsBus {
         self.ensure_jetstream()?;
         config.check()?;
         for s in &config.subjects {
-            validate_filter(s)?;
+            subject::check_filter(s)?;
         }
         let wanted = jetstream::stream::Config {
             name: config.name.clone(),
@@ -355,7 +318,7 @@ impl Bus for NatsBus {
 
     async fn publish(&self, message: Message) -> Result<(), BusError> {
         self.ensure_open()?;
-        validate_literal(&message.subject)?;
+        subject::check_literal(&message.subject)?;
         let size = message.payload.len() + header_len(&message);
         let max = self.inner.max_payload;
         if message.payload.len() > max || size > max {
@@ -390,7 +353,7 @@ impl Bus for NatsBus {
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        validate_filter(subject)?;
+        subject::check_filter(subject)?;
         let mut sub = self
             .inner
             .client
@@ -422,7 +385,7 @@ impl Bus for NatsBus {
         options: GroupOptions,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        validate_filter(subject)?;
+        subject::check_filter(subject)?;
         if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(BusError::Other(format!("invalid group name {group:?}")));
         }
@@ -479,19 +442,6 @@ fn map_publish(kind: PublishErrorKind, e: &dyn std::fmt::Display) -> BusError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subjects_are_validated_like_nats() {
-        assert!(validate_literal("orders.created").is_ok());
-        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a*b"] {
-            assert!(validate_literal(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_filter("a.*.c").is_ok());
-        assert!(validate_filter("a.>").is_ok());
-        for bad in ["a.>.c", "a.b*", "", "a..b"] {
-            assert!(validate_filter(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_key_travels_as_a_header_and_counts_against_the_limit() {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::subject::Sublist;
+use super::sublist::Sublist;
 use crate::{BusError, Delivery, Message, Subscription};
 
 /// Messages a core subscriber may have waiting before it counts as slow.

@@ -2,7 +2,7 @@
 //! durable streams with consumer groups, kept in an append-only log under the
 //! data directory (or only in memory).
 //!
-//! - [`subject`]: subject validation and the subscription trie.
+//! - `sublist`: the subscription trie over [`crate::subject`]'s grammar.
 //! - [`core`](self::core): fan-out pub/sub without storage.
 //! - [`stream`]: a stream and its durable groups; [`store`] is its storage port,
 //!   with [`memstore`] and [`filestore`] behind it.
@@ -15,7 +15,7 @@ mod queue;
 mod record;
 mod store;
 pub(crate) mod stream;
-pub(crate) mod subject;
+mod sublist;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ use self::filestore::FileStore;
 use self::memstore::MemStore;
 use self::store::StreamStore;
 use self::stream::{MemberGuard, Stream, StreamShared};
+use crate::subject;
 use crate::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
 
 pub use self::queue::EmbeddedQueue;
@@ -303,8 +304,7 @@ impl EmbeddedBroker {
     }
 
     fn check_message(&self, message: &Message) -> Result<(), BusError> {
-        subject::validate_literal(&message.subject)
-            .map_err(|why| BusError::InvalidSubject(message.subject.clone(), why))?;
+        subject::check_literal(&message.subject)?;
         let max = self.inner.config.max_payload;
         if message.payload.len() > max {
             return Err(BusError::PayloadTooLarge {
@@ -410,7 +410,7 @@ impl Bus for EmbeddedBroker {
         self.ensure_open()?;
         config.check()?;
         for s in &config.subjects {
-            subject::validate_filter(s).map_err(|why| BusError::InvalidSubject(s.clone(), why))?;
+            subject::check_filter(s)?;
         }
         let _creating = self.inner.create.lock().await;
         let existing = self.streams();
@@ -482,8 +482,7 @@ impl Bus for EmbeddedBroker {
         options: GroupOptions,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        subject::validate_filter(subject)
-            .map_err(|why| BusError::InvalidSubject(subject.to_string(), why))?;
+        subject::check_filter(subject)?;
         if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(BusError::Other(format!("invalid group name {group:?}")));
         }

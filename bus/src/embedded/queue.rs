@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::EmbeddedBroker;
 use super::stream::{MSG_ID, PULL_MEMBER, StreamShared};
-use super::subject;
+use crate::subject;
 use crate::{
     Bus, DeadJob, GroupOptions, Job, JobQueue, Message, NewJob, QueueError, QueueStats,
     RetryOutcome, RetryPolicy, StreamConfig,

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use super::record::{DeadLetter, Record, StoredMsg};
 use super::store::StreamStore;
-use super::subject;
 use crate::message::{AckKind, Acker};
+use crate::subject;
 use crate::{Delivery, GroupOptions, Message, StreamConfig};
 
 /// Header carrying a message's deduplication id (the JetStream name, so NATS

@@ -27,8 +27,8 @@ use super::cmd::{CmdError, Command, Connect, HeaderBlock};
 use super::jetstream::JetStream;
 use super::parser::{ParseError, Parser};
 use super::{KEY_HEADER, REPLY_HEADER, STATUS_HEADER, SUBJECT_HEADER, ServerConfig};
-use crate::embedded::subject::{validate_filter, validate_literal};
 use crate::embedded::{CoreGuard, EmbeddedBroker, Offer, Pending, Sink};
+use crate::subject::{validate_filter, validate_literal};
 use crate::{BusError, Message};
 
 /// On shutdown a client's input is served until it is this long idle ...

@@ -12,7 +12,7 @@ use super::pull::{self, Waiting};
 use super::{JetStream, api_error, nanos, now_ns, rfc3339};
 use crate::GroupOptions;
 use crate::embedded::stream::{PULL_MEMBER, StreamShared};
-use crate::embedded::subject;
+use crate::subject;
 
 /// nats-server's default `max_ack_pending`.
 const DEFAULT_MAX_ACK_PENDING: usize = 1000;
