@@ -15,6 +15,7 @@ mod message;
 pub mod metered;
 mod ports;
 mod retry;
+pub mod schema;
 pub mod subject;
 pub mod wire;
 

@@ -5,8 +5,8 @@ pub mod maintenance;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orderly_bus::schema::jobs::{PROCESS_ORDER, ProcessOrder};
 use orderly_bus::{Job, JobQueue, RetryOutcome};
-use orderly_consumer::{PROCESS_ORDER, ProcessOrder};
 use orderly_kit::Shutdown;
 use orderly_kit::trace_context::TraceContext;
 use orderly_orders::{OrderService, OrdersError, PayOutcome};
