@@ -16,8 +16,6 @@ pub struct Features {
     pub consumer_groups: bool,
     /// `nack(delay)` holds the redelivery back for the delay.
     pub redelivery_delay: bool,
-    /// Request/reply through inboxes.
-    pub request_reply: bool,
     /// Headers travel with the message.
     pub headers: bool,
     /// Largest payload accepted by `publish`.

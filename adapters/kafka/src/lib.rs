@@ -506,7 +506,6 @@ impl Bus for KafkaBus {
             ordered_per_key: true,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: self.inner.config.max_payload,
         }

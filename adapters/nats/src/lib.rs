@@ -266,7 +266,6 @@ impl Bus for NatsBus {
             consumer_groups: self.inner.jetstream,
             redelivery_delay: self.inner.jetstream,
             // NATS can, but the Bus port has no request call to offer it through.
-            request_reply: false,
             headers: true,
             max_payload: self.inner.max_payload,
         }

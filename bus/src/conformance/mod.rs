@@ -30,7 +30,6 @@
 //!         ordered_per_key: true,
 //!         consumer_groups: true,
 //!         redelivery_delay: true,
-//!         request_reply: false,
 //!         headers: true,
 //!         max_payload: 1024 * 1024,
 //!     })

@@ -400,7 +400,6 @@ impl Bus for EmbeddedBroker {
             ordered_per_key: true,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: self.inner.config.max_payload,
         }
