@@ -4,7 +4,9 @@
 //!
 //! - [`parser`]: the incremental tokenizer (after nats-server's `parser.go`).
 //! - [`cmd`]: one file per client command (mini-redis `cmd/`).
-//! - `connection`: a client's read and write loops and its subscriptions.
+//! - `session`: a client's read loop, its commands' effects, its subscriptions.
+//! - `outbound`: a client's outbound buffer and write task.
+//! - `framing`: `MSG`/`HMSG` encoded into that buffer.
 //! - `server`: the accept loop, the connection cap, shutdown.
 //!
 //! Messages keep their NATS extras in the broker as headers: the reply
@@ -19,17 +21,19 @@
 //! direct get, purge/delete), TLS, `echo: false`.
 
 pub mod cmd;
-mod connection;
+mod framing;
 pub mod jetstream;
+mod outbound;
 pub mod parser;
 mod server;
+mod session;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use connection::Flow;
 pub use server::{BrokerListener, serve};
+pub use session::Flow;
 
 /// The message key on the wire (as the NATS adapter sends it).
 pub const KEY_HEADER: &str = "Orderly-Key";

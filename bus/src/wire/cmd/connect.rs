@@ -1,7 +1,7 @@
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::CmdError;
 
 /// `CONNECT {json}`: the client's options. Unknown fields are ignored.

@@ -1,6 +1,6 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::ClientConn;
+use super::super::session::ClientConn;
 
 /// `PING`: the peer answers `PONG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::ClientConn;
+use super::super::session::ClientConn;
 
 /// `PONG`: the answer to our `PING`; the connection is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `PUB <subject> [reply-to] <#bytes>\r\n<payload>\r\n`

@@ -1,6 +1,6 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `UNSUB <sid> [max_msgs]`: with a max, the subscription ends after that
