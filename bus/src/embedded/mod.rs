@@ -3,14 +3,14 @@
 //! data directory (or only in memory).
 //!
 //! - `sublist`: the subscription trie over [`crate::subject`]'s grammar.
-//! - [`core`](self::core): fan-out pub/sub without storage.
+//! - [`fanout`]: plain pub/sub without storage (NATS core).
 //! - [`stream`]: a stream and its durable groups; [`store`] is its storage port,
-//!   with [`memstore`] and [`filestore`] behind it.
+//!   with [`nullstore`] and [`filestore`] behind it.
 //! - [`queue`]: the job queue on top of a `jobs` stream.
 
-mod core;
+mod fanout;
 mod filestore;
-mod memstore;
+mod nullstore;
 mod queue;
 mod record;
 mod store;
@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::core::{Core, SUB_PENDING};
-pub(crate) use self::core::{CoreGuard, Offer, Pending, Sink};
+use self::fanout::{Fanout, SUB_PENDING};
+pub(crate) use self::fanout::{FanoutGuard, Offer, Pending, Sink};
 use self::filestore::FileStore;
-use self::memstore::MemStore;
+use self::nullstore::NullStore;
 use self::store::StreamStore;
 use self::stream::{MemberGuard, Stream, StreamShared};
 use crate::subject;
@@ -86,7 +86,7 @@ struct Broker {
     config: BrokerConfig,
     /// `<data_dir>/broker`, if durable.
     dir: Option<PathBuf>,
-    core: Arc<Core>,
+    fanout: Arc<Fanout>,
     streams: RwLock<Vec<Arc<StreamShared>>>,
     /// Serialises stream creation so two callers cannot create the same file twice.
     create: tokio::sync::Mutex<()>,
@@ -190,7 +190,7 @@ impl EmbeddedBroker {
         let inner = Arc::new(Broker {
             config,
             dir,
-            core: Arc::new(Core::new()),
+            fanout: Arc::new(Fanout::new()),
             streams: RwLock::new(streams),
             create: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
@@ -209,12 +209,14 @@ impl EmbeddedBroker {
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
         check_queue_name(queue)?;
-        self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
+        self.inner
+            .fanout
+            .subscribe(subject, Some(queue), SUB_PENDING)
     }
 
     /// Whether a subscriber (of any kind) matches `subject` right now.
     pub(crate) fn has_interest(&self, subject: &str) -> bool {
-        self.inner.core.has_interest(subject)
+        self.inner.fanout.has_interest(subject)
     }
 
     /// Publishes like [`Bus::publish`]; returns how many plain subscribers and
@@ -223,7 +225,7 @@ impl EmbeddedBroker {
         self.publish_acked(message, &[], None).await.map(|(n, _)| n)
     }
 
-    /// Subscribes a [`Sink`] (the wire listener's connections) to core
+    /// Subscribes a [`Sink`] (the wire listener's connections) to plain
     /// messages on `subject`, in queue group `queue` if given; dropping the
     /// guard unsubscribes it.
     pub(crate) fn subscribe_sink(
@@ -231,12 +233,12 @@ impl EmbeddedBroker {
         subject: &str,
         queue: Option<&str>,
         sink: Arc<dyn Sink>,
-    ) -> Result<CoreGuard, BusError> {
+    ) -> Result<FanoutGuard, BusError> {
         self.ensure_open()?;
         if let Some(q) = queue {
             check_queue_name(q)?;
         }
-        self.inner.core.subscribe_sink(subject, queue, sink)
+        self.inner.fanout.subscribe_sink(subject, queue, sink)
     }
 
     /// Publishes like [`publish_counted`](Self::publish_counted) and also says
@@ -260,7 +262,7 @@ impl EmbeddedBroker {
             }
             stored.push((name, self.append_to(&s, copy, true).await?));
         }
-        Ok((self.inner.core.publish(message, pending), stored))
+        Ok((self.inner.fanout.publish(message, pending), stored))
     }
 
     /// The streams that keep `subject`, with their names (no allocation when none do).
@@ -280,7 +282,7 @@ impl EmbeddedBroker {
 
     /// Messages dropped because a plain subscriber did not keep up.
     pub fn slow_consumer_drops(&self) -> u64 {
-        self.inner.core.slow_consumer_drops()
+        self.inner.fanout.slow_consumer_drops()
     }
 
     fn ensure_open(&self) -> Result<(), BusError> {
@@ -453,7 +455,7 @@ impl Bus for EmbeddedBroker {
                 }
                 Box::new(store)
             }
-            None => Box::new(MemStore),
+            None => Box::new(NullStore),
         };
         let mut stream = Stream::restore(name, None, store, Vec::new());
         stream.configure(config)?;
@@ -471,7 +473,7 @@ impl Bus for EmbeddedBroker {
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        self.inner.core.subscribe(subject, None, SUB_PENDING)
+        self.inner.fanout.subscribe(subject, None, SUB_PENDING)
     }
 
     async fn subscribe_group(
@@ -523,7 +525,7 @@ impl Bus for EmbeddedBroker {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner.core.close();
+        self.inner.fanout.close();
         for s in self.streams() {
             let dirty = s.lock().close();
             if let Some(file) = dirty

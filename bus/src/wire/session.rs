@@ -22,7 +22,7 @@ use super::jetstream::JetStream;
 use super::outbound::{Outbound, Refused, write_loop};
 use super::parser::{ParseError, Parser};
 use super::{KEY_HEADER, REPLY_HEADER, STATUS_HEADER, SUBJECT_HEADER, ServerConfig};
-use crate::embedded::{EmbeddedBroker, CoreGuard, Offer, Pending, Sink};
+use crate::embedded::{EmbeddedBroker, FanoutGuard, Offer, Pending, Sink};
 use crate::subject::{validate_filter, validate_literal};
 use crate::{BusError, Message};
 
@@ -98,7 +98,7 @@ impl Sink for SubSink {
 struct SubEntry {
     sink: Arc<SubSink>,
     /// Unsubscribes when dropped.
-    _guard: CoreGuard,
+    _guard: FanoutGuard,
 }
 
 /// The server side of one client: what the commands' `apply` works on.

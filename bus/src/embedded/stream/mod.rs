@@ -276,7 +276,7 @@ impl Stream {
         let dirty = self.store.take_dirty();
         // Later acks of deliveries still out there must not touch the file:
         // another broker may own it by then.
-        self.store = Box::new(super::memstore::MemStore);
+        self.store = Box::new(super::nullstore::NullStore);
         for g in &self.groups {
             g.notify.notify_waiters();
         }
