@@ -5,6 +5,8 @@
 //! They never name a transport: adapters (`embedded` here, Kafka, NATS, Redis in
 //! `adapters/`) implement the traits, and the same contract holds for each.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -48,6 +48,7 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Settings for the cluster at `bootstrap_servers` with the defaults.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),

@@ -21,6 +21,8 @@
 //! - [`Bus::subscribe_group`] joins the Kafka consumer group of that name with
 //!   manual offsets: see [`group`] for acks, redelivery and rebalances.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod config;
 mod context;
 mod fanout;
@@ -165,6 +167,7 @@ impl KafkaBus {
         })
     }
 
+    /// The settings it was created with.
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config
     }

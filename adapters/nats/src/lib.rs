@@ -11,6 +11,8 @@
 //!   those messages too.
 //! - The key travels as the [`KEY_HEADER`] header; other headers as NATS headers.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod group;
 
 use std::collections::HashMap;
@@ -44,18 +46,21 @@ const CAPTURED_TTL: Duration = Duration::from_secs(300);
 const NOT_CAPTURED_TTL: Duration = Duration::from_secs(1);
 const CAPTURE_CACHE_MAX: usize = 4096;
 
+/// How the adapter connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
     /// `nats://host:port` (several comma-separated for a cluster).
     pub url: String,
     /// Shown by the server (`connz`), to tell the roles apart.
     pub client_name: String,
+    /// Bound on establishing the connection.
     pub connect_timeout: Duration,
     /// JetStream API requests and publish acks.
     pub request_timeout: Duration,
 }
 
 impl NatsConfig {
+    /// Settings for `url` with the default timeouts.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),

@@ -13,6 +13,7 @@ pub struct RedisQueueConfig {
     pub results_url: Option<String>,
     /// First part of every key (lets instances or test runs share a server).
     pub prefix: String,
+    /// Waits between a failed attempt and the retry, and how many retries.
     pub policy: RetryPolicy,
     /// Deliveries of one run without an ack or a failure before it is poison.
     pub max_deliveries: u32,
@@ -23,6 +24,7 @@ pub struct RedisQueueConfig {
 }
 
 impl RedisQueueConfig {
+    /// Settings for the queue at `url` with the defaults.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),

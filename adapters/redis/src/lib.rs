@@ -27,6 +27,8 @@
 //!
 //! Redis Cluster is not supported: the scripts touch keys they build.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod config;
 mod lease;
 mod maintenance;
@@ -181,6 +183,7 @@ impl RedisQueue {
         &self.inner.consumer
     }
 
+    /// The settings it was connected with.
     pub fn config(&self) -> &RedisQueueConfig {
         &self.inner.config
     }

@@ -90,11 +90,14 @@ pub const REPORT_ENV: &str = "ORDERLY_CONFORMANCE_REPORT";
 /// capability is missing says why it did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Every check held.
     Pass,
+    /// Not run, for this reason.
     Skip(String),
 }
 
 impl Verdict {
+    /// A skip for `reason`.
     pub fn skip(reason: impl Into<String>) -> Self {
         Verdict::Skip(reason.into())
     }
@@ -121,6 +124,7 @@ pub struct BusCaps {
 }
 
 impl BusCaps {
+    /// Caps of adapter `adapter` reporting `features`; every other promise off.
     pub fn new(adapter: impl Into<String>, features: Features) -> Self {
         Self {
             adapter: adapter.into(),
@@ -133,26 +137,31 @@ impl BusCaps {
         }
     }
 
+    /// Sets [`BusCaps::wildcards`].
     pub fn wildcards(mut self, yes: bool) -> Self {
         self.wildcards = yes;
         self
     }
 
+    /// Sets [`BusCaps::exactly_once`].
     pub fn exactly_once(mut self, yes: bool) -> Self {
         self.exactly_once = yes;
         self
     }
 
+    /// Sets [`BusCaps::broker_restart`].
     pub fn broker_restart(mut self, yes: bool) -> Self {
         self.broker_restart = yes;
         self
     }
 
+    /// Sets [`BusCaps::clients_survive_restart`].
     pub fn clients_survive_restart(mut self, yes: bool) -> Self {
         self.clients_survive_restart = yes;
         self
     }
 
+    /// Sets [`BusCaps::time_scale`] (at least 1).
     pub fn time_scale(mut self, factor: u32) -> Self {
         self.time_scale = factor.max(1);
         self
@@ -173,6 +182,7 @@ pub struct QueueCaps {
 }
 
 impl QueueCaps {
+    /// Caps of adapter `adapter`: not durable, no restarts.
     pub fn new(adapter: impl Into<String>) -> Self {
         Self {
             adapter: adapter.into(),
@@ -182,16 +192,19 @@ impl QueueCaps {
         }
     }
 
+    /// Sets [`QueueCaps::durable`].
     pub fn durable(mut self, yes: bool) -> Self {
         self.durable = yes;
         self
     }
 
+    /// Sets [`QueueCaps::restart`].
     pub fn restart(mut self, yes: bool) -> Self {
         self.restart = yes;
         self
     }
 
+    /// Sets [`QueueCaps::time_scale`] (at least 1).
     pub fn time_scale(mut self, factor: u32) -> Self {
         self.time_scale = factor.max(1);
         self

@@ -57,12 +57,14 @@ impl Default for SyncPolicy {
     }
 }
 
+/// How an [`EmbeddedBroker`] keeps its streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     /// Where streams are kept (`<data_dir>/broker/`); `None` keeps them in memory only.
     pub data_dir: Option<PathBuf>,
     /// Largest payload `publish` accepts.
     pub max_payload: usize,
+    /// When writes reach the disk.
     pub sync: SyncPolicy,
 }
 

@@ -71,6 +71,7 @@ fn parse_receipt(job: &Job) -> Result<(u64, u32), QueueError> {
 }
 
 impl EmbeddedQueue {
+    /// The job queue on `broker`'s `jobs` stream, retrying failed jobs per `policy`.
     pub async fn open(broker: &EmbeddedBroker, policy: RetryPolicy) -> Result<Self, QueueError> {
         let mut config = StreamConfig::new(STREAM, &["jobs.>"]);
         config.max_age = RETENTION;

@@ -14,7 +14,7 @@
 //! [`STATUS_HEADER`], and the key as [`KEY_HEADER`] on the wire; they are
 //! turned back into the `MSG`/`HMSG` fields on the way out.
 //!
-//! [`jetstream`] serves the JetStream API subset the NATS adapter uses
+//! `jetstream` serves the JetStream API subset the NATS adapter uses
 //! (streams, durable pull consumers, acks) from the broker's durable streams.
 //!
 //! Not served: the rest of JetStream (push consumers, KV, object store,
@@ -22,7 +22,7 @@
 
 pub mod cmd;
 mod framing;
-pub mod jetstream;
+mod jetstream;
 mod outbound;
 pub mod parser;
 mod server;
@@ -54,7 +54,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Required in CONNECT when set.
     pub auth_token: Option<String>,
+    /// Largest payload a client may publish (announced in INFO).
     pub max_payload: usize,
+    /// Longest protocol line a client may send.
     pub max_control_line: usize,
     /// Bytes queued for one client before it counts as a slow consumer.
     pub max_pending: usize,
@@ -62,6 +64,7 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// ... and close it when this many pings are unanswered.
     pub max_pings_out: u32,
+    /// The id announced in INFO.
     pub server_id: String,
 }
 

@@ -23,6 +23,7 @@ pub struct BrokerListener {
 }
 
 impl BrokerListener {
+    /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

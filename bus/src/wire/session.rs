@@ -38,7 +38,9 @@ const READ_MAX: usize = 64 * 1024;
 /// Whether the connection goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
+    /// Read the next command.
     Continue,
+    /// Close the connection.
     Close,
 }
 
@@ -102,7 +104,7 @@ struct SubEntry {
 }
 
 /// The server side of one client: what the commands' `apply` works on.
-pub struct ClientConn {
+pub(crate) struct ClientConn {
     broker: EmbeddedBroker,
     js: Arc<JetStream>,
     config: Arc<ServerConfig>,

@@ -7,10 +7,11 @@ use super::super::session::ClientConn;
 pub struct Pong;
 
 impl Pong {
-    pub fn apply(self, conn: &mut ClientConn) {
+    pub(crate) fn apply(self, conn: &mut ClientConn) {
         conn.process_pong();
     }
 
+    /// Appends the command as it travels.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"PONG\r\n");
     }
