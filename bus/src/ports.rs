@@ -81,6 +81,17 @@ pub struct GroupOptions {
     pub max_in_flight: usize,
 }
 
+impl GroupOptions {
+    /// What every adapter refuses as a group name: empty, or with whitespace
+    /// or control characters.
+    pub fn check_name(group: &str) -> Result<(), BusError> {
+        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BusError::Other(format!("invalid group name {group:?}")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GroupOptions {
     fn default() -> Self {
         Self {

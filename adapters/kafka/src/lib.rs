@@ -442,9 +442,7 @@ impl Bus for KafkaBus {
         options: GroupOptions,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BusError::Other(format!("invalid group name {group:?}")));
-        }
+        GroupOptions::check_name(group)?;
         // In Kafka the topic is the stream: a group on a new subject creates it.
         self.inner.ensure_topic(subject).await?;
         group::subscribe(self.inner.clone(), subject, group, options)

@@ -390,9 +390,7 @@ impl Bus for NatsBus {
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
         subject::check_filter(subject)?;
-        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BusError::Other(format!("invalid group name {group:?}")));
-        }
+        GroupOptions::check_name(group)?;
         self.ensure_jetstream()?;
         group::subscribe(&self.inner, subject, group, options).await
     }

@@ -486,9 +486,7 @@ impl Bus for EmbeddedBroker {
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
         subject::check_filter(subject)?;
-        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BusError::Other(format!("invalid group name {group:?}")));
-        }
+        GroupOptions::check_name(group)?;
         let stream = self
             .streams()
             .into_iter()
