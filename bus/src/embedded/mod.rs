@@ -3,10 +3,10 @@
 //! data directory (or only in memory).
 //!
 //! - `sublist`: the subscription trie over [`crate::subject`]'s grammar.
-//! - [`fanout`]: plain pub/sub without storage (NATS core).
-//! - [`stream`]: a stream and its durable groups; [`store`] is its storage port,
-//!   with [`nullstore`] and [`filestore`] behind it.
-//! - [`queue`]: the job queue on top of a `jobs` stream.
+//! - `fanout`: plain pub/sub without storage (NATS core).
+//! - `stream`: a stream and its durable groups; `store` is its storage port,
+//!   with `nullstore` and `filestore` behind it.
+//! - `queue`: the job queue on top of a `jobs` stream.
 
 mod fanout;
 mod filestore;
