@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::QueueError;
 
+/// A named lock with a time limit, shared by the instances of one deployment.
 #[async_trait]
 pub trait Lease: Send + Sync + 'static {
     /// Take `name` for `ttl` unless someone holds it: `Some(token)` when taken.
@@ -28,6 +29,7 @@ pub struct LocalLease {
 }
 
 impl LocalLease {
+    /// No lease held.
     pub fn new() -> Self {
         Self::default()
     }

@@ -5,6 +5,8 @@
 //! They never name a transport: adapters (`embedded` here, Kafka, NATS, Redis in
 //! `adapters/`) implement the traits, and the same contract holds for each.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -15,6 +17,8 @@ mod message;
 pub mod metered;
 mod ports;
 mod retry;
+pub mod schema;
+pub mod subject;
 pub mod wire;
 
 pub use backoff::Backoff;

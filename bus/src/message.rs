@@ -17,11 +17,14 @@ pub struct Message {
     /// Partitioning / ordering key (the order id); ordering is kept per key where
     /// the adapter's [`crate::Features::ordered_per_key`] says so.
     pub key: Option<String>,
+    /// Headers: the contract's event headers ([`crate::header`]) and any others.
     pub headers: Headers,
+    /// The body, opaque to the bus (JSON for orderly's events).
     pub payload: Bytes,
 }
 
 impl Message {
+    /// A message to `subject` with no key and no headers.
     pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Self {
             subject: subject.into(),
@@ -31,16 +34,19 @@ impl Message {
         }
     }
 
+    /// The same message with its ordering key set.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// The same message with header `name` set to `value`.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(name.into(), value.into());
         self
     }
 
+    /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
@@ -49,6 +55,7 @@ impl Message {
 /// What a delivery's receiver decided; sent back to the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckKind {
+    /// Done: the message is not delivered again.
     Ack,
     /// Redeliver after the delay.
     Nack(Duration),
@@ -56,6 +63,7 @@ pub enum AckKind {
 
 /// The adapter side of a delivery: told once how it ended.
 pub trait Acker: Send + Sync + 'static {
+    /// Called once, with the receiver's decision.
     fn settle(&self, kind: AckKind);
 }
 
@@ -70,6 +78,7 @@ const NACKED: u8 = 2;
 /// opposite decision was already made (Watermill's contract). Dropping a delivery
 /// without deciding leaves it to the ack-wait redelivery.
 pub struct Delivery {
+    /// The message delivered.
     pub message: Message,
     /// 1 on the first delivery, 2 on the first redelivery, …
     pub attempt: u32,
@@ -97,6 +106,7 @@ impl Delivery {
         }
     }
 
+    /// A delivery of a durable group, settled through `acker`.
     pub fn with_acker(message: Message, attempt: u32, acker: Arc<dyn Acker>) -> Self {
         Self {
             message,
@@ -106,6 +116,7 @@ impl Delivery {
         }
     }
 
+    /// Done with it; `false` if it was nacked already.
     pub fn ack(&self) -> bool {
         self.settle(ACKED, AckKind::Ack)
     }
@@ -117,6 +128,7 @@ impl Delivery {
         self
     }
 
+    /// Deliver it again after `delay`; `false` if it was acked already.
     pub fn nack(&self, delay: Duration) -> bool {
         self.settle(NACKED, AckKind::Nack(delay))
     }
@@ -179,5 +191,6 @@ impl Subscription {
         })
     }
 
+    /// Ends the subscription (dropping it does the same).
     pub fn close(self) {}
 }

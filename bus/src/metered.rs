@@ -37,6 +37,7 @@ pub struct MeteredBus {
 }
 
 impl MeteredBus {
+    /// Measures `inner`.
     pub fn new(inner: Arc<dyn Bus>) -> Self {
         Self { inner }
     }
@@ -148,6 +149,7 @@ pub struct MeteredQueue {
 }
 
 impl MeteredQueue {
+    /// Measures `inner`.
     pub fn new(inner: Arc<dyn JobQueue>) -> Self {
         Self { inner }
     }

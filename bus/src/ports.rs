@@ -16,8 +16,6 @@ pub struct Features {
     pub consumer_groups: bool,
     /// `nack(delay)` holds the redelivery back for the delay.
     pub redelivery_delay: bool,
-    /// Request/reply through inboxes.
-    pub request_reply: bool,
     /// Headers travel with the message.
     pub headers: bool,
     /// Largest payload accepted by `publish`.
@@ -36,6 +34,7 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// A stream `name` over `subjects`, keeping messages for a week.
     pub fn new(name: impl Into<String>, subjects: &[&str]) -> Self {
         Self {
             name: name.into(),
@@ -82,6 +81,17 @@ pub struct GroupOptions {
     pub max_in_flight: usize,
 }
 
+impl GroupOptions {
+    /// What every adapter refuses as a group name: empty, or with whitespace
+    /// or control characters.
+    pub fn check_name(group: &str) -> Result<(), BusError> {
+        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BusError::Other(format!("invalid group name {group:?}")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GroupOptions {
     fn default() -> Self {
         Self {
@@ -105,15 +115,19 @@ impl Default for GroupOptions {
 ///   un-acked deliveries come back after `ack_wait`, nacked ones after their delay.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
+    /// What this adapter can promise.
     fn features(&self) -> Features;
 
     /// Create the stream if missing (idempotent; an existing one keeps its messages).
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError>;
 
+    /// Hands `message` to the broker; returns once the broker accepted it.
     async fn publish(&self, message: Message) -> Result<(), BusError>;
 
+    /// A plain fan-out subscription to `subject` (wildcards allowed).
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError>;
 
+    /// Joins durable group `group` on `subject`, which a stream must capture.
     async fn subscribe_group(
         &self,
         subject: &str,
@@ -135,14 +149,18 @@ pub struct NewJob {
     pub queue: String,
     /// Deduplication id: enqueueing the same id again makes no second job.
     pub id: String,
+    /// The job's body (JSON for orderly's jobs).
     pub payload: Bytes,
 }
 
 /// A reserved job. Invisible to other workers until its visibility timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// The queue it was reserved from.
     pub queue: String,
+    /// Its deduplication id.
     pub id: String,
+    /// The job's body.
     pub payload: Bytes,
     /// 1 on the first run, 2 on the first retry, …
     pub attempt: u32,
@@ -155,13 +173,19 @@ pub struct Job {
 /// A job that exhausted its retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadJob {
+    /// The queue it belonged to.
     pub queue: String,
+    /// Its deduplication id.
     pub id: String,
+    /// The job's body.
     pub payload: Bytes,
+    /// Attempts it got.
     pub attempts: u32,
+    /// The error of each attempt, oldest first.
     pub errors: Vec<String>,
 }
 
+/// How many jobs of a queue are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Waiting to run (including those scheduled for a retry).
@@ -170,6 +194,7 @@ pub struct QueueStats {
     pub running: u64,
     /// Waiting for their retry delay to pass.
     pub retrying: u64,
+    /// In the dead letters.
     pub dead: u64,
 }
 
@@ -210,8 +235,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Keep a long-running job reserved for another `visibility`.
     async fn extend(&self, job: &Job, visibility: Duration) -> Result<(), QueueError>;
 
+    /// How many jobs of `queue` are in each state.
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;
 
+    /// Up to `limit` dead jobs of `queue`, oldest first.
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
 
     /// Move a dead job back to the queue with a fresh attempt count.

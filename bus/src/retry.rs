@@ -7,8 +7,11 @@ use rand::Rng;
 /// `[0, min(cap, base * factor^(n-1))]`, so synchronized failures spread out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
+    /// Ceiling of the first retry's wait.
     pub base: Duration,
+    /// Each retry's ceiling is this many times the one before.
     pub factor: f64,
+    /// No wait is longer than this.
     pub cap: Duration,
     /// Retries after the first attempt (the old system: 3).
     pub max_retries: u32,

@@ -15,7 +15,6 @@ fn features(durable: bool) -> Features {
         ordered_per_key: true,
         consumer_groups: true,
         redelivery_delay: true,
-        request_reply: false,
         headers: true,
         max_payload: BrokerConfig::default().max_payload,
     }

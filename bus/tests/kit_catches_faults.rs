@@ -37,7 +37,6 @@ fn features() -> Features {
         ordered_per_key: true,
         consumer_groups: true,
         redelivery_delay: true,
-        request_reply: false,
         headers: true,
         max_payload: DECLARED_MAX,
     }

@@ -21,6 +21,9 @@
 //! - [`Bus::subscribe_group`] joins the Kafka consumer group of that name with
 //!   manual offsets: see [`group`] for acks, redelivery and rebalances.
 
+#![warn(missing_docs, unreachable_pub)]
+
+mod config;
 mod context;
 mod fanout;
 mod group;
@@ -31,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -40,135 +42,18 @@ use rdkafka::util::Timeout;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use orderly_bus::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
+use orderly_bus::{
+    Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
+};
 
 use crate::context::LogContext;
 
-/// Kafka's default producer `message.max.bytes`; leaves room under the broker's
-/// default limit (1 MiB + 12 bytes) for the key, headers and batch framing.
-pub const DEFAULT_MAX_PAYLOAD: usize = 1_000_000;
+pub use config::{DEFAULT_MAX_PAYLOAD, KafkaConfig};
+
 /// Topic names: Kafka's own limit.
 const MAX_TOPIC_LEN: usize = 249;
 /// Suffix of the topic that receives messages a group gave up on.
 pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
-
-/// Connection and topic settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaConfig {
-    /// `host:port[,host:port…]` (`KAFKA_BOOTSTRAP_SERVERS`).
-    pub bootstrap_servers: String,
-    /// Partitions of the topics this adapter creates (`KAFKA_TOPIC_PARTITIONS`).
-    pub topic_partitions: i32,
-    /// Replication factor of the topics this adapter creates (`KAFKA_REPLICATION_FACTOR`).
-    pub replication_factor: i32,
-    /// Largest payload `publish` accepts (`KAFKA_MAX_PAYLOAD_BYTES`).
-    pub max_payload: usize,
-    /// Messages waiting for a delivery report before `publish` refuses more
-    /// (`queue.buffering.max.messages`).
-    pub max_queued_messages: usize,
-    /// How long the producer tries to deliver a message (`message.timeout.ms`,
-    /// `KAFKA_MESSAGE_TIMEOUT_MS`).
-    pub message_timeout: Duration,
-    /// Bound on admin and metadata requests (topic creation, `check`).
-    pub request_timeout: Duration,
-    /// Longest a fetch waits for data at the broker (`fetch.wait.max.ms`,
-    /// `KAFKA_FETCH_WAIT_MAX_MS`). Kafka answers as soon as data arrives, but
-    /// some compatible brokers (tansu) hold every fetch this long, so it bounds
-    /// delivery latency there; lower costs more idle requests.
-    pub fetch_wait_max: Duration,
-    /// `client.id` prefix, shown in the broker's logs.
-    pub client_id: String,
-    /// Put before every topic and group name (`KAFKA_TOPIC_PREFIX`), so that
-    /// several deployments or test runs can share one cluster. Empty by
-    /// default: subject `new_order` is topic `new_order`.
-    pub topic_prefix: String,
-    /// Static membership of the durable groups (`group.instance.id`,
-    /// `KAFKA_GROUP_INSTANCE_ID`): a process started again under the same id
-    /// takes its predecessor's place and partitions at once, instead of the
-    /// group waiting out the dead member's session. Unique per live process.
-    pub group_instance_id: Option<String>,
-    /// Extra librdkafka properties applied to every client (after ours).
-    pub extra: Vec<(String, String)>,
-}
-
-impl KafkaConfig {
-    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        Self {
-            bootstrap_servers: bootstrap_servers.into(),
-            topic_partitions: 3,
-            replication_factor: 1,
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_queued_messages: 100_000,
-            message_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(10),
-            fetch_wait_max: Duration::from_millis(100),
-            client_id: "orderly".into(),
-            topic_prefix: String::new(),
-            group_instance_id: None,
-            extra: Vec::new(),
-        }
-    }
-
-    fn base(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", &self.client_id)
-            // librdkafka's own logs go through `LogContext` into tracing.
-            .set("log.connection.close", "false");
-        c
-    }
-
-    fn with_extra(&self, mut c: ClientConfig) -> ClientConfig {
-        for (k, v) in &self.extra {
-            c.set(k, v);
-        }
-        c
-    }
-
-    fn producer_config(&self) -> ClientConfig {
-        let mut c = self.base();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "queue.buffering.max.messages",
-                self.max_queued_messages.to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                self.message_timeout.as_millis().to_string(),
-            )
-            // `publish` waits for each report, so batching only adds latency
-            // to a lone publisher; concurrent publishers still share batches.
-            .set("linger.ms", "1")
-            .set(
-                "message.max.bytes",
-                (self.max_payload + 64 * 1024).max(1_000_000).to_string(),
-            );
-        self.with_extra(c)
-    }
-
-    fn consumer_config(&self, group_id: &str) -> ClientConfig {
-        let mut c = self.base();
-        c.set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set(
-                "fetch.wait.max.ms",
-                self.fetch_wait_max.as_millis().to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                (self.max_payload + 64 * 1024).max(1_048_576).to_string(),
-            )
-            // Fan-out consumers create topics themselves; a group on a missing
-            // topic is an error the caller sees (`NoStream`).
-            .set("allow.auto.create.topics", "false");
-        self.with_extra(c)
-    }
-}
 
 /// The Kafka bus. Cheap to clone; all clones share the producer.
 #[derive(Clone)]
@@ -223,22 +108,6 @@ pub fn validate_topic(subject: &str) -> Result<(), BusError> {
     Ok(())
 }
 
-/// NATS-style match of a literal subject against a pattern (`*` one token,
-/// `>` one or more trailing tokens).
-fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("Kafka {what}: {e}"))
 }
@@ -280,7 +149,7 @@ impl KafkaBus {
             .create_with_context(LogContext::new("producer"))
             .map_err(|e| BusError::Other(format!("cannot create the Kafka producer: {e}")))?;
         let admin = config
-            .with_extra(config.base())
+            .admin_config()
             .create_with_context(LogContext::new("admin"))
             .map_err(|e| BusError::Other(format!("cannot create the Kafka admin client: {e}")))?;
         let (stop, _) = watch::channel(false);
@@ -298,6 +167,7 @@ impl KafkaBus {
         })
     }
 
+    /// The settings it was created with.
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config
     }
@@ -448,7 +318,7 @@ impl Inner {
             .lock()
             .expect("pattern list poisoned")
             .iter()
-            .find(|(p, _)| subject_matches(p, subject))
+            .find(|(p, _)| subject::matches(p, subject))
             .map(|(_, age)| *age);
         self.create_topics(&[topic], retention).await?;
         // Creation is acknowledged before every broker has the metadata.
@@ -520,7 +390,6 @@ impl Bus for KafkaBus {
             ordered_per_key: true,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: self.inner.config.max_payload,
         }
@@ -573,9 +442,7 @@ impl Bus for KafkaBus {
         options: GroupOptions,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BusError::Other(format!("invalid group name {group:?}")));
-        }
+        GroupOptions::check_name(group)?;
         // In Kafka the topic is the stream: a group on a new subject creates it.
         self.inner.ensure_topic(subject).await?;
         group::subscribe(self.inner.clone(), subject, group, options)
@@ -665,17 +532,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn wildcard_patterns_match_like_nats() {
-        assert!(subject_matches("conf.1.>", "conf.1.events"));
-        assert!(subject_matches("conf.1.>", "conf.1.a.b"));
-        assert!(!subject_matches("conf.1.>", "conf.1"));
-        assert!(subject_matches("conf.*.x", "conf.9.x"));
-        assert!(!subject_matches("conf.*.x", "conf.9.y"));
-        assert!(!subject_matches("conf.*", "conf.9.x"));
-        assert!(subject_matches("new_order", "new_order"));
     }
 
     #[test]

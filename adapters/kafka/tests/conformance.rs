@@ -46,7 +46,6 @@ fn caps() -> BusCaps {
             ordered_per_key: true,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: orderly_kafka::DEFAULT_MAX_PAYLOAD,
         },

@@ -30,7 +30,6 @@ fn caps() -> BusCaps {
             ordered_per_key: false,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             // nats-server's default; the features case checks it is what INFO says.
             max_payload: 1024 * 1024,

@@ -25,7 +25,6 @@ fn caps() -> BusCaps {
             ordered_per_key: false,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: 1024 * 1024,
         },

@@ -27,6 +27,11 @@
 //!
 //! Redis Cluster is not supported: the scripts touch keys they build.
 
+#![warn(missing_docs, unreachable_pub)]
+
+mod config;
+mod lease;
+mod maintenance;
 mod scripts;
 
 use std::sync::{Arc, Mutex};
@@ -38,68 +43,16 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use tokio::time::Instant;
 
-use orderly_bus::{
-    DeadJob, Job, JobQueue, Lease, NewJob, QueueError, QueueStats, RetryOutcome, RetryPolicy,
-};
+use orderly_bus::{DeadJob, Job, JobQueue, NewJob, QueueError, QueueStats, RetryOutcome};
 
 use scripts::Scripts;
 
-/// How a [`RedisQueue`] connects and behaves.
-#[derive(Debug, Clone)]
-pub struct RedisQueueConfig {
-    /// The queue's Redis (`redis://host:6379/0`).
-    pub url: String,
-    /// Where finished jobs' results go (`redis://host:6379/1`); `None`: nowhere.
-    pub results_url: Option<String>,
-    /// First part of every key (lets instances or test runs share a server).
-    pub prefix: String,
-    pub policy: RetryPolicy,
-    /// Deliveries of one run without an ack or a failure before it is poison.
-    pub max_deliveries: u32,
-    /// How long a job id is remembered for deduplication.
-    pub dedup_ttl: Duration,
-    /// How long a result is kept.
-    pub result_ttl: Duration,
-}
+pub use config::{DEFAULT_MAX_DELIVERIES, RedisQueueConfig};
+pub use lease::RedisLease;
+pub use maintenance::{SweepReport, TrimReport};
 
-impl RedisQueueConfig {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            results_url: None,
-            prefix: "orderly".into(),
-            policy: RetryPolicy::default(),
-            max_deliveries: DEFAULT_MAX_DELIVERIES,
-            dedup_ttl: Duration::from_secs(7 * 24 * 3600),
-            result_ttl: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-/// One delivery plus 3 recoveries after a lost worker (Sidekiq Pro's default).
-pub const DEFAULT_MAX_DELIVERIES: u32 = 4;
 /// Dead letters deleted per script call by `purge_dead` (keeps Redis responsive).
 const PURGE_BATCH: usize = 500;
-/// Expired leases and due retries handled per script call.
-const SWEEP_LIMIT: usize = 500;
-
-/// What a maintenance sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Jobs moved to the dead letters as poison.
-    pub poisoned: u64,
-    /// Jobs whose lease ran out, waiting for the next `reserve` to take them over.
-    pub expired: u64,
-}
-
-/// What a trim did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TrimReport {
-    /// Acked stream entries dropped.
-    pub trimmed: u64,
-    /// Idle consumers (worker processes long gone) removed from the group.
-    pub consumers_forgotten: u64,
-}
 
 /// The Redis Streams job queue. Cheap to clone.
 #[derive(Clone)]
@@ -230,17 +183,9 @@ impl RedisQueue {
         &self.inner.consumer
     }
 
+    /// The settings it was connected with.
     pub fn config(&self) -> &RedisQueueConfig {
         &self.inner.config
-    }
-
-    /// Leases on this queue's Redis, under `<prefix>:lease:<name>`.
-    pub fn lease(&self) -> RedisLease {
-        RedisLease {
-            conn: self.inner.conn.clone(),
-            prefix: format!("{}:lease:", self.inner.config.prefix),
-            release: redis::Script::new(scripts::LEASE_RELEASE),
-        }
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -363,82 +308,6 @@ impl RedisQueue {
             }
             Err(e) => Err(to_queue_error(e)),
         }
-    }
-
-    /// The retry mover: due retries of `queue` back into its stream.
-    pub async fn move_due_retries(&self, queue: &str) -> Result<u64, QueueError> {
-        let k = self.keys(queue)?;
-        let mut total = 0;
-        loop {
-            let moved: u64 = Self::invocation(&self.inner.scripts.move_due, &k)
-                .arg(SWEEP_LIMIT)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(to_queue_error)?;
-            total += moved;
-            if moved < SWEEP_LIMIT as u64 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Expired leases: poison jobs to the dead letters; the others are taken
-    /// over by the next `reserve` (which does that itself, also without this).
-    pub async fn sweep_expired(&self, queue: &str) -> Result<SweepReport, QueueError> {
-        let k = self.keys(queue)?;
-        let (poisoned, expired): (u64, u64) = Self::invocation(&self.inner.scripts.sweep, &k)
-            .arg(SWEEP_LIMIT)
-            .arg(self.inner.config.max_deliveries.max(1))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(to_queue_error)?;
-        Ok(SweepReport { poisoned, expired })
-    }
-
-    /// Drop acked stream entries (never a pending or undelivered one) and forget
-    /// consumers idle for `idle_consumer` with nothing pending.
-    pub async fn trim(
-        &self,
-        queue: &str,
-        idle_consumer: Duration,
-    ) -> Result<TrimReport, QueueError> {
-        let k = self.keys(queue)?;
-        let (trimmed, consumers_forgotten): (u64, u64) =
-            Self::invocation(&self.inner.scripts.trim, &k)
-                .arg(millis(idle_consumer))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(to_queue_error)?;
-        Ok(TrimReport {
-            trimmed,
-            consumers_forgotten,
-        })
-    }
-
-    /// Entries in the stream (acked ones until a trim drops them).
-    pub async fn stream_len(&self, queue: &str) -> Result<u64, QueueError> {
-        let k = self.keys(queue)?;
-        self.conn().xlen(&k.stream).await.map_err(to_queue_error)
-    }
-
-    /// Delete every key of `queue` (tests and decommissioning); job ids are forgotten.
-    pub async fn destroy(&self, queue: &str) -> Result<(), QueueError> {
-        let k = self.keys(queue)?;
-        let mut conn = self.conn();
-        let mut keys: Vec<String> = Vec::new();
-        {
-            let mut iter: redis::AsyncIter<String> = conn
-                .scan_match(format!("{}:*", k.base))
-                .await
-                .map_err(to_queue_error)?;
-            while let Some(key) = iter.next_item().await {
-                keys.push(key.map_err(to_queue_error)?);
-            }
-        }
-        for chunk in keys.chunks(500) {
-            let _: () = conn.del(chunk).await.map_err(to_queue_error)?;
-        }
-        Ok(())
     }
 }
 
@@ -671,50 +540,5 @@ impl JobQueue for RedisQueue {
                 .map_err(to_queue_error)?;
         }
         Ok(())
-    }
-}
-
-/// A lease on Redis: `SET key token NX PX ttl`, released by compare-and-delete,
-/// so a holder whose lease expired never releases its successor's.
-#[derive(Clone)]
-pub struct RedisLease {
-    conn: ConnectionManager,
-    prefix: String,
-    release: redis::Script,
-}
-
-impl std::fmt::Debug for RedisLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLease")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Lease for RedisLease {
-    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<String>, QueueError> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(format!("{}{name}", self.prefix))
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(to_queue_error)?;
-        Ok(set.map(|_| token))
-    }
-
-    async fn release(&self, name: &str, token: &str) -> Result<bool, QueueError> {
-        let deleted: i64 = self
-            .release
-            .key(format!("{}{name}", self.prefix))
-            .arg(token)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(to_queue_error)?;
-        Ok(deleted == 1)
     }
 }

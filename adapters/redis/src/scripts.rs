@@ -302,7 +302,7 @@ fn with_prelude(body: &str) -> redis::Script {
 }
 
 impl Scripts {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             enqueue: with_prelude(ENQUEUE),
             reserve: with_prelude(RESERVE),

@@ -30,7 +30,6 @@
 //!         ordered_per_key: true,
 //!         consumer_groups: true,
 //!         redelivery_delay: true,
-//!         request_reply: false,
 //!         headers: true,
 //!         max_payload: 1024 * 1024,
 //!     })
@@ -70,10 +69,10 @@
 
 pub mod bus;
 pub mod queue;
+mod runner;
 mod support;
 
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +80,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{Bus, BusError, Features, JobQueue, QueueError, RetryPolicy, StreamConfig};
+
+#[doc(hidden)]
+pub use runner::{run_bus_case, run_queue_case};
 
 /// Environment variable: any value but empty or `0` shrinks the counts.
 pub const SHORT_ENV: &str = "ORDERLY_CONFORMANCE_SHORT";
@@ -91,11 +93,14 @@ pub const REPORT_ENV: &str = "ORDERLY_CONFORMANCE_REPORT";
 /// capability is missing says why it did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Every check held.
     Pass,
+    /// Not run, for this reason.
     Skip(String),
 }
 
 impl Verdict {
+    /// A skip for `reason`.
     pub fn skip(reason: impl Into<String>) -> Self {
         Verdict::Skip(reason.into())
     }
@@ -122,6 +127,7 @@ pub struct BusCaps {
 }
 
 impl BusCaps {
+    /// Caps of adapter `adapter` reporting `features`; every other promise off.
     pub fn new(adapter: impl Into<String>, features: Features) -> Self {
         Self {
             adapter: adapter.into(),
@@ -134,26 +140,31 @@ impl BusCaps {
         }
     }
 
+    /// Sets [`BusCaps::wildcards`].
     pub fn wildcards(mut self, yes: bool) -> Self {
         self.wildcards = yes;
         self
     }
 
+    /// Sets [`BusCaps::exactly_once`].
     pub fn exactly_once(mut self, yes: bool) -> Self {
         self.exactly_once = yes;
         self
     }
 
+    /// Sets [`BusCaps::broker_restart`].
     pub fn broker_restart(mut self, yes: bool) -> Self {
         self.broker_restart = yes;
         self
     }
 
+    /// Sets [`BusCaps::clients_survive_restart`].
     pub fn clients_survive_restart(mut self, yes: bool) -> Self {
         self.clients_survive_restart = yes;
         self
     }
 
+    /// Sets [`BusCaps::time_scale`] (at least 1).
     pub fn time_scale(mut self, factor: u32) -> Self {
         self.time_scale = factor.max(1);
         self
@@ -174,6 +185,7 @@ pub struct QueueCaps {
 }
 
 impl QueueCaps {
+    /// Caps of adapter `adapter`: not durable, no restarts.
     pub fn new(adapter: impl Into<String>) -> Self {
         Self {
             adapter: adapter.into(),
@@ -183,16 +195,19 @@ impl QueueCaps {
         }
     }
 
+    /// Sets [`QueueCaps::durable`].
     pub fn durable(mut self, yes: bool) -> Self {
         self.durable = yes;
         self
     }
 
+    /// Sets [`QueueCaps::restart`].
     pub fn restart(mut self, yes: bool) -> Self {
         self.restart = yes;
         self
     }
 
+    /// Sets [`QueueCaps::time_scale`] (at least 1).
     pub fn time_scale(mut self, factor: u32) -> Self {
         self.time_scale = factor.max(1);
         self
@@ -401,117 +416,6 @@ impl QueueCx {
     pub(crate) fn ms(&self, ms: u64) -> Duration {
         Duration::from_millis(ms * u64::from(self.caps.time_scale))
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the conformance case")
-}
-
-fn finish(adapter: &str, suite: &str, case: &str, verdict: &Verdict) {
-    let result = match verdict {
-        Verdict::Pass => "pass".to_string(),
-        Verdict::Skip(reason) => {
-            eprintln!("SKIP {case}: {reason}");
-            format!("skip:{}", reason.replace(['\t', '\n'], " "))
-        }
-    };
-    let Some(path) = std::env::var_os(REPORT_ENV).filter(|p| !p.is_empty()) else {
-        return;
-    };
-    let line = format!("{adapter}\t{suite}\t{case}\t{result}\n");
-    // One write of one line with O_APPEND: parallel test processes never interleave.
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = written {
-        panic!(
-            "could not append the result to {} ({REPORT_ENV}): {e}",
-            path.to_string_lossy()
-        );
-    }
-}
-
-/// Runs one bus case in its own runtime; the macro's tests call this.
-#[doc(hidden)]
-pub fn run_bus_case<F, Body, Fut>(
-    case: &'static str,
-    body: Body,
-    make_factory: impl FnOnce() -> F,
-    caps: BusCaps,
-) where
-    F: BusFactory,
-    Body: FnOnce(Arc<BusCx>) -> Fut,
-    Fut: Future<Output = Verdict> + Send + 'static,
-{
-    let rt = runtime();
-    let verdict = {
-        let _entered = rt.enter();
-        let cx = Arc::new(BusCx {
-            factory: Arc::new(make_factory()),
-            caps: caps.clone(),
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            short: short_mode(),
-            clients: Mutex::new(Vec::new()),
-        });
-        let limit = CASE_TIMEOUT * caps.time_scale;
-        let run = body(cx.clone());
-        rt.block_on(async move {
-            let verdict = tokio::time::timeout(limit, tokio::spawn(run))
-                .await
-                .unwrap_or_else(|_| panic!("case {case} did not finish within {limit:?}"))
-                .unwrap_or_else(|e| match e.try_into_panic() {
-                    Ok(p) => std::panic::resume_unwind(p),
-                    Err(e) => panic!("case {case} was cancelled: {e}"),
-                });
-            cx.close_all().await;
-            verdict
-        })
-    };
-    rt.shutdown_timeout(Duration::from_secs(5));
-    finish(&caps.adapter, "bus", case, &verdict);
-}
-
-/// Runs one queue case in its own runtime; the macro's tests call this.
-#[doc(hidden)]
-pub fn run_queue_case<F, Body, Fut>(
-    case: &'static str,
-    body: Body,
-    make_factory: impl FnOnce() -> F,
-    caps: QueueCaps,
-) where
-    F: QueueFactory,
-    Body: FnOnce(Arc<QueueCx>) -> Fut,
-    Fut: Future<Output = Verdict> + Send + 'static,
-{
-    let rt = runtime();
-    let verdict = {
-        let _entered = rt.enter();
-        let cx = Arc::new(QueueCx {
-            factory: Arc::new(make_factory()),
-            caps: caps.clone(),
-            queue: format!("conf_{}", uuid::Uuid::new_v4().simple()),
-            short: short_mode(),
-        });
-        let limit = CASE_TIMEOUT * caps.time_scale;
-        let run = body(cx);
-        rt.block_on(async move {
-            tokio::time::timeout(limit, tokio::spawn(run))
-                .await
-                .unwrap_or_else(|_| panic!("case {case} did not finish within {limit:?}"))
-                .unwrap_or_else(|e| match e.try_into_panic() {
-                    Ok(p) => std::panic::resume_unwind(p),
-                    Err(e) => panic!("case {case} was cancelled: {e}"),
-                })
-        })
-    };
-    rt.shutdown_timeout(Duration::from_secs(5));
-    finish(&caps.adapter, "queue", case, &verdict);
 }
 
 /// Generates the bus suite: `mod bus_conformance` with one `#[test]` per case.

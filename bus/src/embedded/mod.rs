@@ -2,20 +2,20 @@
 //! durable streams with consumer groups, kept in an append-only log under the
 //! data directory (or only in memory).
 //!
-//! - [`subject`]: subject validation and the subscription trie.
-//! - [`core`](self::core): fan-out pub/sub without storage.
-//! - [`stream`]: a stream and its durable groups; [`store`] is its storage port,
-//!   with [`memstore`] and [`filestore`] behind it.
-//! - [`queue`]: the job queue on top of a `jobs` stream.
+//! - `sublist`: the subscription trie over [`crate::subject`]'s grammar.
+//! - `fanout`: plain pub/sub without storage (NATS core).
+//! - `stream`: a stream and its durable groups; `store` is its storage port,
+//!   with `nullstore` and `filestore` behind it.
+//! - `queue`: the job queue on top of a `jobs` stream.
 
-mod core;
+mod fanout;
 mod filestore;
-mod memstore;
+mod nullstore;
 mod queue;
 mod record;
 mod store;
 pub(crate) mod stream;
-pub(crate) mod subject;
+mod sublist;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -25,12 +25,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::core::{Core, SUB_PENDING};
-pub(crate) use self::core::{CoreGuard, Offer, Pending, Sink};
+use self::fanout::{Fanout, SUB_PENDING};
+pub(crate) use self::fanout::{FanoutGuard, Offer, Pending, Sink};
 use self::filestore::FileStore;
-use self::memstore::MemStore;
+use self::nullstore::NullStore;
 use self::store::StreamStore;
 use self::stream::{MemberGuard, Stream, StreamShared};
+use crate::subject;
 use crate::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
 
 pub use self::queue::EmbeddedQueue;
@@ -56,12 +57,14 @@ impl Default for SyncPolicy {
     }
 }
 
+/// How an [`EmbeddedBroker`] keeps its streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     /// Where streams are kept (`<data_dir>/broker/`); `None` keeps them in memory only.
     pub data_dir: Option<PathBuf>,
     /// Largest payload `publish` accepts.
     pub max_payload: usize,
+    /// When writes reach the disk.
     pub sync: SyncPolicy,
 }
 
@@ -85,7 +88,7 @@ struct Broker {
     config: BrokerConfig,
     /// `<data_dir>/broker`, if durable.
     dir: Option<PathBuf>,
-    core: Arc<Core>,
+    fanout: Arc<Fanout>,
     streams: RwLock<Vec<Arc<StreamShared>>>,
     /// Serialises stream creation so two callers cannot create the same file twice.
     create: tokio::sync::Mutex<()>,
@@ -189,7 +192,7 @@ impl EmbeddedBroker {
         let inner = Arc::new(Broker {
             config,
             dir,
-            core: Arc::new(Core::new()),
+            fanout: Arc::new(Fanout::new()),
             streams: RwLock::new(streams),
             create: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
@@ -208,12 +211,14 @@ impl EmbeddedBroker {
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
         check_queue_name(queue)?;
-        self.inner.core.subscribe(subject, Some(queue), SUB_PENDING)
+        self.inner
+            .fanout
+            .subscribe(subject, Some(queue), SUB_PENDING)
     }
 
     /// Whether a subscriber (of any kind) matches `subject` right now.
     pub(crate) fn has_interest(&self, subject: &str) -> bool {
-        self.inner.core.has_interest(subject)
+        self.inner.fanout.has_interest(subject)
     }
 
     /// Publishes like [`Bus::publish`]; returns how many plain subscribers and
@@ -222,7 +227,7 @@ impl EmbeddedBroker {
         self.publish_acked(message, &[], None).await.map(|(n, _)| n)
     }
 
-    /// Subscribes a [`Sink`] (the wire listener's connections) to core
+    /// Subscribes a [`Sink`] (the wire listener's connections) to plain
     /// messages on `subject`, in queue group `queue` if given; dropping the
     /// guard unsubscribes it.
     pub(crate) fn subscribe_sink(
@@ -230,12 +235,12 @@ impl EmbeddedBroker {
         subject: &str,
         queue: Option<&str>,
         sink: Arc<dyn Sink>,
-    ) -> Result<CoreGuard, BusError> {
+    ) -> Result<FanoutGuard, BusError> {
         self.ensure_open()?;
         if let Some(q) = queue {
             check_queue_name(q)?;
         }
-        self.inner.core.subscribe_sink(subject, queue, sink)
+        self.inner.fanout.subscribe_sink(subject, queue, sink)
     }
 
     /// Publishes like [`publish_counted`](Self::publish_counted) and also says
@@ -259,7 +264,7 @@ impl EmbeddedBroker {
             }
             stored.push((name, self.append_to(&s, copy, true).await?));
         }
-        Ok((self.inner.core.publish(message, pending), stored))
+        Ok((self.inner.fanout.publish(message, pending), stored))
     }
 
     /// The streams that keep `subject`, with their names (no allocation when none do).
@@ -279,7 +284,7 @@ impl EmbeddedBroker {
 
     /// Messages dropped because a plain subscriber did not keep up.
     pub fn slow_consumer_drops(&self) -> u64 {
-        self.inner.core.slow_consumer_drops()
+        self.inner.fanout.slow_consumer_drops()
     }
 
     fn ensure_open(&self) -> Result<(), BusError> {
@@ -303,8 +308,7 @@ impl EmbeddedBroker {
     }
 
     fn check_message(&self, message: &Message) -> Result<(), BusError> {
-        subject::validate_literal(&message.subject)
-            .map_err(|why| BusError::InvalidSubject(message.subject.clone(), why))?;
+        subject::check_literal(&message.subject)?;
         let max = self.inner.config.max_payload;
         if message.payload.len() > max {
             return Err(BusError::PayloadTooLarge {
@@ -400,7 +404,6 @@ impl Bus for EmbeddedBroker {
             ordered_per_key: true,
             consumer_groups: true,
             redelivery_delay: true,
-            request_reply: false,
             headers: true,
             max_payload: self.inner.config.max_payload,
         }
@@ -410,7 +413,7 @@ impl Bus for EmbeddedBroker {
         self.ensure_open()?;
         config.check()?;
         for s in &config.subjects {
-            subject::validate_filter(s).map_err(|why| BusError::InvalidSubject(s.clone(), why))?;
+            subject::check_filter(s)?;
         }
         let _creating = self.inner.create.lock().await;
         let existing = self.streams();
@@ -454,7 +457,7 @@ impl Bus for EmbeddedBroker {
                 }
                 Box::new(store)
             }
-            None => Box::new(MemStore),
+            None => Box::new(NullStore),
         };
         let mut stream = Stream::restore(name, None, store, Vec::new());
         stream.configure(config)?;
@@ -472,7 +475,7 @@ impl Bus for EmbeddedBroker {
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        self.inner.core.subscribe(subject, None, SUB_PENDING)
+        self.inner.fanout.subscribe(subject, None, SUB_PENDING)
     }
 
     async fn subscribe_group(
@@ -482,11 +485,8 @@ impl Bus for EmbeddedBroker {
         options: GroupOptions,
     ) -> Result<Subscription, BusError> {
         self.ensure_open()?;
-        subject::validate_filter(subject)
-            .map_err(|why| BusError::InvalidSubject(subject.to_string(), why))?;
-        if group.is_empty() || group.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BusError::Other(format!("invalid group name {group:?}")));
-        }
+        subject::check_filter(subject)?;
+        GroupOptions::check_name(group)?;
         let stream = self
             .streams()
             .into_iter()
@@ -525,7 +525,7 @@ impl Bus for EmbeddedBroker {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner.core.close();
+        self.inner.fanout.close();
         for s in self.streams() {
             let dirty = s.lock().close();
             if let Some(file) = dirty

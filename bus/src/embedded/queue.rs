@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::EmbeddedBroker;
 use super::stream::{MSG_ID, PULL_MEMBER, StreamShared};
-use super::subject;
+use crate::subject;
 use crate::{
     Bus, DeadJob, GroupOptions, Job, JobQueue, Message, NewJob, QueueError, QueueStats,
     RetryOutcome, RetryPolicy, StreamConfig,
@@ -71,6 +71,7 @@ fn parse_receipt(job: &Job) -> Result<(u64, u32), QueueError> {
 }
 
 impl EmbeddedQueue {
+    /// The job queue on `broker`'s `jobs` stream, retrying failed jobs per `policy`.
     pub async fn open(broker: &EmbeddedBroker, policy: RetryPolicy) -> Result<Self, QueueError> {
         let mut config = StreamConfig::new(STREAM, &["jobs.>"]);
         config.max_age = RETENTION;

@@ -1,8 +1,8 @@
 //! The storage port of a stream (nats-server's `store.go`).
 //!
 //! A stream keeps its live state in memory and hands every change to its store
-//! as a [`Record`]; the store decides how durable that is. [`super::memstore`]
-//! forgets everything, [`super::filestore`] appends to a checksummed log.
+//! as a [`Record`]; the store decides how durable that is. [`super::nullstore`]
+//! writes nothing, [`super::filestore`] appends to a checksummed log.
 
 use std::fs::File;
 use std::io;

@@ -4,7 +4,9 @@
 //!
 //! - [`parser`]: the incremental tokenizer (after nats-server's `parser.go`).
 //! - [`cmd`]: one file per client command (mini-redis `cmd/`).
-//! - `connection`: a client's read and write loops and its subscriptions.
+//! - `session`: a client's read loop, its commands' effects, its subscriptions.
+//! - `outbound`: a client's outbound buffer and write task.
+//! - `framing`: `MSG`/`HMSG` encoded into that buffer.
 //! - `server`: the accept loop, the connection cap, shutdown.
 //!
 //! Messages keep their NATS extras in the broker as headers: the reply
@@ -12,24 +14,26 @@
 //! [`STATUS_HEADER`], and the key as [`KEY_HEADER`] on the wire; they are
 //! turned back into the `MSG`/`HMSG` fields on the way out.
 //!
-//! [`jetstream`] serves the JetStream API subset the NATS adapter uses
+//! `jetstream` serves the JetStream API subset the NATS adapter uses
 //! (streams, durable pull consumers, acks) from the broker's durable streams.
 //!
 //! Not served: the rest of JetStream (push consumers, KV, object store,
 //! direct get, purge/delete), TLS, `echo: false`.
 
 pub mod cmd;
-mod connection;
-pub mod jetstream;
+mod framing;
+mod jetstream;
+mod outbound;
 pub mod parser;
 mod server;
+mod session;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use connection::Flow;
 pub use server::{BrokerListener, serve};
+pub use session::Flow;
 
 /// The message key on the wire (as the NATS adapter sends it).
 pub const KEY_HEADER: &str = "Orderly-Key";
@@ -50,7 +54,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Required in CONNECT when set.
     pub auth_token: Option<String>,
+    /// Largest payload a client may publish (announced in INFO).
     pub max_payload: usize,
+    /// Longest protocol line a client may send.
     pub max_control_line: usize,
     /// Bytes queued for one client before it counts as a slow consumer.
     pub max_pending: usize,
@@ -58,6 +64,7 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// ... and close it when this many pings are unanswered.
     pub max_pings_out: u32,
+    /// The id announced in INFO.
     pub server_id: String,
 }
 

@@ -20,17 +20,29 @@ pub const MAX_CONTROL_LINE: usize = 4096;
 /// The verbs of the client protocol (client → server and server → client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// `CONNECT`
     Connect,
+    /// `PUB`
     Pub,
+    /// `HPUB`
     HPub,
+    /// `SUB`
     Sub,
+    /// `UNSUB`
     Unsub,
+    /// `PING`
     Ping,
+    /// `PONG`
     Pong,
+    /// `INFO` (server to client)
     Info,
+    /// `MSG` (server to client)
     Msg,
+    /// `HMSG` (server to client)
     HMsg,
+    /// `+OK` (server to client)
     Ok,
+    /// `-ERR` (server to client)
     Err,
 }
 
@@ -73,6 +85,7 @@ impl Verb {
 /// One operation, borrowing the read buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Op<'a> {
+    /// Which operation.
     pub verb: Verb,
     /// The control line after the verb, trimmed, without CRLF.
     pub args: &'a [u8],
@@ -85,10 +98,13 @@ pub struct Op<'a> {
 /// A complete operation and how many bytes of the buffer it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed<'a> {
+    /// The operation.
     pub op: Op<'a>,
+    /// Bytes it took, to advance the buffer by.
     pub len: usize,
 }
 
+/// Why the input is not the protocol; the connection is closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// Not a verb of the protocol.
@@ -152,10 +168,12 @@ pub struct Parser {
 }
 
 impl Parser {
+    /// A parser with nats-server's control-line limit.
     pub fn new(max_payload: usize) -> Self {
         Self::with_limits(MAX_CONTROL_LINE, max_payload)
     }
 
+    /// A parser with both limits given.
     pub fn with_limits(max_control_line: usize, max_payload: usize) -> Self {
         Self {
             state: State::OpStart,

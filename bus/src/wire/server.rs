@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::ServerConfig;
-use super::connection;
 use super::jetstream::JetStream;
-use crate::BusError;
+use super::session;
 use crate::embedded::EmbeddedBroker;
+use crate::{Backoff, BusError};
 
 /// A running listener. Dropping it does not stop it; call [`BrokerListener::shutdown`].
 #[derive(Debug)]
@@ -23,6 +23,7 @@ pub struct BrokerListener {
 }
 
 impl BrokerListener {
+    /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -74,7 +75,9 @@ async fn accept_loop(
 ) {
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut stopped = stop.subscribe();
-    let mut backoff = Duration::from_millis(5);
+    // A local accept loop has no herd of clients to spread: exact waits.
+    let mut backoff =
+        Backoff::new(Duration::from_millis(5), Duration::from_secs(1)).without_jitter();
     // Shutdown waits for the connections: they serve what clients already sent.
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -92,21 +95,20 @@ async fn accept_loop(
         };
         let socket = match accepted {
             Ok((socket, _)) => {
-                backoff = Duration::from_millis(5);
+                backoff.reset();
                 socket
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
         let (broker, js, config, shutdown) =
             (broker.clone(), js.clone(), config.clone(), stop.subscribe());
         conns.spawn(async move {
-            connection::run(socket, broker, js, config, shutdown).await;
+            session::run(socket, broker, js, config, shutdown).await;
             drop(permit);
         });
     }

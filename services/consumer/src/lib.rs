@@ -3,24 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use orderly_bus::schema::events::{self, NewOrder};
+use orderly_bus::schema::jobs::ProcessOrder;
 use orderly_bus::{Bus, BusError, Delivery, GroupOptions, JobQueue, NewJob, header};
 use orderly_core::Shutdown;
-use orderly_orders::events::{self, NewOrder};
 
-/// The queue the worker takes `process_order` jobs from.
-pub const PROCESS_ORDER: &str = "process_order";
+/// The binary names the queue by this path.
+pub use orderly_bus::schema::jobs::PROCESS_ORDER;
+
 /// The durable group of all consumer processes (they share the work).
 pub const GROUP: &str = "order-consumer";
-
-/// A `process_order` job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessOrder {
-    pub order_id: uuid::Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traceparent: Option<String>,
-}
 
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]

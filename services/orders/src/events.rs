@@ -1,40 +1,16 @@
-//! The events orders publishes (contract: `new_order`, `order_status_changed`).
+//! The outbox form of the events orders publishes; their subjects and payloads
+//! are [`orderly_bus::schema::events`].
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use orderly_bus::StreamConfig;
+use orderly_bus::schema::events::{NEW_ORDER, NewOrder, ORDER_STATUS_CHANGED, OrderStatusChanged};
 
 use crate::OrderStatus;
 
-pub const NEW_ORDER: &str = "new_order";
-pub const ORDER_STATUS_CHANGED: &str = "order_status_changed";
-
-/// The durable stream holding both events, so a consumer group started later
-/// still receives what was published before it.
-pub fn stream() -> StreamConfig {
-    StreamConfig::new("orders", &[NEW_ORDER, ORDER_STATUS_CHANGED])
-}
-
-/// `new_order` value, exactly as the old Kafka consumers read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewOrder {
-    pub order_id: Uuid,
-    pub user_id: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub timestamp: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderStatusChanged {
-    pub order_id: Uuid,
-    pub user_id: i64,
-    pub from: OrderStatus,
-    pub to: OrderStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    pub timestamp: OffsetDateTime,
-}
+/// The binary ensures the stream by this path.
+pub use orderly_bus::schema::events::stream;
 
 /// An event ready for the outbox: written with the change, published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,12 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use orderly_bus::schema::events::{ORDER_STATUS_CHANGED, OrderStatusChanged};
 use orderly_bus::{Backoff, Bus, Message};
 use orderly_core::Shutdown;
 
-use crate::OrderService;
-use crate::events::{ORDER_STATUS_CHANGED, OrderStatusChanged};
 use crate::store::{OrderStore, PendingEvent};
+use crate::{OrderService, OrderStatus};
 
 const BATCH: i64 = 200;
 /// Safety net for a missed wake-up and for rows left by a crashed process.
@@ -143,7 +143,7 @@ pub async fn forget_changed_orders(
             _ = shutdown.wait() => break,
         };
         let Some(delivery) = delivery else { break };
-        match serde_json::from_slice::<OrderStatusChanged>(&delivery.message.payload) {
+        match serde_json::from_slice::<OrderStatusChanged<OrderStatus>>(&delivery.message.payload) {
             Ok(event) => service.forget(event.order_id).await,
             Err(e) => tracing::warn!(error = %e, "ignoring a malformed order_status_changed event"),
         }

@@ -5,8 +5,8 @@ pub mod maintenance;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orderly_bus::schema::jobs::{PROCESS_ORDER, ProcessOrder};
 use orderly_bus::{Backoff, Job, JobQueue, RetryOutcome};
-use orderly_consumer::{PROCESS_ORDER, ProcessOrder};
 use orderly_core::Shutdown;
 use orderly_core::trace_context::TraceContext;
 use orderly_orders::{OrderService, OrdersError, PayOutcome};

@@ -1,19 +1,23 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `HPUB <subject> [reply-to] <#header bytes> <#total bytes>\r\n<headers><payload>\r\n`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HPub<'a> {
+    /// The subject published to.
     pub subject: &'a str,
+    /// Where answers go, for a request.
     pub reply: Option<&'a str>,
     /// The raw block, `NATS/1.0[ status]\r\n(name: value\r\n)*\r\n`.
     pub headers: &'a [u8],
+    /// The message body, after the header block.
     pub payload: &'a [u8],
 }
 
 impl<'a> HPub<'a> {
+    /// Reads `HPUB <subject> [reply] <hdr size> <total size>` and its blocks.
     pub fn parse(
         args: &mut Args<'a>,
         headers: &'a [u8],
@@ -39,7 +43,7 @@ impl<'a> HPub<'a> {
         })
     }
 
-    pub async fn apply(self, conn: &mut ClientConn) -> Flow {
+    pub(crate) async fn apply(self, conn: &mut ClientConn) -> Flow {
         let block = match HeaderBlock::parse(self.headers) {
             Ok(b) => b,
             Err(e) => return conn.protocol_violation(e),
@@ -48,6 +52,7 @@ impl<'a> HPub<'a> {
             .await
     }
 
+    /// Appends the command as a client sends it.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"HPUB ");
         out.put_slice(self.subject.as_bytes());
@@ -68,10 +73,12 @@ impl<'a> HPub<'a> {
 pub struct HeaderBlock {
     /// `NATS/1.0 503` → 503.
     pub status: Option<u16>,
+    /// Name and value of each header line, in order.
     pub headers: Vec<(String, String)>,
 }
 
 impl HeaderBlock {
+    /// Reads `NATS/1.0[ status]\r\n`, header lines and the blank line.
     pub fn parse(block: &[u8]) -> Result<Self, CmdError> {
         let text =
             std::str::from_utf8(block).map_err(|_| CmdError::Malformed("headers are not UTF-8"))?;
@@ -100,6 +107,7 @@ impl HeaderBlock {
         Ok(Self { status, headers })
     }
 
+    /// Appends the block as it travels.
     pub fn encode(&self, out: &mut BytesMut) {
         match self.status {
             Some(code) => out.put_slice(format!("NATS/1.0 {code}\r\n").as_bytes()),

@@ -31,18 +31,27 @@ pub enum CmdError {
     NotAClientOp,
 }
 
+/// A client command, borrowing the read buffer where it can.
 #[derive(Debug)]
 pub enum Command<'a> {
+    /// `CONNECT`
     Connect(Connect),
+    /// `PUB`
     Pub(Pub<'a>),
+    /// `HPUB`
     HPub(HPub<'a>),
+    /// `SUB`
     Sub(Sub<'a>),
+    /// `UNSUB`
     Unsub(Unsub<'a>),
+    /// `PING`
     Ping(Ping),
+    /// `PONG`
     Pong(Pong),
 }
 
 impl<'a> Command<'a> {
+    /// The command of a parsed operation; trailing args are refused.
     pub fn from_op(op: Op<'a>) -> Result<Self, CmdError> {
         let mut args = Args::new(op.args);
         let cmd = match op.verb {
@@ -102,14 +111,17 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// Arguments not consumed yet.
     pub fn len(&self) -> usize {
         self.count - self.next
     }
 
+    /// Whether every argument was consumed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The next argument as text.
     pub fn next_str(&mut self) -> Result<&'a str, CmdError> {
         let t = self
             .tokens
@@ -120,6 +132,7 @@ impl<'a> Args<'a> {
         std::str::from_utf8(t).map_err(|_| CmdError::Malformed("argument is not UTF-8"))
     }
 
+    /// The next argument as a decimal number.
     pub fn next_number(&mut self) -> Result<u64, CmdError> {
         let t = self.next_str()?;
         super::parser::parse_size(t.as_bytes())

@@ -1,17 +1,21 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `PUB <subject> [reply-to] <#bytes>\r\n<payload>\r\n`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pub<'a> {
+    /// The subject published to.
     pub subject: &'a str,
+    /// Where answers go, for a request.
     pub reply: Option<&'a str>,
+    /// The message body.
     pub payload: &'a [u8],
 }
 
 impl<'a> Pub<'a> {
+    /// Reads `PUB <subject> [reply] <size>`; the parser cut the payload.
     pub fn parse(args: &mut Args<'a>, payload: &'a [u8]) -> Result<Self, CmdError> {
         let subject = args.next_str()?;
         let reply = match args.len() {
@@ -28,11 +32,12 @@ impl<'a> Pub<'a> {
         })
     }
 
-    pub async fn apply(self, conn: &mut ClientConn) -> Flow {
+    pub(crate) async fn apply(self, conn: &mut ClientConn) -> Flow {
         conn.process_pub(self.subject, self.reply, None, self.payload)
             .await
     }
 
+    /// Appends the command as a client sends it.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"PUB ");
         out.put_slice(self.subject.as_bytes());

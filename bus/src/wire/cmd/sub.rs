@@ -1,17 +1,21 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `SUB <subject> [queue group] <sid>`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sub<'a> {
+    /// The subject (wildcards allowed).
     pub subject: &'a str,
+    /// The queue group, if any.
     pub queue: Option<&'a str>,
+    /// The client's id for this subscription.
     pub sid: &'a str,
 }
 
 impl<'a> Sub<'a> {
+    /// Reads `SUB <subject> [queue] <sid>`.
     pub fn parse(args: &mut Args<'a>) -> Result<Self, CmdError> {
         let (subject, queue) = match args.len() {
             2 => (args.next_str()?, None),
@@ -25,10 +29,11 @@ impl<'a> Sub<'a> {
         })
     }
 
-    pub async fn apply(self, conn: &mut ClientConn) -> Flow {
+    pub(crate) async fn apply(self, conn: &mut ClientConn) -> Flow {
         conn.process_sub(self.subject, self.queue, self.sid).await
     }
 
+    /// Appends the command as a client sends it.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"SUB ");
         out.put_slice(self.subject.as_bytes());

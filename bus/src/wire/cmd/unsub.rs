@@ -1,17 +1,20 @@
 use bytes::{BufMut, BytesMut};
 
-use super::super::connection::{ClientConn, Flow};
+use super::super::session::{ClientConn, Flow};
 use super::{Args, CmdError};
 
 /// `UNSUB <sid> [max_msgs]`: with a max, the subscription ends after that
 /// many messages in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsub<'a> {
+    /// The subscription to end.
     pub sid: &'a str,
+    /// End it only after this many messages in all.
     pub max: Option<u64>,
 }
 
 impl<'a> Unsub<'a> {
+    /// Reads `UNSUB <sid> [max]`.
     pub fn parse(args: &mut Args<'a>) -> Result<Self, CmdError> {
         let sid = args.next_str()?;
         let max = if args.is_empty() {
@@ -22,10 +25,11 @@ impl<'a> Unsub<'a> {
         Ok(Self { sid, max })
     }
 
-    pub fn apply(self, conn: &mut ClientConn) -> Flow {
+    pub(crate) fn apply(self, conn: &mut ClientConn) -> Flow {
         conn.process_unsub(self.sid, self.max)
     }
 
+    /// Appends the command as a client sends it.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"UNSUB ");
         out.put_slice(self.sid.as_bytes());

@@ -16,7 +16,7 @@ use super::consumer_api::find;
 use super::pull::empty;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckBody {
+pub(crate) enum AckBody {
     Ack,
     Nak(Duration),
     Term,
@@ -24,7 +24,7 @@ pub enum AckBody {
 }
 
 impl AckBody {
-    pub fn parse(payload: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(payload).ok()?.trim();
         if text.is_empty() || text.starts_with("+ACK") || text.starts_with("+NXT") {
             return Some(Self::Ack);
@@ -48,15 +48,15 @@ impl AckBody {
 
 /// The fields of an ack subject after `$JS.ACK.` that we need.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckSubject<'a> {
-    pub stream: &'a str,
-    pub consumer: &'a str,
-    pub delivered: u32,
-    pub stream_seq: u64,
+pub(crate) struct AckSubject<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) consumer: &'a str,
+    pub(crate) delivered: u32,
+    pub(crate) stream_seq: u64,
 }
 
 impl<'a> AckSubject<'a> {
-    pub fn parse(rest: &'a str) -> Option<Self> {
+    pub(crate) fn parse(rest: &'a str) -> Option<Self> {
         let t: Vec<&str> = rest.split('.').collect();
         if t.len() != 7 {
             return None;

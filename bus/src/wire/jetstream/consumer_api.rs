@@ -12,7 +12,7 @@ use super::pull::{self, Waiting};
 use super::{JetStream, api_error, nanos, now_ns, rfc3339};
 use crate::GroupOptions;
 use crate::embedded::stream::{PULL_MEMBER, StreamShared};
-use crate::embedded::subject;
+use crate::subject;
 
 /// nats-server's default `max_ack_pending`.
 const DEFAULT_MAX_ACK_PENDING: usize = 1000;
@@ -21,10 +21,10 @@ const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// The per-consumer settings the stream's group does not keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
-    pub ack_wait: Duration,
+    pub(crate) ack_wait: Duration,
     /// `u32::MAX`: unlimited (`-1` on the wire).
-    pub max_deliver: u32,
-    pub max_ack_pending: usize,
+    pub(crate) max_deliver: u32,
+    pub(crate) max_ack_pending: usize,
 }
 
 impl Default for Limits {
@@ -38,7 +38,7 @@ impl Default for Limits {
 }
 
 /// One durable pull consumer: a group of the stream plus its pending pull requests.
-pub struct Consumer {
+pub(crate) struct Consumer {
     pub(crate) stream_name: String,
     pub(crate) name: String,
     pub(crate) stream: Arc<StreamShared>,

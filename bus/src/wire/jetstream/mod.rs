@@ -17,10 +17,10 @@
 //! Every answer is a core publish to the request's reply subject, so it
 //! reaches the client through its inbox subscription like on nats-server.
 
-pub mod ack;
-pub mod consumer_api;
-pub mod pull;
-pub mod stream_api;
+mod ack;
+mod consumer_api;
+mod pull;
+mod stream_api;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,15 +33,15 @@ use super::STATUS_HEADER;
 use crate::Message;
 use crate::embedded::EmbeddedBroker;
 
-pub use consumer_api::Consumer;
+pub(crate) use consumer_api::Consumer;
 
 /// The API prefix clients send requests under.
-pub const API_PREFIX: &str = "$JS.API.";
+pub(crate) const API_PREFIX: &str = "$JS.API.";
 /// The prefix of the ack subjects we hand out.
-pub const ACK_PREFIX: &str = "$JS.ACK.";
+pub(crate) const ACK_PREFIX: &str = "$JS.ACK.";
 
 /// The JetStream state of one listener: its consumers.
-pub struct JetStream {
+pub(crate) struct JetStream {
     pub(crate) broker: EmbeddedBroker,
     consumers: Mutex<HashMap<(String, String), Arc<Consumer>>>,
 }
@@ -53,7 +53,7 @@ impl std::fmt::Debug for JetStream {
 }
 
 impl JetStream {
-    pub fn new(broker: EmbeddedBroker) -> Arc<Self> {
+    pub(crate) fn new(broker: EmbeddedBroker) -> Arc<Self> {
         Arc::new(Self {
             broker,
             consumers: Mutex::new(HashMap::new()),
@@ -62,12 +62,17 @@ impl JetStream {
 
     /// Whether `subject` is ours (an API request or an ack) rather than a
     /// subject to publish on.
-    pub fn handles(subject: &str) -> bool {
+    pub(crate) fn handles(subject: &str) -> bool {
         subject.starts_with(API_PREFIX) || subject.starts_with(ACK_PREFIX)
     }
 
     /// Serves a publish to a `$JS.` subject.
-    pub async fn handle(self: &Arc<Self>, subject: &str, reply: Option<&str>, payload: &[u8]) {
+    pub(crate) async fn handle(
+        self: &Arc<Self>,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+    ) {
         if let Some(rest) = subject.strip_prefix(ACK_PREFIX) {
             ack::handle(self, rest, reply, payload).await;
             return;
@@ -132,7 +137,7 @@ impl JetStream {
     }
 
     /// Stops every consumer's pull task (the listener is shutting down).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         for c in self.lock_consumers().drain().map(|(_, c)| c) {
             c.stop();
         }

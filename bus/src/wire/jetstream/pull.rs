@@ -22,13 +22,13 @@ use crate::embedded::stream::PULL_MEMBER;
 use crate::wire::{REPLY_HEADER, SUBJECT_HEADER};
 
 /// Pull requests a consumer keeps waiting; the oldest is expired beyond this.
-pub const MAX_WAITING: usize = 512;
+pub(crate) const MAX_WAITING: usize = 512;
 /// The task re-checks at least this often (stream closed, clock-based expiry).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// A pull request waiting for messages.
 #[derive(Debug)]
-pub struct Waiting {
+pub(crate) struct Waiting {
     reply: String,
     remaining: usize,
     delivered: usize,

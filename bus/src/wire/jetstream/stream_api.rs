@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{JetStream, api_error, nanos, now_ns, rfc3339};
 use crate::embedded::stream::StreamShared;
-use crate::embedded::subject;
+use crate::subject;
 use crate::{Bus, BusError, StreamConfig};
 
 const NOT_FOUND: (u16, u32, &str) = (404, 10059, "stream not found");

@@ -1,139 +1,14 @@
-//! Subjects: validation, wildcard matching, and the subscription trie ("sublist",
-//! after nats-server's `sublist.go`).
-//!
-//! A subject is dot-separated non-empty tokens. In a subscription `*` matches one
-//! token and `>` one or more, and `>` may only be the last token. Wildcards are
-//! whole tokens; published subjects have none.
+//! The subscription trie ("sublist", after nats-server's `sublist.go`): which
+//! subscriptions a published subject reaches, with a bounded cache of answers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub(crate) const PWC: &str = "*";
-pub(crate) const FWC: &str = ">";
+use crate::subject::{FULL_WILDCARD, PARTIAL_WILDCARD, matches, validate_filter};
 
 /// The cache holds at most this many subjects, then is swept to [`CACHE_SWEEP_TO`].
 const CACHE_MAX: usize = 1024;
 const CACHE_SWEEP_TO: usize = 256;
-
-/// Checks a subscription subject (wildcards allowed).
-pub(crate) fn validate_filter(subject: &str) -> Result<(), &'static str> {
-    validate(subject, true)
-}
-
-/// Checks a subject to publish to (no wildcards).
-pub(crate) fn validate_literal(subject: &str) -> Result<(), &'static str> {
-    validate(subject, false)
-}
-
-/// Byte classes for [`validate`]'s one pass over a subject.
-const CONTROL: u8 = 1;
-const WILDCARD: u8 = 2;
-const NON_ASCII: u8 = 4;
-const CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = if b <= b' ' || b == 0x7f {
-            CONTROL
-        } else if b == b'*' || b == b'>' {
-            WILDCARD
-        } else if b >= 0x80 {
-            NON_ASCII
-        } else {
-            0
-        };
-        i += 1;
-    }
-    t
-};
-
-fn validate(subject: &str, wildcards: bool) -> Result<(), &'static str> {
-    let bytes = subject.as_bytes();
-    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
-        return Err("empty subject");
-    };
-    // Every publish checks its subject: one table lookup per byte tells the
-    // common case (plain ASCII tokens) apart.
-    let class = bytes
-        .iter()
-        .fold(0u8, |acc, &b| acc | CLASS[usize::from(b)]);
-    if class & CONTROL != 0
-        || (class & NON_ASCII != 0 && subject.chars().any(|c| c.is_whitespace() || c.is_control()))
-    {
-        return Err("whitespace in subject");
-    }
-    if class & WILDCARD == 0 {
-        return if first == b'.' || last == b'.' || subject.contains("..") {
-            Err("empty token")
-        } else {
-            Ok(())
-        };
-    }
-    let mut tokens = subject.split('.').peekable();
-    while let Some(t) = tokens.next() {
-        if t.is_empty() {
-            return Err("empty token");
-        }
-        let is_wildcard = t == PWC || t == FWC;
-        if is_wildcard && !wildcards {
-            return Err("wildcards are not allowed here");
-        }
-        if !is_wildcard && (t.contains('*') || t.contains('>')) {
-            return Err("a wildcard must be a whole token");
-        }
-        if t == FWC && tokens.peek().is_some() {
-            return Err("'>' must be the last token");
-        }
-    }
-    Ok(())
-}
-
-/// Whether the literal `subject` matches the subscription `filter`.
-pub(crate) fn matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(FWC), Some(_)) => return true,
-            (Some(PWC), Some(_)) => {}
-            (Some(ft), Some(st)) if ft == st => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether every subject matched by `inner` is also matched by `outer`.
-pub(crate) fn is_subset(inner: &str, outer: &str) -> bool {
-    let mut i = inner.split('.');
-    let mut o = outer.split('.');
-    loop {
-        match (i.next(), o.next()) {
-            (Some(_), Some(FWC)) => return true,
-            (Some(FWC), Some(_)) => return false,
-            (Some(it), Some(PWC)) if it != FWC => {}
-            (Some(PWC), Some(_)) => return false,
-            (Some(it), Some(ot)) if it == ot => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether some subject is matched by both filters.
-pub(crate) fn overlap(a: &str, b: &str) -> bool {
-    let mut a = a.split('.');
-    let mut b = b.split('.');
-    loop {
-        match (a.next(), b.next()) {
-            (Some(FWC), Some(_)) | (Some(_), Some(FWC)) => return true,
-            (Some(x), Some(y)) if x == PWC || y == PWC || x == y => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
 
 /// What a subject matched: plain subscribers, and per queue group its members
 /// (the caller picks one member of each group).
@@ -252,8 +127,8 @@ impl<T: Clone> Sublist<T> {
         let node = loop {
             let t = tokens.next().ok_or("empty subject")?;
             let node: &mut Node<T> = match t {
-                PWC => level.pwc.get_or_insert_with(Box::default),
-                FWC => level.fwc.get_or_insert_with(Box::default),
+                PARTIAL_WILDCARD => level.pwc.get_or_insert_with(Box::default),
+                FULL_WILDCARD => level.fwc.get_or_insert_with(Box::default),
                 _ => level.nodes.entry(t.to_string()).or_default(),
             };
             if tokens.peek().is_none() {
@@ -358,8 +233,8 @@ fn remove_from<T>(level: &mut Level<T>, tokens: &[&str], queue: Option<&str>, id
         return false;
     };
     let node = match *first {
-        PWC => level.pwc.as_deref_mut(),
-        FWC => level.fwc.as_deref_mut(),
+        PARTIAL_WILDCARD => level.pwc.as_deref_mut(),
+        FULL_WILDCARD => level.fwc.as_deref_mut(),
         t => level.nodes.get_mut(t),
     };
     let Some(node) = node else {
@@ -394,8 +269,8 @@ fn remove_from<T>(level: &mut Level<T>, tokens: &[&str], queue: Option<&str>, id
     // Prune on the way back so that churn of subscriptions does not leak nodes.
     if removed && node.is_empty() {
         match *first {
-            PWC => level.pwc = None,
-            FWC => level.fwc = None,
+            PARTIAL_WILDCARD => level.pwc = None,
+            FULL_WILDCARD => level.fwc = None,
             t => {
                 level.nodes.remove(t);
             }
@@ -407,58 +282,6 @@ fn remove_from<T>(level: &mut Level<T>, tokens: &[&str], queue: Option<&str>, id
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn valid_and_invalid_subjects_are_told_apart() {
-        for ok in [
-            "a",
-            "orders.eu.created",
-            "a.*.c",
-            "a.>",
-            ">",
-            "*",
-            "new_order",
-        ] {
-            assert_eq!(validate_filter(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "", ".", "a.", ".a", "a..b", "a.>.b", "a b", "a.b*", "a.>b", "a.\tb",
-        ] {
-            assert!(validate_filter(bad).is_err(), "{bad:?} should be rejected");
-        }
-        assert!(validate_literal("a.*").is_err());
-        assert!(validate_literal("a.>").is_err());
-        assert_eq!(validate_literal("a.b"), Ok(()));
-    }
-
-    #[test]
-    fn star_matches_exactly_one_token_and_gt_one_or_more() {
-        assert!(matches("a.*.c", "a.b.c"));
-        assert!(!matches("a.*.c", "a.b.b.c"));
-        assert!(!matches("a.*", "a"));
-        assert!(matches("a.>", "a.b"));
-        assert!(matches("a.>", "a.b.c.d"));
-        assert!(!matches("a.>", "a"));
-        assert!(matches(">", "x"));
-        assert!(matches("a.b", "a.b"));
-        assert!(!matches("a.b", "a.b.c"));
-        assert!(!matches("a.b.c", "a.b"));
-    }
-
-    #[test]
-    fn subsets_and_overlaps_follow_the_wildcards() {
-        assert!(is_subset("orders.eu.created", "orders.>"));
-        assert!(is_subset("orders.*.created", "orders.>"));
-        assert!(is_subset("orders.>", "orders.>"));
-        assert!(is_subset("orders.*", "orders.*"));
-        assert!(!is_subset("orders.>", "orders.*"));
-        assert!(!is_subset("orders.*", "orders.eu"));
-        assert!(!is_subset("orders", "orders.>"));
-        assert!(overlap("orders.*", "orders.eu"));
-        assert!(overlap("a.>", "*.b.c"));
-        assert!(!overlap("a.>", "a"));
-        assert!(!overlap("jobs.>", "orders.>"));
-    }
 
     fn names(r: &SublistResult<&'static str>) -> Vec<&'static str> {
         let mut v = r.psubs.clone();
@@ -534,134 +357,15 @@ mod tests {
     }
 }
 
-/// Subject matching, the sublist, `is_subset` and `overlap` against a
-/// reference model: filters and subjects as token lists, matched recursively,
-/// and set relations decided by enumerating every subject over the alphabet.
+/// The sublist against the reference model of the subject grammar.
 #[cfg(test)]
 mod model {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// Filters use a, b, c and wildcards; subjects also use d, a token no
-    /// filter names, so `*` and `>` are told apart from literals.
-    const SUBJECT_TOKENS: [&str; 4] = ["a", "b", "c", "d"];
-    const MAX_FILTER_LEN: usize = 4;
-
-    fn ref_match(f: &[String], s: &[&str]) -> bool {
-        match (f.first().map(String::as_str), s.first()) {
-            (None, None) => true,
-            (Some(">"), Some(_)) => true,
-            (Some("*"), Some(_)) => ref_match(&f[1..], &s[1..]),
-            (Some(ft), Some(st)) if ft == *st => ref_match(&f[1..], &s[1..]),
-            _ => false,
-        }
-    }
-
-    /// Every subject of up to one token more than the longest filter: enough
-    /// to witness any difference between two filters of at most that length.
-    fn all_subjects() -> Vec<Vec<&'static str>> {
-        let mut all: Vec<Vec<&str>> = Vec::new();
-        let mut level: Vec<Vec<&str>> = vec![Vec::new()];
-        for _ in 0..=MAX_FILTER_LEN {
-            level = level
-                .iter()
-                .flat_map(|p| {
-                    SUBJECT_TOKENS.iter().map(move |t| {
-                        let mut n = p.clone();
-                        n.push(*t);
-                        n
-                    })
-                })
-                .collect();
-            all.extend(level.iter().cloned());
-        }
-        all
-    }
-
-    fn filter() -> impl Strategy<Value = Vec<String>> {
-        let token = prop_oneof![
-            Just("a".to_string()),
-            Just("b".to_string()),
-            Just("c".to_string()),
-            Just("*".to_string()),
-        ];
-        (
-            proptest::collection::vec(token, 1..MAX_FILTER_LEN),
-            any::<bool>(),
-        )
-            .prop_map(|(mut t, fwc)| {
-                if fwc {
-                    t.push(">".into());
-                }
-                t
-            })
-    }
-
-    fn subject() -> impl Strategy<Value = Vec<&'static str>> {
-        proptest::collection::vec(
-            proptest::sample::select(SUBJECT_TOKENS.to_vec()),
-            1..=MAX_FILTER_LEN + 1,
-        )
-    }
-
-    /// `validate` as first written: chars, then tokens.
-    fn validate_reference(subject: &str, wildcards: bool) -> Result<(), &'static str> {
-        if subject.is_empty() {
-            return Err("empty subject");
-        }
-        if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("whitespace in subject");
-        }
-        let mut tokens = subject.split('.').peekable();
-        while let Some(t) = tokens.next() {
-            if t.is_empty() {
-                return Err("empty token");
-            }
-            let is_wildcard = t == PWC || t == FWC;
-            if is_wildcard && !wildcards {
-                return Err("wildcards are not allowed here");
-            }
-            if !is_wildcard && (t.contains('*') || t.contains('>')) {
-                return Err("a wildcard must be a whole token");
-            }
-            if t == FWC && tokens.peek().is_some() {
-                return Err("'>' must be the last token");
-            }
-        }
-        Ok(())
-    }
-
-    fn any_subject() -> impl Strategy<Value = String> {
-        let piece = prop_oneof![
-            Just(".".to_string()),
-            Just("*".to_string()),
-            Just(">".to_string()),
-            Just(" ".to_string()),
-            Just("\u{a0}".to_string()),
-            Just("\u{85}".to_string()),
-            Just("\u{7f}".to_string()),
-            Just("\t".to_string()),
-            Just("é".to_string()),
-            "[a-z0-9_-]{1,4}",
-        ];
-        proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
-    }
+    use crate::subject::model::{filter, ref_match, subject};
 
     proptest! {
-        #[test]
-        fn validation_agrees_with_the_reference(s in any_subject(), wildcards in any::<bool>()) {
-            prop_assert_eq!(validate(&s, wildcards), validate_reference(&s, wildcards));
-        }
-
-        #[test]
-        fn matches_agrees_with_the_model(f in filter(), s in subject()) {
-            let (fs, ss) = (f.join("."), s.join("."));
-            prop_assert!(validate_filter(&fs).is_ok());
-            prop_assert!(validate_literal(&ss).is_ok());
-            prop_assert_eq!(matches(&fs, &ss), ref_match(&f, &s), "{} vs {}", fs, ss);
-        }
-
         #[test]
         fn the_sublist_returns_exactly_the_matching_subscriptions(
             filters in proptest::collection::vec(filter(), 1..8),
@@ -684,18 +388,6 @@ mod model {
                     .collect();
                 prop_assert_eq!(got, want, "{}", ss);
             }
-        }
-
-        #[test]
-        fn subset_and_overlap_agree_with_enumeration(a in filter(), b in filter()) {
-            let (fa, fb) = (a.join("."), b.join("."));
-            let subjects = all_subjects();
-            let in_a: Vec<bool> = subjects.iter().map(|s| ref_match(&a, s)).collect();
-            let in_b: Vec<bool> = subjects.iter().map(|s| ref_match(&b, s)).collect();
-            let subset = in_a.iter().zip(&in_b).all(|(x, y)| !x || *y);
-            let overlaps = in_a.iter().zip(&in_b).any(|(x, y)| *x && *y);
-            prop_assert_eq!(is_subset(&fa, &fb), subset, "{} ⊆ {}", fa, fb);
-            prop_assert_eq!(overlap(&fa, &fb), overlaps, "{} ∩ {}", fa, fb);
         }
     }
 }

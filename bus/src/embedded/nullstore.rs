@@ -1,4 +1,6 @@
-//! The store of a broker without a data directory: nothing survives the process.
+//! A store that writes nothing. The stream's in-memory state is all there is:
+//! a broker without a data directory uses it (nothing survives the process),
+//! and a closed stream switches to it so that late acks touch no file.
 
 use std::fs::File;
 use std::io;
@@ -7,11 +9,11 @@ use std::sync::Arc;
 use super::record::Record;
 use super::store::StreamStore;
 
-/// The stream itself holds the messages; there is nothing to write.
+/// Discards every record; the stream itself holds the messages.
 #[derive(Debug, Default)]
-pub(crate) struct MemStore;
+pub(crate) struct NullStore;
 
-impl StreamStore for MemStore {
+impl StreamStore for NullStore {
     fn append(&mut self, _record: &Record) -> io::Result<()> {
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Core pub/sub: in-process fan-out with no storage, like NATS core.
+//! Plain pub/sub: in-process fan-out with no storage, like NATS core.
 //!
 //! Every plain subscriber of a matching subject gets each message; of each queue
 //! group one member gets it, chosen round robin. Sends never wait: a subscriber
@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::subject::Sublist;
+use super::sublist::Sublist;
 use crate::{BusError, Delivery, Message, Subscription};
 
-/// Messages a core subscriber may have waiting before it counts as slow.
+/// Messages a plain subscriber may have waiting before it counts as slow.
 pub(crate) const SUB_PENDING: usize = 8192;
 
 /// What a [`Sink`] did with a message.
@@ -26,7 +26,7 @@ pub(crate) const SUB_PENDING: usize = 8192;
 pub(crate) enum Offer {
     Taken,
     /// Taken, and the subscription wants no more (its max is reached): the
-    /// core removes it.
+    /// fan-out removes it.
     TakenLast,
     /// Not taken: the subscriber is behind (counted as a slow-consumer drop).
     Full,
@@ -77,7 +77,7 @@ enum Target {
     Sink(Arc<dyn Sink>),
 }
 
-struct CoreSub {
+struct FanoutSub {
     target: Target,
     subject: String,
     queue: Option<String>,
@@ -85,22 +85,22 @@ struct CoreSub {
     dropped: AtomicU64,
 }
 
-pub(crate) struct Core {
-    subs: Mutex<Sublist<Arc<CoreSub>>>,
+pub(crate) struct Fanout {
+    subs: Mutex<Sublist<Arc<FanoutSub>>>,
     next_id: AtomicU64,
     next_member: AtomicUsize,
     slow_drops: AtomicU64,
 }
 
-/// Removes a subscription from the core when dropped.
-pub(crate) struct CoreGuard {
-    core: Weak<Core>,
+/// Removes a subscription from the fan-out when dropped.
+pub(crate) struct FanoutGuard {
+    fanout: Weak<Fanout>,
     subject: String,
     queue: Option<String>,
     id: u64,
 }
 
-impl Core {
+impl Fanout {
     pub(crate) fn new() -> Self {
         Self {
             subs: Mutex::new(Sublist::new()),
@@ -129,7 +129,7 @@ impl Core {
         subject: &str,
         queue: Option<&str>,
         sink: Arc<dyn Sink>,
-    ) -> Result<CoreGuard, BusError> {
+    ) -> Result<FanoutGuard, BusError> {
         self.add(subject, queue, Target::Sink(sink))
     }
 
@@ -138,9 +138,9 @@ impl Core {
         subject: &str,
         queue: Option<&str>,
         target: Target,
-    ) -> Result<CoreGuard, BusError> {
+    ) -> Result<FanoutGuard, BusError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(CoreSub {
+        let sub = Arc::new(FanoutSub {
             target,
             subject: subject.to_string(),
             queue: queue.map(str::to_string),
@@ -149,11 +149,11 @@ impl Core {
         });
         self.subs
             .lock()
-            .expect("core sublist lock poisoned")
+            .expect("fanout sublist lock poisoned")
             .insert(subject, queue, id, sub)
             .map_err(|why| BusError::InvalidSubject(subject.to_string(), why))?;
-        Ok(CoreGuard {
-            core: Arc::downgrade(self),
+        Ok(FanoutGuard {
+            fanout: Arc::downgrade(self),
             subject: subject.to_string(),
             queue: queue.map(str::to_string),
             id,
@@ -169,7 +169,7 @@ impl Core {
         let result = self
             .subs
             .lock()
-            .expect("core sublist lock poisoned")
+            .expect("fanout sublist lock poisoned")
             .match_subject(&msg.subject);
         // Channels get copies, except the last offer: it may have the message.
         let mut left = result.psubs.len() + result.qsubs.len();
@@ -210,7 +210,7 @@ impl Core {
     /// message itself (and hands it back if it cannot take it).
     fn offer(
         &self,
-        sub: &CoreSub,
+        sub: &FanoutSub,
         msg: &mut Option<Message>,
         last: bool,
         pending: Option<&mut Pending>,
@@ -245,7 +245,7 @@ impl Core {
                 if offer == Offer::TakenLast {
                     self.subs
                         .lock()
-                        .expect("core sublist lock poisoned")
+                        .expect("fanout sublist lock poisoned")
                         .remove(&sub.subject, sub.queue.as_deref(), sub.id);
                 }
                 offer
@@ -253,7 +253,7 @@ impl Core {
         }
     }
 
-    fn slow(&self, sub: &CoreSub) {
+    fn slow(&self, sub: &FanoutSub) {
         self.slow_drops.fetch_add(1, Ordering::Relaxed);
         let n = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // The first drop and then every 1024th: a stuck reader must not flood the log.
@@ -272,7 +272,7 @@ impl Core {
         let result = self
             .subs
             .lock()
-            .expect("core sublist lock poisoned")
+            .expect("fanout sublist lock poisoned")
             .match_subject(subject);
         !result.psubs.is_empty() || !result.qsubs.is_empty()
     }
@@ -285,7 +285,7 @@ impl Core {
     pub(crate) fn subscription_count(&self) -> usize {
         self.subs
             .lock()
-            .expect("core sublist lock poisoned")
+            .expect("fanout sublist lock poisoned")
             .count()
     }
 
@@ -293,15 +293,15 @@ impl Core {
     pub(crate) fn close(&self) {
         self.subs
             .lock()
-            .expect("core sublist lock poisoned")
+            .expect("fanout sublist lock poisoned")
             .clear();
     }
 }
 
-impl Drop for CoreGuard {
+impl Drop for FanoutGuard {
     fn drop(&mut self) {
-        if let Some(core) = self.core.upgrade()
-            && let Ok(mut subs) = core.subs.lock()
+        if let Some(fanout) = self.fanout.upgrade()
+            && let Ok(mut subs) = fanout.subs.lock()
         {
             subs.remove(&self.subject, self.queue.as_deref(), self.id);
         }
@@ -324,12 +324,12 @@ mod tests {
 
     #[tokio::test]
     async fn every_plain_subscriber_gets_every_matching_message() {
-        let core = Arc::new(Core::new());
-        let mut a = core.subscribe("orders.*", None, 16).unwrap();
-        let mut b = core.subscribe("orders.>", None, 16).unwrap();
-        let mut c = core.subscribe("payments.*", None, 16).unwrap();
-        core.publish(Message::new("orders.created", "1"), None);
-        core.publish(Message::new("orders.paid", "2"), None);
+        let fanout = Arc::new(Fanout::new());
+        let mut a = fanout.subscribe("orders.*", None, 16).unwrap();
+        let mut b = fanout.subscribe("orders.>", None, 16).unwrap();
+        let mut c = fanout.subscribe("payments.*", None, 16).unwrap();
+        fanout.publish(Message::new("orders.created", "1"), None);
+        fanout.publish(Message::new("orders.paid", "2"), None);
         assert_eq!(drain(&mut a).await, vec!["1", "2"]);
         assert_eq!(drain(&mut b).await, vec!["1", "2"]);
         assert!(drain(&mut c).await.is_empty());
@@ -337,12 +337,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_group_gives_each_message_to_exactly_one_member_and_uses_both() {
-        let core = Arc::new(Core::new());
-        let mut m1 = core.subscribe("work", Some("g"), 256).unwrap();
-        let mut m2 = core.subscribe("work", Some("g"), 256).unwrap();
-        let mut plain = core.subscribe("work", None, 256).unwrap();
+        let fanout = Arc::new(Fanout::new());
+        let mut m1 = fanout.subscribe("work", Some("g"), 256).unwrap();
+        let mut m2 = fanout.subscribe("work", Some("g"), 256).unwrap();
+        let mut plain = fanout.subscribe("work", None, 256).unwrap();
         for i in 0..100 {
-            core.publish(Message::new("work", i.to_string()), None);
+            fanout.publish(Message::new("work", i.to_string()), None);
         }
         let got1 = drain(&mut m1).await;
         let got2 = drain(&mut m2).await;
@@ -362,40 +362,40 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_subscriber_loses_messages_without_stalling_the_publisher() {
-        let core = Arc::new(Core::new());
-        let mut slow = core.subscribe("s", None, 2).unwrap();
-        let mut fast = core.subscribe("s", None, 100).unwrap();
+        let fanout = Arc::new(Fanout::new());
+        let mut slow = fanout.subscribe("s", None, 2).unwrap();
+        let mut fast = fanout.subscribe("s", None, 100).unwrap();
         for i in 0..10 {
-            core.publish(Message::new("s", i.to_string()), None);
+            fanout.publish(Message::new("s", i.to_string()), None);
         }
         assert_eq!(drain(&mut slow).await, vec!["0", "1"]);
         assert_eq!(drain(&mut fast).await.len(), 10);
-        assert_eq!(core.slow_consumer_drops(), 8);
+        assert_eq!(fanout.slow_consumer_drops(), 8);
     }
 
     #[tokio::test]
     async fn a_full_queue_member_hands_the_message_to_another_member() {
-        let core = Arc::new(Core::new());
-        let mut full = core.subscribe("w", Some("g"), 1).unwrap();
-        let mut free = core.subscribe("w", Some("g"), 64).unwrap();
+        let fanout = Arc::new(Fanout::new());
+        let mut full = fanout.subscribe("w", Some("g"), 1).unwrap();
+        let mut free = fanout.subscribe("w", Some("g"), 64).unwrap();
         for i in 0..12 {
             // The group is the only (so the last) offer: it gets the message
             // itself, and must get it back from the full member.
-            assert_eq!(core.publish(Message::new("w", i.to_string()), None), 1);
+            assert_eq!(fanout.publish(Message::new("w", i.to_string()), None), 1);
         }
         let got_full = drain(&mut full).await;
         let got_free = drain(&mut free).await;
         assert_eq!(got_full.len(), 1, "{got_full:?}");
         assert_eq!(got_full.len() + got_free.len(), 12);
-        assert_eq!(core.slow_consumer_drops(), 0);
+        assert_eq!(fanout.slow_consumer_drops(), 0);
     }
 
     #[tokio::test]
     async fn dropping_a_subscription_unsubscribes_it() {
-        let core = Arc::new(Core::new());
-        let sub = core.subscribe("s", None, 2).unwrap();
-        assert_eq!(core.subscription_count(), 1);
+        let fanout = Arc::new(Fanout::new());
+        let sub = fanout.subscribe("s", None, 2).unwrap();
+        assert_eq!(fanout.subscription_count(), 1);
         drop(sub);
-        assert_eq!(core.subscription_count(), 0);
+        assert_eq!(fanout.subscription_count(), 0);
     }
 }
