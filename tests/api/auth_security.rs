@@ -1,4 +1,4 @@
-//! Issue 8 through the running binary: key ids and the JWKS, forged tokens
+//! Auth hardening through the running binary: key ids and the JWKS, forged tokens
 //! refused by orders, refresh rotation, `orderly keygen` and `orderly user
 //! promote`, orders verifying through the JWKS during a key rotation, and the
 //! strict status policy.

@@ -1,4 +1,4 @@
-//! Issue 11, done-when 1: 2,000 orders while the orders (API + outbox relay),
+//! 2,000 orders while the orders (API + outbox relay),
 //! consumer and worker processes are SIGKILLed and restarted at random and the
 //! broker is stopped for 10 s and started again. Every order ends PAID with
 //! exactly one PENDING -> PAID change, the outbox is empty, the job queue holds

@@ -1,4 +1,4 @@
-//! Issue 7, done-when 3: `orderly broker` and `orderly auth|orders|consumer|worker`
+//! `orderly broker` and `orderly auth|orders|consumer|worker`
 //! as separate processes, the services on `BUS=nats` through the broker's
 //! listener (core NATS and the JetStream subset), pass the old E2E script.
 //! The job queue is Redis (the embedded queue cannot be shared between

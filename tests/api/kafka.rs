@@ -1,4 +1,4 @@
-//! `BUS=kafka` (issue 6) against tansu at `ORDERLY_TEST_KAFKA` (started by
+//! `BUS=kafka` against tansu at `ORDERLY_TEST_KAFKA` (started by
 //! `scripts/with-tansu`): the old E2E script, the `new_order` record as a plain
 //! Kafka consumer reads it, and a Kafka that is down when orderly starts. Each
 //! test has its own topic prefix. Without the broker the tests fail when

@@ -1,4 +1,4 @@
-//! `BUS=nats` (issue 7): the old E2E script against a nats-server with
+//! `BUS=nats`: the old E2E script against a nats-server with
 //! JetStream. Each test starts its own nats-server (the `nats-server` binary,
 //! on a probed free port, with a temp store) so its `orders` stream is its
 //! own; the server is killed by PID at the end. Without the binary the tests

@@ -1,4 +1,4 @@
-//! Issue 11 (operability): W3C trace context from the POST to the worker's log
+//! Operability: W3C trace context from the POST to the worker's log
 //! lines, Prometheus metrics of HTTP, bus, queue, cache and outbox, `/ready`
 //! naming every dependency, and the ops endpoint of the consumer and worker
 //! roles (`ORDERLY_OPS_BIND`).
@@ -363,7 +363,7 @@ async fn separate_processes_carry_the_trace_to_the_worker_and_each_shows_its_own
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Done-when 2 in the production shape: the worker's own process logs it.
+    // In the production shape the worker's own process logs it.
     let paid = format!("Order {order_id} successfully updated to PAID status");
     log_line_with(|| worker.logs(), &[&paid, &trace_id]).await;
 

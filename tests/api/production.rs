@@ -1,4 +1,4 @@
-//! The production shape (issue 4): orderly on PostgreSQL (two databases) and
+//! The production shape: orderly on PostgreSQL (two databases) and
 //! Redis (cache in DB 0, limiter in DB 2), bus and queue still embedded. Each
 //! test makes fresh databases (dropped afterwards) and unique Redis keys; with
 //! CI=true a missing PostgreSQL or Redis fails the test, otherwise it is skipped

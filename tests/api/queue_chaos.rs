@@ -1,4 +1,4 @@
-//! Issue 5, done-when 3: 5,000 `process_order` jobs on the Redis queue, three
+//! 5,000 `process_order` jobs on the Redis queue, three
 //! `orderly worker` processes, one of them SIGKILLed at random and started
 //! again several times. Every order ends PAID with exactly one PENDING -> PAID
 //! change in the orders database, and the queue has nothing waiting, running,

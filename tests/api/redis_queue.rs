@@ -1,4 +1,4 @@
-//! The job queue on Redis (issue 5), black-box: processes of the built binary
+//! The job queue on Redis, black-box: processes of the built binary
 //! with `CELERY_BROKER_URL` (the compat alias) pointing at the shared Redis,
 //! each test under its own `JOB_QUEUE_PREFIX`, its keys deleted afterwards.
 //! Without Redis: a failure with CI=true, a loud skip otherwise.
@@ -109,7 +109,7 @@ async fn wait_until(what: &str, within: Duration, mut done: impl AsyncFnMut() ->
     }
 }
 
-/// Done-when 1 through a real worker process: a job whose order does not
+/// Through a real worker process: a job whose order does not
 /// exist fails every time, runs 1 + 3 times, and is dead with its four errors;
 /// `orderly jobs dead` shows them, `orderly jobs requeue` runs it again,
 /// `orderly jobs purge-dead` empties the dead letters.
@@ -188,7 +188,7 @@ async fn a_failing_job_is_dead_after_three_retries_and_the_cli_requeues_and_purg
     drop(worker);
 }
 
-/// Done-when 2: the worker holding a job is SIGKILLed mid-payment; a worker in
+/// The worker holding a job is SIGKILLed mid-payment; a worker in
 /// another process takes the job over once its visibility timeout passes, and
 /// the order is PAID with exactly one PENDING -> PAID change.
 ///

@@ -39,7 +39,7 @@ fn job(id: &str, payload: &str) -> NewJob {
     }
 }
 
-/// Done-when 1: a job that always fails runs exactly 1 + 3 times, each retry
+/// A job that always fails runs exactly 1 + 3 times, each retry
 /// after a jittered wait under a growing ceiling, then sits in the dead letters
 /// with all its errors; `requeue_dead` runs it again.
 #[tokio::test(flavor = "multi_thread")]

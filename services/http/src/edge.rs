@@ -8,8 +8,8 @@
 //! headers ([`crate::headers`]) on the answer, panics and timeouts included.
 //!
 //! These were six layers of their own, and each cloned the routes' service and
-//! boxed a future on every request: a measurable share of a cached GET's cost
-//! (issue 10). One layer does it with one clone and one box.
+//! boxed a future on every request: a measurable share of a cached GET's cost.
+//! One layer does it with one clone and one box.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
