@@ -5,8 +5,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod field_error;
+pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
 
+pub use field_error::FieldError;
 pub use shutdown::Shutdown;

@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,21 +10,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Map, Value, json};
 
-/// A dependency `/ready` checks (database, cache, bus).
-#[async_trait]
-pub trait ReadinessCheck: Send + Sync {
-    /// The dependency's key in `/ready`'s body.
-    fn name(&self) -> &'static str;
-    /// `Err` says why the dependency does not answer.
-    async fn check(&self) -> Result<(), String>;
-
-    /// Whether the service cannot serve without it. A failing check that is
-    /// not critical (e.g. a rate limiter that fails open) is reported as
-    /// `"degraded: …"` and leaves `/ready` at 200.
-    fn critical(&self) -> bool {
-        true
-    }
-}
+pub use orderly_core::readiness::ReadinessCheck;
 
 /// How often histogram samples are folded into their summaries.
 const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -180,7 +165,7 @@ mod tests {
         critical: bool,
     }
 
-    #[async_trait]
+    #[async_trait::async_trait]
     impl ReadinessCheck for Fixed {
         fn name(&self) -> &'static str {
             self.name

@@ -1,5 +1,6 @@
 //! The orders service: REST API, cache, rate limit, and event publishing through
-//! a transactional outbox. The worker uses [`service::OrderService`] too.
+//! a transactional outbox. The worker uses [`service::OrderService`] too, and
+//! builds this crate without its `http` feature (no axum).
 
 pub mod cache;
 pub mod domain;
@@ -10,6 +11,7 @@ pub mod redis_cache;
 mod redis_gate;
 pub mod redis_limiter;
 pub mod relay;
+#[cfg(feature = "http")]
 pub mod routes;
 pub mod service;
 pub mod sql_store;
@@ -19,5 +21,6 @@ pub mod store;
 mod store_tests;
 
 pub use domain::{Order, OrderStatus};
+#[cfg(feature = "http")]
 pub use routes::{OrdersState, openapi, router};
-pub use service::{OrderService, OrdersError, PayOutcome};
+pub use service::{Caller, OrderService, OrdersError, PayOutcome};

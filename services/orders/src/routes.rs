@@ -22,7 +22,7 @@ use orderly_http::{ApiError, FieldError};
 
 use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
 use crate::limiter::RateLimiter;
-use crate::service::{CreateOutcome, OrderService};
+use crate::service::{Caller, CreateOutcome, OrderService, OrdersError};
 use orderly_http::client_ip::client_ip;
 
 #[derive(Clone)]
@@ -342,4 +342,27 @@ struct ApiDoc;
 /// The document served at `/openapi.json`: the orders API and the operational routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     orderly_http::routes::document_ops(ApiDoc::openapi())
+}
+
+/// The only place orders' errors become HTTP.
+impl From<OrdersError> for ApiError {
+    fn from(e: OrdersError) -> Self {
+        match e {
+            OrdersError::NotFound => ApiError::NotFound(e.to_string()),
+            OrdersError::NotAuthorized => ApiError::Forbidden(e.to_string()),
+            OrdersError::Invalid(errors) => ApiError::Validation(errors),
+            OrdersError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
+            OrdersError::IdempotencyKeyReused => ApiError::Unprocessable(e.to_string()),
+            OrdersError::Store(inner) => ApiError::internal(inner),
+        }
+    }
+}
+
+impl Caller for CurrentUser {
+    fn user_id(&self) -> i64 {
+        self.id
+    }
+    fn is_admin(&self) -> bool {
+        CurrentUser::is_admin(self)
+    }
 }

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use orderly_core::FieldError;
 use orderly_core::config::StatusPolicy;
-use orderly_http::token::CurrentUser;
-use orderly_http::{ApiError, FieldError};
 
 use crate::cache::OrderCache;
 use crate::domain::{Order, OrderCreate, OrderStatus};
@@ -30,18 +29,13 @@ pub enum OrdersError {
     Store(#[from] StoreError),
 }
 
-/// The only place orders' errors become HTTP.
-impl From<OrdersError> for ApiError {
-    fn from(e: OrdersError) -> Self {
-        match e {
-            OrdersError::NotFound => ApiError::NotFound(e.to_string()),
-            OrdersError::NotAuthorized => ApiError::Forbidden(e.to_string()),
-            OrdersError::Invalid(errors) => ApiError::Validation(errors),
-            OrdersError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
-            OrdersError::IdempotencyKeyReused => ApiError::Unprocessable(e.to_string()),
-            OrdersError::Store(inner) => ApiError::internal(inner),
-        }
-    }
+/// Who asks: the service decides ownership and the status policy from this
+/// alone, so it needs no HTTP type (the API's authenticated user implements it).
+pub trait Caller: Sync {
+    /// The caller's user id.
+    fn user_id(&self) -> i64;
+    /// Whether the caller has the `admin` role.
+    fn is_admin(&self) -> bool;
 }
 
 /// What the worker's payment step did.
@@ -88,7 +82,7 @@ impl OrderService {
 
     pub async fn create(
         &self,
-        user: &CurrentUser,
+        user: &dyn Caller,
         input: OrderCreate,
         idempotency_key: Option<String>,
         traceparent: Option<&str>,
@@ -98,7 +92,7 @@ impl OrderService {
         let now = OffsetDateTime::now_utc();
         let order = Order {
             id: Uuid::now_v7(),
-            user_id: user.id,
+            user_id: user.user_id(),
             items: valid.items.clone(),
             total_price: crate::domain::from_cents(valid.total_cents),
             status: OrderStatus::Pending,
@@ -111,7 +105,12 @@ impl OrderService {
         });
         let created = self
             .store
-            .create(&order, &valid, &event, key.as_ref().map(|k| (k, user.id)))
+            .create(
+                &order,
+                &valid,
+                &event,
+                key.as_ref().map(|k| (k, user.user_id())),
+            )
             .await?;
         match created {
             Created::New(order) => {
@@ -137,9 +136,9 @@ impl OrderService {
         Ok(order)
     }
 
-    pub async fn get(&self, user: &CurrentUser, id: Uuid) -> Result<Order, OrdersError> {
+    pub async fn get(&self, user: &dyn Caller, id: Uuid) -> Result<Order, OrdersError> {
         let order = self.load(id).await?;
-        if order.user_id != user.id && !user.is_admin() {
+        if order.user_id != user.user_id() && !user.is_admin() {
             return Err(OrdersError::NotAuthorized);
         }
         Ok(order)
@@ -147,12 +146,12 @@ impl OrderService {
 
     pub async fn list(
         &self,
-        user: &CurrentUser,
+        user: &dyn Caller,
         user_id: i64,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Order>, OrdersError> {
-        if user_id != user.id && !user.is_admin() {
+        if user_id != user.user_id() && !user.is_admin() {
             return Err(OrdersError::NotAuthorized);
         }
         Ok(self.store.list_by_user(user_id, limit, offset).await?)
@@ -161,14 +160,14 @@ impl OrderService {
     /// A status change asked for over HTTP: ownership, policy, legality.
     pub async fn set_status(
         &self,
-        user: &CurrentUser,
+        user: &dyn Caller,
         id: Uuid,
         to: OrderStatus,
         traceparent: Option<&str>,
     ) -> Result<Order, OrdersError> {
         // The current status decides legality, so read it from the database, not the cache.
         let order = self.store.get(id).await?.ok_or(OrdersError::NotFound)?;
-        let owner = order.user_id == user.id;
+        let owner = order.user_id == user.user_id();
         if !owner && !user.is_admin() {
             return Err(OrdersError::NotAuthorized);
         }

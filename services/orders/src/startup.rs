@@ -6,20 +6,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::Router;
 use tokio::sync::Notify;
 
-use orderly_core::config::{HttpSettings, OrdersSettings};
-use orderly_http::health::ReadinessCheck;
-use orderly_http::token::TokenVerifier;
+use orderly_core::config::OrdersSettings;
+use orderly_core::readiness::ReadinessCheck;
 
+use crate::OrderService;
 use crate::cache::{MemoryCache, OrderCache};
 use crate::limiter::{MemoryLimiter, RateLimiter};
 use crate::redis_cache::RedisCache;
 use crate::redis_limiter::RedisLimiter;
 use crate::sql_store::SqlOrderStore;
 use crate::store::{OrderStore, StoreError};
-use crate::{OrderService, OrdersState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -117,14 +115,15 @@ pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupErro
 /// 404/405 bodies, the HTTP edge). `/ready` checks the parts' own
 /// dependencies, then `more_checks` (what the process adds: bus, queue, JWKS).
 /// The binary and the tests both build the app here.
+#[cfg(feature = "http")]
 pub fn app(
     settings: &OrdersSettings,
     parts: &OrdersParts,
-    verifier: Arc<TokenVerifier>,
+    verifier: Arc<orderly_http::token::TokenVerifier>,
     more_checks: Vec<Arc<dyn ReadinessCheck>>,
-    http: &HttpSettings,
-) -> Router {
-    let state = OrdersState {
+    http: &orderly_core::config::HttpSettings,
+) -> axum::Router {
+    let state = crate::OrdersState {
         service: parts.service.clone(),
         verifier,
         limiter: parts.limiter.clone(),
