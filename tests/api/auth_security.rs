@@ -200,9 +200,9 @@ async fn orders_follows_a_key_rotation_through_the_jwks() {
 }
 
 #[tokio::test]
-async fn strict_policy_lets_owners_only_cancel_and_admins_pay() {
+async fn by_default_owners_may_only_cancel_and_admins_pay() {
+    // No ORDERS_STATUS_POLICY: the default (strict) policy.
     let app = spawn_app_with(&[
-        ("ORDERS_STATUS_POLICY", "strict"),
         // The worker must not pay the orders before the test does.
         ("WORKER_PAYMENT_DELAY_MS", "600000"),
     ])

@@ -214,7 +214,12 @@ async fn bad_orders_are_422_in_the_fastapi_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_legal_status_transitions_are_allowed() {
-    let app = spawn_app_with(&[("WORKER_PAYMENT_DELAY_MS", "60000")]).await;
+    // The legacy policy, under which the owner may make every legal transition.
+    let app = spawn_app_with(&[
+        ("WORKER_PAYMENT_DELAY_MS", "60000"),
+        ("ORDERS_STATUS_POLICY", "owner"),
+    ])
+    .await;
     let (_, token) = app.user("a@example.com").await;
     let order: Value = app
         .create_order(&token, one_item_order())

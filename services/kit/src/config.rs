@@ -323,9 +323,11 @@ impl Default for LoginLimits {
 /// Who may set which status (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusPolicy {
-    /// The owner may make any legal transition (the old system's behaviour).
+    /// Legacy, opt-in (`ORDERS_STATUS_POLICY=owner`): the owner may make any legal
+    /// transition, paying for their own order included (the old system's behaviour).
     Owner,
-    /// Owners may only cancel; PAID/SHIPPED need the `admin` role.
+    /// The default: owners may only cancel; PAID/SHIPPED come from the worker or
+    /// the `admin` role.
     Strict,
 }
 
@@ -840,7 +842,7 @@ impl Settings {
                 .collect::<Result<_, _>>()?,
         };
         let status_policy = match env.get(&["ORDERS_STATUS_POLICY"]) {
-            None => StatusPolicy::Owner,
+            None => StatusPolicy::Strict,
             Some((_, v)) if v == "owner" => StatusPolicy::Owner,
             Some((_, v)) if v == "strict" => StatusPolicy::Strict,
             Some((name, v)) => return Err(invalid(&name, &v, "expected owner or strict")),
