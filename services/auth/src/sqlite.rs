@@ -133,23 +133,8 @@ impl UserStore for SqliteUserStore {
         if let Some(user) = self.find_by_google_sub(google_sub).await? {
             return Ok(user);
         }
-        // Each step is one atomic statement, so two concurrent first logins of the
-        // same person end with one user instead of an error.
-        let linked = sqlx::query(
-            "UPDATE users SET google_sub = ? WHERE email = ? AND google_sub IS NULL \
-             RETURNING id, email, hashed_password, google_sub, role",
-        )
-        .bind(google_sub)
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await;
-        match linked {
-            Ok(Some(row)) => return Ok(user_from_row(&row)?),
-            Ok(None) => {}
-            // A concurrent call linked this sub to another row first.
-            Err(err) if is_unique_violation(&err) => {}
-            Err(err) => return Err(err.into()),
-        }
+        // One atomic statement, so two concurrent first logins of the same person
+        // end with one user instead of an error.
         let created = sqlx::query(
             "INSERT INTO users (email, hashed_password, google_sub, created_at) \
              VALUES (?, NULL, ?, ?) ON CONFLICT DO NOTHING \
@@ -164,10 +149,43 @@ impl UserStore for SqliteUserStore {
             return Ok(user_from_row(&row)?);
         }
         // Nothing inserted: either a concurrent call created this identity, or the
-        // e-mail belongs to a user linked to another Google account.
+        // e-mail belongs to another user.
         self.find_by_google_sub(google_sub)
             .await?
             .ok_or(StoreError::GoogleAccountConflict)
+    }
+
+    async fn link_google(
+        &self,
+        user_id: i64,
+        google_sub: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let linked = sqlx::query(
+            "UPDATE users SET google_sub = ? WHERE id = ? AND (google_sub IS NULL OR google_sub = ?) \
+             RETURNING id, email, hashed_password, google_sub, role",
+        )
+        .bind(google_sub)
+        .bind(user_id)
+        .bind(google_sub)
+        .fetch_optional(&self.pool)
+        .await;
+        match linked {
+            Ok(Some(row)) => Ok(Some(user_from_row(&row)?)),
+            // The identity belongs to another user.
+            Err(err) if is_unique_violation(&err) => Err(StoreError::GoogleAccountConflict),
+            Err(err) => Err(err.into()),
+            // No such user, or one linked to another identity.
+            Ok(None) => {
+                let exists = sqlx::query("SELECT 1 FROM users WHERE id = ?")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match exists {
+                    Some(_) => Err(StoreError::GoogleAccountConflict),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -41,6 +41,7 @@ pub const ENV_NAMES: &[&str] = &[
     "AUTH_LOGIN_ACCOUNT_WINDOW_SECONDS",
     "AUTH_LOGIN_MAX_FAILURES_PER_IP",
     "AUTH_LOGIN_IP_WINDOW_SECONDS",
+    "AUTH_REGISTER_RATE_LIMIT",
     "AUTH_TRUSTED_PROXIES",
     "AUTH_TOKEN_FORMAT",
     "AUTH_PASETO_KEY_PATH",
@@ -282,6 +283,9 @@ pub struct AuthSettings {
     pub verifier: crate::token::VerifierConfig,
     pub refresh_token_ttl: Duration,
     pub login_limits: LoginLimits,
+    /// Registrations accepted per client IP (`AUTH_REGISTER_RATE_LIMIT`, default
+    /// 30/hour): each one costs an Argon2 hash and creates an account.
+    pub register_limit: RateLimit,
     /// Peers whose `X-Forwarded-For` is believed when counting login failures per IP.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// What access tokens are issued as (`AUTH_TOKEN_FORMAT`).
@@ -826,6 +830,13 @@ impl Settings {
                     window: Duration::from_secs(positive(env, "AUTH_LOGIN_IP_WINDOW_SECONDS", 60)?),
                 },
             },
+            register_limit: env.parse(
+                &["AUTH_REGISTER_RATE_LIMIT"],
+                RateLimit {
+                    limit: 30,
+                    window: Duration::from_secs(3600),
+                },
+            )?,
             trusted_proxies: ip_list(env, "AUTH_TRUSTED_PROXIES")?,
         };
 
@@ -1186,6 +1197,9 @@ mod tests {
         let s = Settings::from_env(&Env::default()).unwrap();
         assert_eq!(s.auth.refresh_token_ttl, Duration::from_secs(14 * 86_400));
         assert_eq!(s.auth.login_limits, LoginLimits::default());
+        assert_eq!(s.auth.register_limit.limit, 30);
+        assert_eq!(s.auth.register_limit.window, Duration::from_secs(3600));
+        assert_eq!(s.orders.status_policy, StatusPolicy::Strict);
         assert_eq!(s.auth.verifier, crate::token::VerifierConfig::default());
         assert!(s.orders.jwks_url.is_none());
         let env = Env::from_pairs([
@@ -1196,7 +1210,9 @@ mod tests {
             ("AUTH_LOGIN_IP_WINDOW_SECONDS", "30"),
             ("AUTH_PREVIOUS_PUBLIC_KEY_PATHS", "a.pem, b.pem"),
             ("AUTH_TRUSTED_PROXIES", "10.0.0.1"),
+            ("AUTH_REGISTER_RATE_LIMIT", "3/minute"),
             ("ORDERS_JWKS_URL", "http://auth:8001/.well-known/jwks.json"),
+            ("ORDERS_STATUS_POLICY", "owner"),
         ]);
         let s = Settings::from_env(&env).unwrap();
         assert_eq!(s.auth.verifier.issuer.as_deref(), Some("https://auth.test"));
@@ -1206,11 +1222,15 @@ mod tests {
         assert_eq!(s.auth.login_limits.per_ip.window, Duration::from_secs(30));
         assert_eq!(s.auth.previous_public_key_paths.len(), 2);
         assert_eq!(s.auth.trusted_proxies.len(), 1);
+        assert_eq!(s.auth.register_limit.limit, 3);
+        assert_eq!(s.orders.status_policy, StatusPolicy::Owner);
         assert!(s.orders.jwks_url.is_some());
         for bad in [
             ("ORDERS_JWKS_URL", "ftp://x"),
             ("AUTH_REFRESH_TOKEN_EXPIRE_DAYS", "0"),
             ("AUTH_TRUSTED_PROXIES", "nope"),
+            ("AUTH_REGISTER_RATE_LIMIT", "0/hour"),
+            ("ORDERS_STATUS_POLICY", "anyone"),
         ] {
             let err = Settings::from_env(&Env::from_pairs([bad])).unwrap_err();
             assert!(err.to_string().starts_with(bad.0), "{err}");
