@@ -1,7 +1,7 @@
 //! Auth hardening through the running binary: key ids and the JWKS, forged tokens
 //! refused by orders, refresh rotation, `orderly keygen` and `orderly user
 //! promote`, orders verifying through the JWKS during a key rotation, and the
-//! strict status policy.
+//! default (strict) status policy and login throttling under parallel guesses.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -200,9 +200,9 @@ async fn orders_follows_a_key_rotation_through_the_jwks() {
 }
 
 #[tokio::test]
-async fn strict_policy_lets_owners_only_cancel_and_admins_pay() {
+async fn by_default_owners_may_only_cancel_and_admins_pay() {
+    // No ORDERS_STATUS_POLICY: the default (strict) policy.
     let app = spawn_app_with(&[
-        ("ORDERS_STATUS_POLICY", "strict"),
         // The worker must not pay the orders before the test does.
         ("WORKER_PAYMENT_DELAY_MS", "600000"),
     ])
@@ -257,4 +257,41 @@ async fn strict_policy_lets_owners_only_cancel_and_admins_pay() {
     assert_eq!(patch(admin.clone(), first.clone(), "PAID").await, 200);
     let second = create().await;
     assert_eq!(patch(owner.clone(), second, "CANCELED").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_passwords_get_429_after_the_account_limit() {
+    let app = spawn_app_with(&[]).await;
+    app.user("victim@example.com").await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let request = app
+            .http
+            .post(format!("{}/auth/token/", app.auth_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=victim%40example.com&password=wrong");
+        guesses.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let statuses = guesses.join_all().await;
+    let count = |status: u16| statuses.iter().filter(|s| **s == status).count();
+    // The default limits: 5 per account, 20 per address.
+    assert_eq!(count(401), 5, "{statuses:?}");
+    assert_eq!(count(429), 55, "{statuses:?}");
+    assert_eq!(
+        app.token_response("victim@example.com", "secret-password")
+            .await
+            .status(),
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_from_one_address_are_limited() {
+    let app = spawn_app_with(&[("AUTH_REGISTER_RATE_LIMIT", "3/hour")]).await;
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let r = app.register(&format!("r{n}@example.com"), "pw").await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }

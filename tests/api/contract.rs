@@ -214,7 +214,12 @@ async fn bad_orders_are_422_in_the_fastapi_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_legal_status_transitions_are_allowed() {
-    let app = spawn_app_with(&[("WORKER_PAYMENT_DELAY_MS", "60000")]).await;
+    // The legacy policy, under which the owner may make every legal transition.
+    let app = spawn_app_with(&[
+        ("WORKER_PAYMENT_DELAY_MS", "60000"),
+        ("ORDERS_STATUS_POLICY", "owner"),
+    ])
+    .await;
     let (_, token) = app.user("a@example.com").await;
     let order: Value = app
         .create_order(&token, one_item_order())
@@ -365,20 +370,36 @@ async fn a_created_order_is_paid_by_the_worker_and_the_cache_shows_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn google_login_without_configuration_is_503() {
+async fn google_login_without_configuration_is_404_and_undocumented() {
     let app = spawn_app().await;
-    let r = app
+    for path in ["/auth/login/google", "/auth/callback/google?code=c&state=s"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.auth_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            r#"{"detail":"Google login is not configured"}"#
+        );
+    }
+    let document: Value = app
         .http
-        .get(format!("{}/auth/login/google", app.auth_url))
+        .get(format!("{}/openapi.json", app.auth_url))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(r.status(), 503);
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/auth/token/"), "{document}");
     assert!(
-        r.json::<Value>().await.unwrap()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not configured")
+        !paths.keys().any(|p| p.contains("google")),
+        "{:?}",
+        paths.keys()
     );
 }
 

@@ -26,6 +26,7 @@ pub fn default_env() -> Vec<(String, String)> {
         ("ORDERS_BIND", "127.0.0.1:0"),
         ("WORKER_PAYMENT_DELAY_MS", "200"),
         ("ORDERS_RATE_LIMIT", "10000/minute"),
+        ("AUTH_REGISTER_RATE_LIMIT", "10000/minute"),
         ("JOB_RETRY_BASE_MS", "100"),
         ("RUST_LOG", "info"),
     ]

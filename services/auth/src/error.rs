@@ -13,18 +13,25 @@ use crate::tokens::TokenError;
 
 pub const EMAIL_TAKEN: &str = "Email already registered";
 pub const BAD_LOGIN: &str = "Incorrect email or password";
-pub const GOOGLE_NOT_CONFIGURED: &str =
-    "Google login is not configured (set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)";
+/// The contract's wording; a 404 (a configuration state is never a 5xx).
+pub const GOOGLE_NOT_CONFIGURED: &str = "Google login is not configured";
 pub const MISSING_STATE: &str = "Missing state parameter";
 pub const INVALID_STATE: &str = "Invalid state parameter (CSRF check failed)";
 pub const MISSING_CODE: &str = "Missing code parameter";
 pub const EMAIL_NOT_VERIFIED: &str = "Google account e-mail is not verified";
 pub const GOOGLE_ACCOUNT_CONFLICT: &str =
     "This e-mail is already linked to a different Google account";
+pub const GOOGLE_NOT_LINKED: &str = "An account with this e-mail already exists and is not linked to \
+     Google. Sign in to it with its password, then link Google: start a new Google sign-in \
+     and POST its code and state to /auth/link/google with the account's access token";
+pub const GOOGLE_LINK_CONFLICT: &str =
+    "This account or this Google account is already linked to a different one";
 pub const GOOGLE_FAILED: &str = "Google login failed";
 pub const INVALID_ID_TOKEN: &str = "Invalid Google ID token";
 pub const INVALID_REFRESH_TOKEN: &str = "Invalid refresh token";
 pub const TOO_MANY_ATTEMPTS: &str = "Too many failed login attempts; try again later";
+pub const TOO_MANY_REGISTRATIONS: &str =
+    "Too many registrations from this address; try again later";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -55,6 +62,18 @@ pub enum AuthError {
     /// The account or the client IP used up its failed logins; retry after this.
     #[error("{TOO_MANY_ATTEMPTS}")]
     TooManyAttempts(Duration),
+    /// The client IP used up its registrations; retry after this.
+    #[error("{TOO_MANY_REGISTRATIONS}")]
+    TooManyRegistrations(Duration),
+    /// A Google login met a password account with the same e-mail: signing in
+    /// would hand that account to whoever controls the Google account, so it
+    /// must be linked from a session of the account itself.
+    #[error("{GOOGLE_NOT_LINKED}")]
+    GoogleNotLinked,
+    /// Linking: the account has another Google identity, or the identity belongs
+    /// to another account.
+    #[error("{GOOGLE_LINK_CONFLICT}")]
+    GoogleLinkConflict,
 }
 
 impl From<AuthError> for ApiError {
@@ -65,7 +84,9 @@ impl From<AuthError> for ApiError {
                 ApiError::BadRequest(EMAIL_TAKEN.into())
             }
             AuthError::BadLogin => ApiError::unauthorized(BAD_LOGIN),
-            AuthError::GoogleNotConfigured => ApiError::Unavailable(GOOGLE_NOT_CONFIGURED.into()),
+            AuthError::GoogleNotConfigured => ApiError::NotFound(GOOGLE_NOT_CONFIGURED.into()),
+            AuthError::GoogleNotLinked => ApiError::Conflict(GOOGLE_NOT_LINKED.into()),
+            AuthError::GoogleLinkConflict => ApiError::Conflict(GOOGLE_LINK_CONFLICT.into()),
             AuthError::MissingState => ApiError::BadRequest(MISSING_STATE.into()),
             AuthError::InvalidState => ApiError::BadRequest(INVALID_STATE.into()),
             AuthError::MissingCode => ApiError::BadRequest(MISSING_CODE.into()),
@@ -88,22 +109,26 @@ impl From<AuthError> for ApiError {
             AuthError::Session(SessionError::InvalidRefreshToken) => {
                 ApiError::unauthorized(INVALID_REFRESH_TOKEN)
             }
-            AuthError::TooManyAttempts(wait) => {
-                // Whole seconds, rounded up: retrying at the announced time succeeds.
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                ApiError::TooManyRequests {
-                    detail: TOO_MANY_ATTEMPTS.into(),
-                    headers: [header_pair("retry-after", secs.max(1))]
-                        .into_iter()
-                        .collect(),
-                }
-            }
+            AuthError::TooManyAttempts(wait) => too_many(TOO_MANY_ATTEMPTS, wait),
+            AuthError::TooManyRegistrations(wait) => too_many(TOO_MANY_REGISTRATIONS, wait),
             // Internal failures: orderly-http logs the cause and answers a generic 500.
             err @ (AuthError::Store(_)
             | AuthError::Password(_)
             | AuthError::Token(_)
             | AuthError::Session(_)) => ApiError::internal(error_chain(&err)),
         }
+    }
+}
+
+/// 429 with `Retry-After` in whole seconds, rounded up: retrying at the
+/// announced time succeeds.
+fn too_many(detail: &str, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::TooManyRequests {
+        detail: detail.into(),
+        headers: [header_pair("retry-after", secs.max(1))]
+            .into_iter()
+            .collect(),
     }
 }
 

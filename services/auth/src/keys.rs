@@ -153,18 +153,28 @@ fn load(private_path: &Path, public_path: &Path) -> Result<SigningKeys, KeyError
             public: public_path.to_path_buf(),
         });
     }
-    let encoding =
-        EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| KeyError::Parse {
-            path: private_path.to_path_buf(),
-            what: "private key",
-            reason: e.to_string(),
-        })?;
+    let encoding = signing_key(&private_pem, private_path)?;
     let public = verifying_key(&public, public_path)?;
     Ok(SigningKeys {
         encoding,
         public_pem,
         public,
     })
+}
+
+/// The private key as the token signer (aws-lc) holds it. One probe signature
+/// proves at start that the signer accepts it, instead of at the first login.
+fn signing_key(private_pem: &str, path: &Path) -> Result<EncodingKey, KeyError> {
+    let unusable = |reason: String| KeyError::Parse {
+        path: path.to_path_buf(),
+        what: "private key",
+        reason,
+    };
+    let key =
+        EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| unusable(e.to_string()))?;
+    jsonwebtoken::crypto::sign(b"orderly key check", &key, jsonwebtoken::Algorithm::RS256)
+        .map_err(|e| unusable(format!("the token signer cannot use it: {e}")))?;
+    Ok(key)
 }
 
 fn verifying_key(public: &RsaPublicKey, path: &Path) -> Result<VerifyingKey, KeyError> {
@@ -227,12 +237,7 @@ fn write_new_pair(private_path: &Path, public_path: &Path) -> Result<SigningKeys
     write_new_file(private_path, private_pem.as_bytes(), 0o600)?;
     write_new_file(public_path, public_pem.as_bytes(), 0o644)?;
 
-    let encoding =
-        EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| KeyError::Parse {
-            path: private_path.to_path_buf(),
-            what: "private key",
-            reason: e.to_string(),
-        })?;
+    let encoding = signing_key(&private_pem, private_path)?;
     let public = verifying_key(&public, public_path)?;
     Ok(SigningKeys {
         encoding,

@@ -24,7 +24,7 @@ pub mod throttle;
 pub mod tokens;
 
 pub use error::AuthError;
-pub use routes::{openapi, route_table, router};
+pub use routes::{openapi, route_table, router, served_openapi};
 pub use startup::{
     StartupError, build, migrate, open_store, open_stores, readiness_checks, set_role,
 };

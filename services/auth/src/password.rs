@@ -2,11 +2,12 @@
 //! strings. Hashing is CPU-bound (tens of milliseconds), so it runs on the
 //! blocking pool instead of stalling the async workers.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
+use tokio::sync::Semaphore;
 
 /// Memory cost in KiB, iterations and parallelism (OWASP: m=19 MiB, t=2, p=1).
 const MEMORY_KIB: u32 = 19_456;
@@ -71,24 +72,38 @@ fn verify_blocking(password: &str, stored: Option<&str>) -> Result<bool, Passwor
 /// At most one hash per core at a time: each Argon2id run holds 19 MiB and a
 /// core, so a burst of logins queues here instead of multiplying memory and
 /// stretching every login's latency (the benchmark saw 6 GB RSS at 50 at once).
-fn hashing_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+fn hashing_slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
+        Arc::new(Semaphore::new(cores))
     })
 }
 
 async fn on_a_hashing_slot<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let _slot = hashing_slots()
-        .acquire()
+    on_a_slot(hashing_slots(), work).await
+}
+
+/// Run `work` on the blocking pool once a slot of `slots` is free. The slot
+/// travels into the blocking task and is freed when the work ends: a caller
+/// that goes away (a client disconnecting mid-login drops the request future)
+/// cannot free it while the hash still occupies a core.
+async fn on_a_slot<T: Send + 'static>(
+    slots: &Arc<Semaphore>,
+    work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+) -> Result<T, PasswordError> {
+    let slot = Arc::clone(slots)
+        .acquire_owned()
         .await
         .map_err(|e| PasswordError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| PasswordError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .map_err(|e| PasswordError::Task(e.to_string()))?
 }
 
 /// Hash a new password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
@@ -133,6 +148,49 @@ mod tests {
     async fn no_stored_hash_never_verifies() {
         assert!(!verify(String::new(), None).await.unwrap());
         assert!(!verify("anything".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_caller_leaves_the_slot_held_until_the_work_ends() {
+        let slots = Arc::new(Semaphore::new(1));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let caller = tokio::spawn({
+            let slots = Arc::clone(&slots);
+            async move {
+                on_a_slot(&slots, move || {
+                    started_tx.send(()).unwrap();
+                    // Stands in for a hash that outlives its request.
+                    finish_rx.recv().unwrap();
+                    let _ = done_tx.send(());
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        // The client disconnects: its request future is dropped mid-hash.
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "the hash still holds its slot"
+        );
+        finish_tx.send(()).unwrap();
+        done_rx.await.unwrap();
+        // The slot is freed as the blocking task ends.
+        let slot = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            Arc::clone(&slots).acquire_owned(),
+        )
+        .await
+        .expect("the slot is freed when the work ends")
+        .unwrap();
+        drop(slot);
     }
 
     #[tokio::test]

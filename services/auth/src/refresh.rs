@@ -59,6 +59,10 @@ pub trait SessionStore: Send + Sync {
     /// Revoke every token of the family (idempotent).
     async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<(), StoreError>;
 
+    /// Revoke every refresh token of the user, all families (idempotent);
+    /// returns how many were still live.
+    async fn revoke_user_sessions(&self, user_id: i64, now: i64) -> Result<u64, StoreError>;
+
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
 
     /// Set the role of the user with this (lowercased) e-mail; `None` if there is none.

@@ -99,6 +99,16 @@ impl SessionStore for SqlUserStore {
         Ok(())
     }
 
+    async fn revoke_user_sessions(&self, user_id: i64, now: i64) -> Result<u64, StoreError> {
+        Ok(query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.db())
+        .await?)
+    }
+
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
         let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
         fetch_user(query(sql).bind(id), self.db()).await

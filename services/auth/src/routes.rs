@@ -21,6 +21,7 @@ fn routes() -> Routes<AuthState> {
         .alias("/auth/token", "/auth/token/")
         .get("/auth/login/google", google::login)
         .get("/auth/callback/google", google::callback)
+        .post("/auth/link/google", google::link)
         .post("/auth/refresh", session::refresh)
         .post("/auth/logout", session::logout)
         .get("/.well-known/jwks.json", session::jwks)
@@ -69,16 +70,57 @@ pub(crate) struct ValidationErrorBody {
         token::token,
         google::login,
         google::callback,
+        google::link,
         session::refresh,
         session::logout,
         session::jwks,
     ),
     components(schemas(ErrorBody, ValidationItem, ValidationErrorBody)),
-    tags((name = "auth", description = "Registration and sign-in"))
+    tags((name = "auth", description = "Registration and sign-in")),
+    modifiers(&BearerAuth),
 )]
 struct ApiDoc;
 
-/// The document served at `/openapi.json`: the auth API and the operational routes.
+/// Linking a Google account needs the account's access token.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes that exist only with Google login configured.
+const GOOGLE_PATHS: [&str; 3] = [
+    "/auth/login/google",
+    "/auth/callback/google",
+    "/auth/link/google",
+];
+
+/// Every route the auth app can serve and the operational routes (what the
+/// tests check the router against).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     orderly_http::routes::document_ops(ApiDoc::openapi())
+}
+
+/// The document served at `/openapi.json`: [`openapi`], without the Google
+/// routes when Google login is not configured (they answer 404 then).
+pub fn served_openapi(google_configured: bool) -> utoipa::openapi::OpenApi {
+    let mut document = openapi();
+    if !google_configured {
+        for path in GOOGLE_PATHS {
+            document.paths.paths.remove(path);
+        }
+    }
+    document
 }

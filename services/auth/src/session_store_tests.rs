@@ -55,6 +55,7 @@ for_each_backend!(
     roles_are_set_by_email_ignoring_case_and_users_found_by_id,
     a_family_revoked_between_the_rotation_steps_gets_no_successor,
     rotations_racing_a_revocation_leave_no_live_token,
+    revoking_a_users_sessions_revokes_every_family_of_that_user_only,
 );
 
 async fn a_refresh_token_is_consumed_once_then_reported_as_replayed(
@@ -137,6 +138,32 @@ async fn concurrent_uses_of_one_token_let_exactly_one_through(
         }
     }
     assert_eq!(fresh, 1);
+}
+
+async fn revoking_a_users_sessions_revokes_every_family_of_that_user_only(
+    users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+) {
+    let id = users.create_user("e@example.com", "h").await.unwrap();
+    let other = users.create_user("f@example.com", "h").await.unwrap();
+    for (hash, family, user) in [("t1", "f1", id), ("t2", "f2", id), ("t3", "f3", other)] {
+        sessions
+            .insert_refresh_token(hash, family, user, 100, 900)
+            .await
+            .unwrap();
+    }
+    assert_eq!(sessions.revoke_user_sessions(id, 150).await.unwrap(), 2);
+    assert_eq!(sessions.revoke_user_sessions(id, 160).await.unwrap(), 0);
+    for hash in ["t1", "t2"] {
+        assert_eq!(
+            sessions.consume_refresh_token(hash, 170).await.unwrap(),
+            Consumed::Invalid
+        );
+    }
+    assert!(matches!(
+        sessions.consume_refresh_token("t3", 170).await.unwrap(),
+        Consumed::Fresh { .. }
+    ));
 }
 
 async fn roles_are_set_by_email_ignoring_case_and_users_found_by_id(

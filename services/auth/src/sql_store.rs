@@ -160,27 +160,9 @@ impl UserStore for SqlUserStore {
             return Ok(user);
         }
         let kind = self.db.kind();
-        // Each step is one atomic statement, so two concurrent first logins of the
-        // same person end with one user instead of an error.
-        let link = format!(
-            concat!(
-                "UPDATE users SET google_sub = $1 WHERE {} AND google_sub IS NULL RETURNING ",
-                user_columns!()
-            ),
-            email_is(kind, "$2")
-        );
-        let linked = query(link)
-            .bind(google_sub)
-            .bind(email)
-            .fetch_optional(&self.db)
-            .await;
-        match linked {
-            Ok(Some(row)) => return user_from_row(&row),
-            Ok(None) => {}
-            // A concurrent call linked this sub to another row first.
-            Err(err) if err.is_unique_violation() => {}
-            Err(err) => return Err(err.into()),
-        }
+        // One atomic statement, so two concurrent first logins of the same person
+        // end with one user instead of an error. Never links by e-mail: an
+        // e-mail of another user is a conflict, resolved by linking from a session.
         let create = format!(
             concat!(
                 "INSERT INTO users (email, hashed_password, google_sub, created_at) \
@@ -199,10 +181,43 @@ impl UserStore for SqlUserStore {
             return Ok(user);
         }
         // Nothing inserted: either a concurrent call created this identity, or the
-        // e-mail belongs to a user linked to another Google account.
+        // e-mail belongs to another user.
         self.find_by_google_sub(google_sub)
             .await?
             .ok_or(StoreError::GoogleAccountConflict)
+    }
+
+    async fn link_google(
+        &self,
+        user_id: i64,
+        google_sub: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let link = concat!(
+            "UPDATE users SET google_sub = $1 WHERE id = $2 AND (google_sub IS NULL OR google_sub = $1) RETURNING ",
+            user_columns!()
+        );
+        let linked = query(link)
+            .bind(google_sub)
+            .bind(user_id)
+            .fetch_optional(&self.db)
+            .await;
+        match linked {
+            Ok(Some(row)) => Ok(Some(user_from_row(&row)?)),
+            // The identity belongs to another user.
+            Err(err) if err.is_unique_violation() => Err(StoreError::GoogleAccountConflict),
+            Err(err) => Err(err.into()),
+            // No such user, or one linked to another identity.
+            Ok(None) => {
+                let exists = query("SELECT 1 FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.db)
+                    .await?;
+                match exists {
+                    Some(_) => Err(StoreError::GoogleAccountConflict),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use orderly_core::config::{AuthSettings, HttpSettings, TokenFormat};
 use orderly_http::health::ReadinessCheck;
+use orderly_http::token::TokenVerifier;
 
 use crate::google::GoogleClient;
 use crate::keys::{self, KeyError};
@@ -13,7 +14,7 @@ use crate::refresh::{SessionStore, Sessions};
 use crate::sql_store::SqlUserStore;
 use crate::state::{AuthParts, AuthState};
 use crate::store::{StoreError, StoreReadiness, User, UserStore};
-use crate::throttle::MemoryLoginThrottle;
+use crate::throttle::{AttemptCounter, MemoryLoginThrottle};
 use crate::tokens::TokenIssuer;
 
 /// Why the service could not start. Each variant names what to fix.
@@ -44,16 +45,36 @@ pub async fn open_stores(
 }
 
 /// Give the user with this e-mail a role (`orderly user promote|demote`).
-/// `Ok(None)`: no such user. Tokens issued before keep their old role until
-/// they expire; the next login or refresh carries the new one.
+/// `Ok(None)`: no such user. The next login or refresh carries the new role.
+/// A change that takes the `admin` role away also revokes every refresh token
+/// of the user, so the old role cannot be renewed from an open session; access
+/// tokens already issued keep it until they expire.
 pub async fn set_role(
     settings: &AuthSettings,
     email: &str,
     role: &str,
 ) -> Result<Option<User>, StartupError> {
-    let (_, sessions) = open_stores(settings.database_url.expose()).await?;
-    Ok(sessions.set_role(&email.to_lowercase(), role).await?)
+    let (users, sessions) = open_stores(settings.database_url.expose()).await?;
+    let email = email.to_lowercase();
+    let before = users.find_by_email(&email).await?;
+    let Some(after) = sessions.set_role(&email, role).await? else {
+        return Ok(None);
+    };
+    let lost_admin = before.is_some_and(|user| user.role == ADMIN_ROLE) && after.role != ADMIN_ROLE;
+    if lost_admin {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let revoked = sessions.revoke_user_sessions(after.id, now).await?;
+        tracing::info!(
+            user_id = after.id,
+            revoked,
+            "role lowered: refresh tokens revoked"
+        );
+    }
+    Ok(Some(after))
 }
+
+/// The role that grants rights beyond one's own orders.
+const ADMIN_ROLE: &str = "admin";
 
 impl AuthState {
     /// Open and migrate the user database, load (or on first start generate) the
@@ -76,7 +97,7 @@ impl AuthState {
         password::warm_up().await?;
         let google = settings.google.clone().map(GoogleClient::new).transpose()?;
         if google.is_none() {
-            tracing::info!("Google login is not configured; its routes answer 503");
+            tracing::info!("Google login is not configured; its routes answer 404");
         }
         let paseto = match &settings.token_format {
             TokenFormat::Jwt => None,
@@ -87,6 +108,8 @@ impl AuthState {
             }
         };
         let paseto_key = paseto.as_ref().map(|s| s.public_key().clone());
+        let verifier = TokenVerifier::new(published_keys.clone(), &settings.verifier)
+            .with_paseto_keys(paseto_key.iter().cloned().collect());
         let issuer = TokenIssuer::new(
             keys.encoding,
             keys.public.kid.clone(),
@@ -102,7 +125,9 @@ impl AuthState {
             published_keys,
             paseto_key,
             throttle: Arc::new(MemoryLoginThrottle::new(settings.login_limits)),
+            registrations: AttemptCounter::new(settings.register_limit),
             trusted_proxies: settings.trusted_proxies.clone(),
+            verifier: Arc::new(verifier),
         }))
     }
 }
@@ -127,10 +152,11 @@ pub async fn build_with_http(
 ) -> Result<Router, StartupError> {
     let state = AuthState::from_settings(settings).await?;
     let checks = readiness_checks(&state);
+    let document = crate::routes::served_openapi(state.google_configured());
     Ok(orderly_http::server::finish(
         "auth",
         crate::routes::router(state),
-        crate::routes::openapi(),
+        document,
         checks,
         http,
     ))
@@ -172,6 +198,7 @@ mod tests {
             verifier: Default::default(),
             refresh_token_ttl: Duration::from_secs(3600),
             login_limits: Default::default(),
+            register_limit: "30/hour".parse().unwrap(),
             trusted_proxies: Vec::new(),
             token_format: Default::default(),
         };

@@ -1,15 +1,17 @@
 //! What handlers share: the stores, sessions (token issuing), Google login, the
-//! published keys and the login throttle.
+//! published keys, the verifier of our own access tokens, and the login and
+//! registration throttles.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use orderly_http::token::{PasetoKey, VerifyingKey};
+use axum::extract::FromRef;
+use orderly_http::token::{PasetoKey, TokenVerifier, VerifyingKey};
 
 use crate::google::GoogleClient;
 use crate::refresh::Sessions;
 use crate::store::UserStore;
-use crate::throttle::LoginThrottle;
+use crate::throttle::{AttemptCounter, LoginThrottle};
 
 #[derive(Clone)]
 pub struct AuthState(Arc<Inner>);
@@ -23,21 +25,28 @@ struct Inner {
     published_keys: Vec<VerifyingKey>,
     paseto_key: Option<PasetoKey>,
     throttle: Arc<dyn LoginThrottle>,
+    registrations: AttemptCounter,
     trusted_proxies: Vec<IpAddr>,
+    verifier: Arc<TokenVerifier>,
 }
 
 /// Everything [`AuthState::new`] needs.
 pub struct AuthParts {
     pub store: Arc<dyn UserStore>,
     pub sessions: Sessions,
-    /// `None` makes the Google routes answer 503.
+    /// `None` makes the Google routes answer 404 and leaves them out of the
+    /// served OpenAPI document.
     pub google: Option<GoogleClient>,
     pub cookie_secure: bool,
     pub published_keys: Vec<VerifyingKey>,
     /// The Ed25519 key of PASETO tokens, published in the JWKS next to the RSA keys.
     pub paseto_key: Option<PasetoKey>,
     pub throttle: Arc<dyn LoginThrottle>,
+    /// Registrations per client IP.
+    pub registrations: AttemptCounter,
     pub trusted_proxies: Vec<IpAddr>,
+    /// Checks our own access tokens (linking a Google account needs a session).
+    pub verifier: Arc<TokenVerifier>,
 }
 
 impl AuthState {
@@ -50,7 +59,9 @@ impl AuthState {
             published_keys: parts.published_keys,
             paseto_key: parts.paseto_key,
             throttle: parts.throttle,
+            registrations: parts.registrations,
             trusted_proxies: parts.trusted_proxies,
+            verifier: parts.verifier,
         }))
     }
 
@@ -82,7 +93,23 @@ impl AuthState {
         &self.0.throttle
     }
 
+    pub(crate) fn registrations(&self) -> &AttemptCounter {
+        &self.0.registrations
+    }
+
     pub(crate) fn trusted_proxies(&self) -> &[IpAddr] {
         &self.0.trusted_proxies
+    }
+
+    /// Whether Google login is configured (its routes are served and documented).
+    pub fn google_configured(&self) -> bool {
+        self.0.google.is_some()
+    }
+}
+
+/// For kit's `CurrentUser` extractor on the routes that need a session.
+impl FromRef<AuthState> for Arc<TokenVerifier> {
+    fn from_ref(state: &AuthState) -> Self {
+        Arc::clone(&state.0.verifier)
     }
 }

@@ -57,14 +57,23 @@ pub trait UserStore: Send + Sync {
 
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
-    /// The user for a Google identity: found by `google_sub`; else the user with
-    /// this (provider-verified) e-mail gets linked to it; else a new user without
-    /// a password is created. Safe against concurrent calls for the same identity.
+    /// The user for a Google identity: found by `google_sub`; else a new user
+    /// without a password is created. Never links by e-mail (whoever controls a
+    /// Google account with that address would get the account):
+    /// [`StoreError::GoogleAccountConflict`] when another user has the e-mail.
+    /// Safe against concurrent calls for the same identity.
     async fn find_or_create_google(
         &self,
         google_sub: &str,
         email: &str,
     ) -> Result<User, StoreError>;
+
+    /// Link a Google identity to the user `user_id` (asked for from a session of
+    /// that user). Idempotent for the same identity; `Ok(None)`: no such user;
+    /// [`StoreError::GoogleAccountConflict`] when the user has another Google
+    /// identity or the identity belongs to another user.
+    async fn link_google(&self, user_id: i64, google_sub: &str)
+    -> Result<Option<User>, StoreError>;
 
     /// A cheap round trip for `/ready`.
     async fn check(&self) -> Result<(), StoreError>;

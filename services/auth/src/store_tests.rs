@@ -52,7 +52,9 @@ for_each_backend!(
     ids_start_at_one_and_emails_are_unique_ignoring_case,
     a_refused_duplicate_leaves_no_gap_in_the_ids,
     concurrent_registrations_of_one_email_make_one_user,
-    google_login_links_an_existing_email_then_finds_by_sub,
+    google_login_never_links_an_existing_email,
+    a_linked_google_identity_is_found_by_sub,
+    linking_refuses_a_second_identity_or_another_users_identity,
     google_login_creates_a_passwordless_user_once,
     an_email_linked_to_another_google_account_is_a_conflict,
     the_readiness_query_succeeds_on_an_open_store,
@@ -108,21 +110,44 @@ async fn concurrent_registrations_of_one_email_make_one_user(store: Arc<dyn User
     assert_eq!(created, 1);
 }
 
-async fn google_login_links_an_existing_email_then_finds_by_sub(store: Arc<dyn UserStore>) {
-    let id = store.create_user("a@example.com", "h").await.unwrap();
-    let linked = store
-        .find_or_create_google("sub-1", "a@example.com")
+async fn google_login_never_links_an_existing_email(store: Arc<dyn UserStore>) {
+    store.create_user("a@example.com", "h").await.unwrap();
+    let err = store
+        .find_or_create_google("sub-1", "A@example.com")
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, StoreError::GoogleAccountConflict), "{err}");
+    let user = store.find_by_email("a@example.com").await.unwrap().unwrap();
+    assert_eq!(user.google_sub, None, "not linked");
+}
+
+async fn a_linked_google_identity_is_found_by_sub(store: Arc<dyn UserStore>) {
+    let id = store.create_user("a@example.com", "h").await.unwrap();
+    let linked = store.link_google(id, "sub-1").await.unwrap().unwrap();
     assert_eq!(linked.id, id);
     assert_eq!(linked.hashed_password.as_deref(), Some("h"));
     assert_eq!(linked.google_sub.as_deref(), Some("sub-1"));
+    // Linking again is a no-op.
+    assert_eq!(store.link_google(id, "sub-1").await.unwrap(), Some(linked));
     // Found by sub even if the Google e-mail changed since.
     let again = store
         .find_or_create_google("sub-1", "new@example.com")
         .await
         .unwrap();
     assert_eq!(again.id, id);
+    assert_eq!(store.link_google(id + 100, "sub-2").await.unwrap(), None);
+}
+
+async fn linking_refuses_a_second_identity_or_another_users_identity(store: Arc<dyn UserStore>) {
+    let a = store.create_user("a@example.com", "h").await.unwrap();
+    let b = store.create_user("b@example.com", "h").await.unwrap();
+    store.link_google(a, "sub-a").await.unwrap().unwrap();
+    for (user, sub) in [(a, "sub-other"), (b, "sub-a")] {
+        let err = store.link_google(user, sub).await.unwrap_err();
+        assert!(matches!(err, StoreError::GoogleAccountConflict), "{err}");
+    }
+    let b_user = store.find_by_email("b@example.com").await.unwrap().unwrap();
+    assert_eq!(b_user.google_sub, None);
 }
 
 async fn google_login_creates_a_passwordless_user_once(store: Arc<dyn UserStore>) {

@@ -1,11 +1,13 @@
-//! Brute-force defence for the password login: failed attempts are counted per
-//! account and per client IP in fixed windows; over either limit the login is
-//! refused with 429 before the password is even checked. The port is a trait so
-//! a shared (Redis) counter can serve several auth instances later.
+//! Brute-force defence for the password login: attempts are counted per account
+//! and per client IP in fixed windows. A login first reserves a slot in both
+//! counters — the check and the count are one step under a lock, taken before the
+//! password is hashed — so a burst of parallel guesses cannot all pass the check
+//! before any of them is counted. A success gives its slots back; a failure keeps
+//! them. The port is a trait so a shared (Redis) counter can serve several auth
+//! instances later.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,26 +21,27 @@ const MAX_TRACKED: u64 = 100_000;
 
 #[async_trait]
 pub trait LoginThrottle: Send + Sync {
-    /// `Err(retry_after)` when the account or the IP has used up its failures.
-    async fn check(&self, ip: Option<IpAddr>, account: &str) -> Result<(), Duration>;
-    async fn record_failure(&self, ip: Option<IpAddr>, account: &str);
-    /// A successful login forgets the account's failures (not the IP's).
-    async fn record_success(&self, account: &str);
+    /// Take one attempt for the account and one for the IP, or neither:
+    /// `Err(retry_after)` when either has used up its attempts in this window.
+    async fn reserve(&self, ip: Option<IpAddr>, account: &str) -> Result<(), Duration>;
+    /// The reserved attempt signed in: the account's attempts are forgotten and
+    /// the IP's slot is given back (only failures count against an address).
+    async fn succeeded(&self, ip: Option<IpAddr>, account: &str);
 }
 
 struct Window {
     started: Instant,
-    failures: AtomicU32,
+    taken: u32,
 }
 
-/// Per-key fixed windows in process memory; each entry expires with its window.
-struct Counter {
+/// Fixed windows per key in process memory; each entry expires with its window.
+pub struct AttemptCounter {
     limit: RateLimit,
-    windows: Cache<String, Arc<Window>>,
+    windows: Cache<String, Arc<Mutex<Window>>>,
 }
 
-impl Counter {
-    fn new(limit: RateLimit) -> Self {
+impl AttemptCounter {
+    pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
             windows: Cache::builder()
@@ -48,62 +51,76 @@ impl Counter {
         }
     }
 
-    fn blocked_for(&self, key: &str) -> Option<Duration> {
-        let window = self.windows.get(key)?;
-        let elapsed = window.started.elapsed();
-        if elapsed >= self.limit.window
-            || window.failures.load(Ordering::Relaxed) < self.limit.limit
-        {
-            return None;
+    /// Count one attempt for `key` unless its window is full; `Err(retry_after)`
+    /// then. Check and count happen under the window's lock, so of N concurrent
+    /// callers exactly `limit` get through.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let entry = self.windows.get_with(key.to_string(), || {
+            Arc::new(Mutex::new(Window {
+                started: Instant::now(),
+                taken: 0,
+            }))
+        });
+        let mut window = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        if window.started.elapsed() >= self.limit.window {
+            *window = Window {
+                started: Instant::now(),
+                taken: 0,
+            };
         }
-        Some(self.limit.window - elapsed)
+        if window.taken >= self.limit.limit {
+            return Err(self.limit.window.saturating_sub(window.started.elapsed()));
+        }
+        window.taken += 1;
+        Ok(())
     }
 
-    fn fail(&self, key: &str) {
-        let window = self.windows.get_with(key.to_string(), || {
-            Arc::new(Window {
-                started: Instant::now(),
-                failures: AtomicU32::new(0),
-            })
-        });
-        window.failures.fetch_add(1, Ordering::Relaxed);
+    /// Undo one [`take`](Self::take) (of the current window).
+    pub fn give_back(&self, key: &str) {
+        if let Some(entry) = self.windows.get(key) {
+            let mut window = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            window.taken = window.taken.saturating_sub(1);
+        }
+    }
+
+    /// Forget every attempt of `key`.
+    pub fn forget(&self, key: &str) {
+        self.windows.invalidate(key);
     }
 }
 
 pub struct MemoryLoginThrottle {
-    accounts: Counter,
-    ips: Counter,
+    accounts: AttemptCounter,
+    ips: AttemptCounter,
 }
 
 impl MemoryLoginThrottle {
     pub fn new(limits: LoginLimits) -> Self {
         Self {
-            accounts: Counter::new(limits.per_account),
-            ips: Counter::new(limits.per_ip),
+            accounts: AttemptCounter::new(limits.per_account),
+            ips: AttemptCounter::new(limits.per_ip),
         }
     }
 }
 
 #[async_trait]
 impl LoginThrottle for MemoryLoginThrottle {
-    async fn check(&self, ip: Option<IpAddr>, account: &str) -> Result<(), Duration> {
-        let by_account = self.accounts.blocked_for(account);
-        let by_ip = ip.and_then(|ip| self.ips.blocked_for(&ip.to_string()));
-        match by_account.max(by_ip) {
-            Some(wait) => Err(wait),
-            None => Ok(()),
+    async fn reserve(&self, ip: Option<IpAddr>, account: &str) -> Result<(), Duration> {
+        self.accounts.take(account)?;
+        if let Some(ip) = ip
+            && let Err(wait) = self.ips.take(&ip.to_string())
+        {
+            self.accounts.give_back(account);
+            return Err(wait);
         }
+        Ok(())
     }
 
-    async fn record_failure(&self, ip: Option<IpAddr>, account: &str) {
-        self.accounts.fail(account);
+    async fn succeeded(&self, ip: Option<IpAddr>, account: &str) {
+        self.accounts.forget(account);
         if let Some(ip) = ip {
-            self.ips.fail(&ip.to_string());
+            self.ips.give_back(&ip.to_string());
         }
-    }
-
-    async fn record_success(&self, account: &str) {
-        self.accounts.windows.invalidate(account);
     }
 }
 
@@ -135,41 +152,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_account_is_blocked_after_its_failures_whatever_the_ip() {
+    async fn an_account_is_blocked_after_its_attempts_whatever_the_ip() {
         let throttle = MemoryLoginThrottle::new(limits(3, 100));
         for i in 0..3u8 {
             let ip = Some(IpAddr::from([10, 0, 0, i]));
-            assert!(throttle.check(ip, "a@x.io").await.is_ok());
-            throttle.record_failure(ip, "a@x.io").await;
+            assert!(throttle.reserve(ip, "a@x.io").await.is_ok());
         }
         let wait = throttle
-            .check(Some(IpAddr::from([10, 0, 0, 9])), "a@x.io")
+            .reserve(Some(IpAddr::from([10, 0, 0, 9])), "a@x.io")
             .await
             .unwrap_err();
         assert!(wait <= Duration::from_secs(900) && wait > Duration::from_secs(800));
-        assert!(throttle.check(None, "b@x.io").await.is_ok());
+        assert!(throttle.reserve(None, "b@x.io").await.is_ok());
     }
 
     #[tokio::test]
-    async fn an_ip_is_blocked_across_accounts_and_success_resets_only_the_account() {
+    async fn an_ip_is_blocked_across_accounts_and_success_resets_the_account() {
         let throttle = MemoryLoginThrottle::new(limits(2, 3));
         let ip = Some(IpAddr::from([192, 0, 2, 1]));
         for account in ["a", "b", "c"] {
-            throttle.record_failure(ip, account).await;
+            assert!(throttle.reserve(ip, account).await.is_ok());
         }
-        assert!(throttle.check(ip, "d").await.is_err());
-        assert!(
-            throttle
-                .check(Some(IpAddr::from([192, 0, 2, 2])), "d")
-                .await
-                .is_ok()
-        );
+        assert!(throttle.reserve(ip, "d").await.is_err());
+        // The refused attempt took nothing from the account.
+        let other = Some(IpAddr::from([192, 0, 2, 2]));
+        assert!(throttle.reserve(other, "d").await.is_ok());
+        assert!(throttle.reserve(other, "d").await.is_ok());
+        assert!(throttle.reserve(other, "d").await.is_err());
 
-        throttle.record_failure(None, "e").await;
-        throttle.record_failure(None, "e").await;
-        assert!(throttle.check(None, "e").await.is_err());
-        throttle.record_success("e").await;
-        assert!(throttle.check(None, "e").await.is_ok());
+        assert!(throttle.reserve(None, "e").await.is_ok());
+        assert!(throttle.reserve(None, "e").await.is_ok());
+        assert!(throttle.reserve(None, "e").await.is_err());
+        throttle.succeeded(None, "e").await;
+        assert!(throttle.reserve(None, "e").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_success_gives_the_ip_slot_back() {
+        let throttle = MemoryLoginThrottle::new(limits(100, 2));
+        let ip = Some(IpAddr::from([192, 0, 2, 9]));
+        for _ in 0..5 {
+            assert!(throttle.reserve(ip, "ok").await.is_ok());
+            throttle.succeeded(ip, "ok").await;
+        }
+        assert!(throttle.reserve(ip, "x").await.is_ok());
+        assert!(throttle.reserve(ip, "y").await.is_ok());
+        assert!(throttle.reserve(ip, "z").await.is_err());
+    }
+
+    #[test]
+    fn of_many_concurrent_takers_exactly_the_limit_get_through() {
+        let counter = Arc::new(AttemptCounter::new(RateLimit {
+            limit: 5,
+            window: Duration::from_secs(900),
+        }));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || counter.take("victim").is_ok())
+            })
+            .collect();
+        let passed = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(passed, 5);
     }
 
     #[test]

@@ -202,14 +202,16 @@ async fn get_order(
     Ok(axum::Json(state.service.get(&user, id).await?))
 }
 
-/// Change the status (legal transitions only).
+/// Change the status (legal transitions only). By default an owner may only
+/// cancel; PAID and SHIPPED need the `admin` role (`ORDERS_STATUS_POLICY=owner`,
+/// legacy: the owner may make any legal transition).
 #[utoipa::path(patch, path = "/orders/{order_id}/", tag = "orders",
     params(("order_id" = String, Path, description = "Order UUID")),
     request_body = OrderStatusUpdate,
     responses(
         (status = 200, body = Order),
         (status = 401, description = "Not authenticated / Could not validate credentials"),
-        (status = 403, description = "Not authorized"),
+        (status = 403, description = "Not authorized: another user's order, or a status the policy leaves to admins"),
         (status = 404, description = "Order not found"),
         (status = 409, description = "Illegal status transition"),
         (status = 413, description = "Request body larger than 256 KiB"),

@@ -2,6 +2,7 @@
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use orderly_http::extract::Json;
 use orderly_http::{ApiError, FieldError};
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,9 @@ use utoipa::ToSchema;
 use crate::error::AuthError;
 use crate::password;
 use crate::state::AuthState;
+use crate::throttle::client_ip;
+
+use super::token::Peer;
 
 /// RFC 5321's practical limit on an address.
 const MAX_EMAIL_LEN: usize = 254;
@@ -42,14 +46,26 @@ pub(crate) struct RegisterResponse {
         (status = 400, description = "Email already registered", body = super::ErrorBody),
         (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
         (status = 422, description = "Invalid e-mail or password, or the body is not JSON of this shape", body = super::ValidationErrorBody),
+        (status = 429, description = "Too many registrations from this address (`AUTH_REGISTER_RATE_LIMIT`)",
+            body = super::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn register(
     State(state): State<AuthState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     Json(body): Json<RegisterRequest>,
 ) -> Result<JsonResponse<RegisterResponse>, ApiError> {
     let (email, password) = validate(body)?;
+    // Counted before the hash: each registration costs an Argon2 run and makes
+    // an account, the two things a flood from one address is after.
+    if let Some(ip) = client_ip(peer, &headers, state.trusted_proxies())
+        && let Err(wait) = state.registrations().take(&ip.to_string())
+    {
+        tracing::info!(ip = %ip, "registration refused: too many from this address");
+        return Err(AuthError::TooManyRegistrations(wait).into());
+    }
     let hash = password::hash(password).await.map_err(AuthError::from)?;
     let user_id = state
         .store()

@@ -41,7 +41,7 @@ pub(crate) struct TokenForm {
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 413, description = "Request body larger than 256 KiB", body = super::ErrorBody),
         (status = 422, description = "A form field is missing", body = super::ValidationErrorBody),
-        (status = 429, description = "Too many failed logins for this account or from this address",
+        (status = 429, description = "Too many login attempts for this account or from this address",
             body = super::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -64,10 +64,12 @@ pub(crate) async fn token(
     }
     let account = form.username.to_lowercase();
     let ip = client_ip(peer, &headers, state.trusted_proxies());
-    // Checked before the password: once locked, even the right password waits,
-    // so guessing on cannot tell a hit from a miss.
-    if let Err(wait) = state.throttle().check(ip, &account).await {
-        tracing::info!(ip = ?ip, "login refused: too many failed attempts");
+    // One attempt is reserved before the password is checked, and the check and
+    // the count are one step: parallel guesses cannot all slip past the limit, and
+    // once locked even the right password waits, so guessing on cannot tell a hit
+    // from a miss.
+    if let Err(wait) = state.throttle().reserve(ip, &account).await {
+        tracing::info!(ip = ?ip, "login refused: too many attempts");
         return Err(AuthError::TooManyAttempts(wait).into());
     }
     let user = state
@@ -81,6 +83,8 @@ pub(crate) async fn token(
     let matches = password::verify(form.password, stored_hash)
         .await
         .map_err(AuthError::from)?;
+    // A failure keeps its reserved attempt; unknown e-mails count too, so a
+    // lockout does not reveal which exist.
     let user = match user {
         Some(user) if matches => user,
         Some(user) => {
@@ -90,17 +94,14 @@ pub(crate) async fn token(
                 "account has no password (Google sign-in only)"
             };
             tracing::info!(user_id = user.id, reason, "login failed");
-            state.throttle().record_failure(ip, &account).await;
             return Err(AuthError::BadLogin.into());
         }
         None => {
-            // Unknown e-mails count too: a lockout must not reveal which exist.
             tracing::info!(reason = "unknown e-mail", "login failed");
-            state.throttle().record_failure(ip, &account).await;
             return Err(AuthError::BadLogin.into());
         }
     };
-    state.throttle().record_success(&account).await;
+    state.throttle().succeeded(ip, &account).await;
     let response = state
         .sessions()
         .start(&user)

@@ -2,8 +2,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -14,7 +15,7 @@ use tempfile::TempDir;
 
 use crate::helpers::{TestApp, TestResponse, spawn_app, spawn_app_with, verify};
 
-const NOT_CONFIGURED: &str = r#"{"detail":"Google login is not configured (set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)"}"#;
+const NOT_CONFIGURED: &str = r#"{"detail":"Google login is not configured"}"#;
 const INVALID_STATE: &str = r#"{"detail":"Invalid state parameter (CSRF check failed)"}"#;
 const INVALID_ID_TOKEN: &str = r#"{"detail":"Invalid Google ID token"}"#;
 const ISSUER: &str = "https://accounts.fake.test";
@@ -251,12 +252,36 @@ fn claims(patch: Value) -> Twist {
 }
 
 #[tokio::test]
-async fn both_google_routes_answer_503_when_google_is_not_configured() {
+async fn the_google_routes_answer_404_and_are_undocumented_when_google_is_not_configured() {
     let app = spawn_app().await;
     for path in ["/auth/login/google", "/auth/callback/google?code=c&state=s"] {
         let response = app.get(path, None).await;
-        assert_eq!(response.status, 503, "{path}");
+        assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.text, NOT_CONFIGURED);
+    }
+    let response = app
+        .send(link_request(
+            "any-token",
+            "c",
+            "s",
+            "oauth_state=s.n; oauth_pkce=v",
+        ))
+        .await;
+    assert_eq!(response.status, 404, "{}", response.text);
+    assert_eq!(response.text, NOT_CONFIGURED);
+
+    let served = app.get("/openapi.json", None).await.json;
+    let paths = served["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/auth/token/"));
+    assert!(!paths.keys().any(|p| p.contains("google")), "{paths:?}");
+    let (configured, _provider) = app_with_provider().await;
+    let served = configured.get("/openapi.json", None).await.json;
+    for path in [
+        "/auth/login/google",
+        "/auth/callback/google",
+        "/auth/link/google",
+    ] {
+        assert!(served["paths"][path].is_object(), "{path}");
     }
 }
 
@@ -414,12 +439,78 @@ async fn the_account_is_found_by_google_sub_even_after_the_google_email_changes(
     assert_eq!(claims.sub, "1", "same account, linked by sub");
 }
 
+/// `POST /auth/link/google` as a signed-in client passes on Google's answer.
+fn link_request(access_token: &str, code: &str, state: &str, cookies: &str) -> Request<Body> {
+    Request::post("/auth/link/google")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {access_token}"))
+        .header("cookie", cookies)
+        .body(Body::from(
+            json!({"code": code, "state": state}).to_string(),
+        ))
+        .unwrap()
+}
+
+/// Start a Google login, consent at the fake provider, and ask to link the
+/// identity to the account `access_token` belongs to.
+async fn link(app: &TestApp, provider: &Provider, access_token: &str) -> TestResponse {
+    let login = start_login(app).await;
+    let code = provider.authorize(&login.url, Twist::default());
+    app.send(link_request(
+        access_token,
+        &code,
+        &login.state,
+        &login.cookies(),
+    ))
+    .await
+}
+
+async fn password_login(app: &TestApp, email: &str, password: &str) -> String {
+    let response = app.login(email, password).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    response.json["access_token"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
-async fn google_login_links_to_an_existing_password_account_with_that_email() {
+async fn google_login_never_takes_over_a_password_account_with_that_email() {
+    let (app, provider) = app_with_provider().await;
+    // Anyone can register an address they do not own: e-mails are not verified.
+    let registered = app.register("carol@example.com", "attacker-pw").await;
+    assert_eq!(registered.json["user_id"], 1);
+
+    let response = sign_in(&app, &provider, Twist::default()).await;
+    assert_eq!(response.status, 409, "{}", response.text);
+    let detail = response.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("POST") && detail.contains("/auth/link/google"),
+        "{detail}"
+    );
+    // Nothing was linked: a second try is refused the same way.
+    let again = sign_in(&app, &provider, Twist::default()).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+}
+
+#[tokio::test]
+async fn a_signed_in_account_links_google_and_then_signs_in_with_either() {
     let (app, provider) = app_with_provider().await;
     app.register("someone@example.com", "pw").await;
     let registered = app.register("carol@example.com", "pw").await;
     assert_eq!(registered.json["user_id"], 2);
+    let access_token = password_login(&app, "carol@example.com", "pw").await;
+
+    let linked = link(&app, &provider, &access_token).await;
+    assert_eq!(linked.status, 200, "{}", linked.text);
+    assert_eq!(
+        linked.json,
+        json!({"msg": "Google account linked", "user_id": 2})
+    );
+    let cleared = set_cookies(&linked);
+    assert!(
+        cleared.iter().all(|c| c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    // Linking the same identity again changes nothing.
+    assert_eq!(link(&app, &provider, &access_token).await.status, 200);
 
     let response = sign_in(&app, &provider, Twist::default()).await;
     assert_eq!(response.status, 200, "{}", response.text);
@@ -431,6 +522,71 @@ async fn google_login_links_to_an_existing_password_account_with_that_email() {
     );
     // The password still works too.
     assert_eq!(app.login("carol@example.com", "pw").await.status, 200);
+}
+
+#[tokio::test]
+async fn linking_needs_a_valid_session_and_the_flow_cookies() {
+    let (app, provider) = app_with_provider().await;
+    app.register("carol@example.com", "pw").await;
+    let access_token = password_login(&app, "carol@example.com", "pw").await;
+    let login = start_login(&app).await;
+    let code = provider.authorize(&login.url, Twist::default());
+
+    let mut no_token = link_request("x", &code, &login.state, &login.cookies());
+    no_token.headers_mut().remove("authorization");
+    let response = app.send(no_token).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.text, r#"{"detail":"Not authenticated"}"#);
+    let forged = app
+        .send(link_request(
+            "not.a.token",
+            &code,
+            &login.state,
+            &login.cookies(),
+        ))
+        .await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(
+        forged.text,
+        r#"{"detail":"Could not validate credentials"}"#
+    );
+    let someone_elses = start_login(&app).await;
+    let response = app
+        .send(link_request(
+            &access_token,
+            &code,
+            &login.state,
+            &someone_elses.cookies(),
+        ))
+        .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.text, INVALID_STATE);
+    // None of that spent the code or linked anything.
+    let response = app
+        .send(link_request(
+            &access_token,
+            &code,
+            &login.state,
+            &login.cookies(),
+        ))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text);
+}
+
+#[tokio::test]
+async fn a_google_identity_links_to_one_account_only() {
+    let (app, provider) = app_with_provider().await;
+    // Carol's Google identity first signs in on its own: a Google-only account.
+    let first = sign_in(&app, &provider, Twist::default()).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    app.register("dave@example.com", "pw").await;
+    let dave = password_login(&app, "dave@example.com", "pw").await;
+    let response = link(&app, &provider, &dave).await;
+    assert_eq!(response.status, 409, "{}", response.text);
+    assert_eq!(
+        response.text,
+        r#"{"detail":"This account or this Google account is already linked to a different one"}"#
+    );
 }
 
 #[tokio::test]

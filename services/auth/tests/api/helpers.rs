@@ -65,6 +65,10 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
         verifier: Default::default(),
         refresh_token_ttl: Duration::from_secs(14 * 86_400),
         login_limits: Default::default(),
+        register_limit: orderly_core::config::RateLimit {
+            limit: 1_000,
+            window: Duration::from_secs(3600),
+        },
         trusted_proxies: Vec::new(),
         token_format: Default::default(),
     }

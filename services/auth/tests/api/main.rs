@@ -7,4 +7,5 @@ mod hostile_input;
 mod openapi;
 mod register;
 mod session;
+mod throttle;
 mod token;

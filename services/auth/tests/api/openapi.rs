@@ -17,12 +17,26 @@ fn the_route_table_and_the_openapi_document_agree() {
 }
 
 #[tokio::test]
-async fn the_served_document_is_the_checked_one() {
+async fn the_served_document_is_the_checked_one_less_google_when_unconfigured() {
     let app = spawn_app().await;
     let served = app.get("/openapi.json", None).await;
     assert_eq!(served.status, 200);
     assert_eq!(
         served.json,
+        serde_json::to_value(orderly_auth::served_openapi(false)).unwrap()
+    );
+    let mut checked = serde_json::to_value(orderly_auth::openapi()).unwrap();
+    let paths = checked["paths"].as_object_mut().unwrap();
+    for path in [
+        "/auth/login/google",
+        "/auth/callback/google",
+        "/auth/link/google",
+    ] {
+        assert!(paths.remove(path).is_some(), "{path}");
+    }
+    assert_eq!(served.json, checked);
+    assert_eq!(
+        serde_json::to_value(orderly_auth::served_openapi(true)).unwrap(),
         serde_json::to_value(orderly_auth::openapi()).unwrap()
     );
 }
@@ -136,8 +150,12 @@ async fn every_status_each_route_answers_is_documented() {
         ),
         (post("/auth/logout", json, "[]"), 422),
         (post("/auth/logout", json, big), 413),
-        (get("/auth/login/google"), 503),
-        (get("/auth/callback/google?state=x&code=y"), 503),
+        (get("/auth/login/google"), 404),
+        (get("/auth/callback/google?state=x&code=y"), 404),
+        (
+            post("/auth/link/google", json, r#"{"code":"c","state":"s"}"#),
+            404,
+        ),
         (get("/.well-known/jwks.json"), 200),
         (get("/health"), 200),
         (get("/ready"), 200),
@@ -189,10 +207,34 @@ async fn every_status_each_route_answers_is_documented() {
             .body(Body::empty())
             .unwrap()
     };
+    let link = |body: &str, token: Option<&str>| {
+        let mut request = Request::post("/auth/link/google")
+            .header("content-type", "application/json")
+            .header("cookie", "oauth_state=s.n; oauth_pkce=v");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_string())).unwrap()
+    };
+    let signed_in = google
+        .post_json(
+            "/auth/register/",
+            r#"{"email":"linker@example.com","password":"pw"}"#,
+        )
+        .await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text);
+    let access = google.login("linker@example.com", "pw").await.json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (request, want) in [
         (get("/auth/login/google"), 200),
         (get("/auth/callback/google?code=c"), 400),
         (with_cookies("/auth/callback/google?state=s&code=c"), 502),
+        (link(r#"{"code":"c","state":"s"}"#, None), 401),
+        (link(r#"{"code":"c"}"#, Some(&access)), 400),
+        (link("[]", Some(&access)), 422),
+        (link(r#"{"code":"c","state":"s"}"#, Some(&access)), 502),
     ] {
         let what = format!("{} {}", request.method(), request.uri());
         let (status, body) = observe(&google, &mut observed, request).await;

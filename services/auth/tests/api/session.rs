@@ -208,6 +208,36 @@ async fn a_promoted_user_gets_the_admin_role_from_the_next_refresh() {
 }
 
 #[tokio::test]
+async fn a_demoted_admin_cannot_renew_the_old_role_from_an_open_session() {
+    let db = tempfile::tempdir().unwrap();
+    let settings = crate::helpers::settings(&db, None);
+    let app = crate::helpers::spawn_app_on(&settings).await;
+    let first = signed_in(&app, "boss@example.com").await;
+    orderly_auth::set_role(&settings, "boss@example.com", "admin")
+        .await
+        .unwrap()
+        .unwrap();
+    // Promotion keeps the session: its next refresh carries the new role.
+    let promoted = refresh(&app, &first["refresh_token"]).await;
+    assert_eq!(promoted.status, 200, "{}", promoted.text);
+    let second = app.login("boss@example.com", "pw-right").await.json;
+
+    let demoted = orderly_auth::set_role(&settings, "boss@example.com", "user")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demoted.role, "user");
+    for session in [&promoted.json, &second] {
+        let response = refresh(&app, &session["refresh_token"]).await;
+        assert_eq!(response.status, 401, "{}", response.text);
+    }
+    // A new login gets the lowered role.
+    let again = app.login("boss@example.com", "pw-right").await.json;
+    let claims = verify(again["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims.role.as_deref(), Some("user"));
+}
+
+#[tokio::test]
 async fn failed_logins_for_one_account_from_many_addresses_end_in_429() {
     let app = spawn_app().await;
     app.register("victim@example.com", "pw-right").await;

@@ -54,6 +54,9 @@ pub struct AuthSettings {
     pub refresh_token_ttl: Duration,
     /// Failed logins allowed before 429.
     pub login_limits: LoginLimits,
+    /// Registrations accepted per client IP (`AUTH_REGISTER_RATE_LIMIT`, default
+    /// 30/hour): each one costs an Argon2 hash and creates an account.
+    pub register_limit: RateLimit,
     /// Peers whose `X-Forwarded-For` is believed when counting login failures per IP.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// What access tokens are issued as (`AUTH_TOKEN_FORMAT`).
@@ -145,6 +148,13 @@ pub(super) fn auth_settings(env: &Env, data_dir: &Path) -> Result<AuthSettings, 
             positive(env, "AUTH_REFRESH_TOKEN_EXPIRE_DAYS", 14)? * 86_400,
         ),
         login_limits: login_limits(env)?,
+        register_limit: env.parse(
+            &["AUTH_REGISTER_RATE_LIMIT"],
+            RateLimit {
+                limit: 30,
+                window: Duration::from_secs(3600),
+            },
+        )?,
         trusted_proxies: ip_list(env, "AUTH_TRUSTED_PROXIES")?,
     })
 }

@@ -16,9 +16,11 @@ pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Who may set which status (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusPolicy {
-    /// The owner may make any legal transition (the old system's behaviour).
+    /// Legacy, opt-in (`ORDERS_STATUS_POLICY=owner`): the owner may make any legal
+    /// transition, paying for their own order included (the old system's behaviour).
     Owner,
-    /// Owners may only cancel; PAID/SHIPPED need the `admin` role.
+    /// The default: owners may only cancel; PAID/SHIPPED come from the worker or
+    /// the `admin` role.
     Strict,
 }
 
@@ -115,7 +117,7 @@ pub(super) fn orders_settings(
 
 fn status_policy(env: &Env) -> Result<StatusPolicy, ConfigError> {
     match env.get(&["ORDERS_STATUS_POLICY"]) {
-        None => Ok(StatusPolicy::Owner),
+        None => Ok(StatusPolicy::Strict),
         Some((_, v)) if v == "owner" => Ok(StatusPolicy::Owner),
         Some((_, v)) if v == "strict" => Ok(StatusPolicy::Strict),
         Some((name, v)) => Err(invalid(&name, &v, "expected owner or strict")),

@@ -252,6 +252,9 @@ fn auth_hardening_settings_have_defaults_and_are_read() {
     let s = Settings::from_env(&Env::default()).unwrap();
     assert_eq!(s.auth.refresh_token_ttl, Duration::from_secs(14 * 86_400));
     assert_eq!(s.auth.login_limits, LoginLimits::default());
+    assert_eq!(s.auth.register_limit.limit, 30);
+    assert_eq!(s.auth.register_limit.window, Duration::from_secs(3600));
+    assert_eq!(s.orders.status_policy, StatusPolicy::Strict);
     assert_eq!(s.auth.verifier, VerifierConfig::default());
     assert!(s.orders.jwks_url.is_none());
     let env = Env::from_pairs([
@@ -262,7 +265,9 @@ fn auth_hardening_settings_have_defaults_and_are_read() {
         ("AUTH_LOGIN_IP_WINDOW_SECONDS", "30"),
         ("AUTH_PREVIOUS_PUBLIC_KEY_PATHS", "a.pem, b.pem"),
         ("AUTH_TRUSTED_PROXIES", "10.0.0.1"),
+        ("AUTH_REGISTER_RATE_LIMIT", "3/minute"),
         ("ORDERS_JWKS_URL", "http://auth:8001/.well-known/jwks.json"),
+        ("ORDERS_STATUS_POLICY", "owner"),
     ]);
     let s = Settings::from_env(&env).unwrap();
     assert_eq!(s.auth.verifier.issuer.as_deref(), Some("https://auth.test"));
@@ -272,11 +277,15 @@ fn auth_hardening_settings_have_defaults_and_are_read() {
     assert_eq!(s.auth.login_limits.per_ip.window, Duration::from_secs(30));
     assert_eq!(s.auth.previous_public_key_paths.len(), 2);
     assert_eq!(s.auth.trusted_proxies.len(), 1);
+    assert_eq!(s.auth.register_limit.limit, 3);
+    assert_eq!(s.orders.status_policy, StatusPolicy::Owner);
     assert!(s.orders.jwks_url.is_some());
     for bad in [
         ("ORDERS_JWKS_URL", "ftp://x"),
         ("AUTH_REFRESH_TOKEN_EXPIRE_DAYS", "0"),
         ("AUTH_TRUSTED_PROXIES", "nope"),
+        ("AUTH_REGISTER_RATE_LIMIT", "0/hour"),
+        ("ORDERS_STATUS_POLICY", "anyone"),
     ] {
         let err = Settings::from_env(&Env::from_pairs([bad])).unwrap_err();
         assert!(err.to_string().starts_with(bad.0), "{err}");

@@ -34,6 +34,15 @@ impl TestApp {
     /// A fresh app on a fresh database; `None` when PostgreSQL was asked for
     /// and is missing outside CI (see `orderly_testkit::missing`).
     pub async fn start(backend: Backend, rate_limit: &str) -> Option<Self> {
+        Self::start_with(backend, rate_limit, &[]).await
+    }
+
+    /// [`start`](Self::start) with more environment variables.
+    pub async fn start_with(
+        backend: Backend,
+        rate_limit: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (url, db) = match backend {
             Backend::Sqlite => (
@@ -49,11 +58,15 @@ impl TestApp {
             }
         };
         let data_dir = dir.path().display().to_string();
-        let env = Env::from_pairs([
-            ("ORDERLY_DATA_DIR", data_dir.as_str()),
-            ("ORDERS_DATABASE_URL", url.as_str()),
-            ("ORDERS_RATE_LIMIT", rate_limit),
-        ]);
+        let env = Env::from_pairs(
+            [
+                ("ORDERLY_DATA_DIR", data_dir.as_str()),
+                ("ORDERS_DATABASE_URL", url.as_str()),
+                ("ORDERS_RATE_LIMIT", rate_limit),
+            ]
+            .into_iter()
+            .chain(extra_env.iter().copied()),
+        );
         let settings = Settings::from_env(&env).expect("test settings");
         let parts = orderly_orders::startup::build(&settings.orders)
             .await
@@ -83,6 +96,11 @@ impl TestApp {
 
     /// A valid access token for user `id`.
     pub fn token(&self, id: i64) -> String {
+        self.token_with_role(id, None)
+    }
+
+    /// A valid access token for user `id` with this `role` claim.
+    pub fn token_with_role(&self, id: i64, role: Option<&str>) -> String {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = AccessClaims {
             sub: id.to_string(),
@@ -91,7 +109,7 @@ impl TestApp {
             iat: Some(now),
             nbf: None,
             jti: None,
-            role: None,
+            role: role.map(str::to_string),
             iss: None,
             aud: None,
         };
@@ -110,9 +128,22 @@ impl TestApp {
         user: Option<i64>,
         body: Option<Value>,
     ) -> Answer {
+        let token = user.map(|id| self.token(id));
+        self.call_with_token(method, uri, token.as_deref(), body)
+            .await
+    }
+
+    /// `method uri` with this bearer token (none when `None`), with a JSON body.
+    pub async fn call_with_token(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         let mut request = Request::builder().method(method).uri(uri);
-        if let Some(id) = user {
-            request = request.header("authorization", format!("Bearer {}", self.token(id)));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         let body = match body {
             Some(value) => {

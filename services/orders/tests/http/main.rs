@@ -4,3 +4,4 @@
 mod helpers;
 mod hostile_input;
 mod openapi;
+mod status_policy;

@@ -103,18 +103,27 @@ async fn every_status_each_route_answers_is_documented() {
         ("GET", format!("/orders/{theirs}/"), Some(1), None, 403),
         ("GET", format!("/orders/{unknown}/"), Some(1), None, 404),
         ("GET", "/orders/%FF/".into(), Some(1), None, 422),
+        // The default policy: the owner may cancel, not pay.
         (
             "PATCH",
             format!("/orders/{mine}/"),
             Some(1),
             Some(json!({"status": "PAID"})),
-            200,
+            403,
         ),
         (
             "PATCH",
             format!("/orders/{mine}/"),
             Some(1),
-            Some(json!({"status": "PENDING"})),
+            Some(json!({"status": "CANCELED"})),
+            200,
+        ),
+        // Canceled already: a second cancel is no legal transition.
+        (
+            "PATCH",
+            format!("/orders/{mine}/"),
+            Some(1),
+            Some(json!({"status": "CANCELED"})),
             409,
         ),
         (
