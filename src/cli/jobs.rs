@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use orderly_consumer::PROCESS_ORDER;
+use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_core::config::Settings;
 
 use crate::wiring;

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
 use orderly_bus::metered;
+use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_bus::{Backoff, Bus, BusError, JobQueue};
-use orderly_consumer::PROCESS_ORDER;
 use orderly_core::Shutdown;
 use orderly_core::config::Settings;
 use orderly_orders::OrderService;

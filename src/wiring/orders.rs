@@ -99,7 +99,7 @@ async fn verifier(settings: &Settings) -> Result<TokenVerifier> {
 async fn ensure_events_stream(bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<()> {
     let first = tokio::time::timeout(
         FIRST_STREAM_ATTEMPT,
-        bus.ensure_stream(orderly_orders::events::stream()),
+        bus.ensure_stream(orderly_bus::schema::events::stream()),
     )
     .await
     .unwrap_or_else(|_| Err(BusError::Unavailable("no answer yet".into())));
@@ -117,7 +117,10 @@ async fn ensure_events_stream(bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<(
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = shutdown.wait() => return,
             }
-            match bus.ensure_stream(orderly_orders::events::stream()).await {
+            match bus
+                .ensure_stream(orderly_bus::schema::events::stream())
+                .await
+            {
                 Ok(()) => {
                     tracing::info!("events stream ready");
                     return;

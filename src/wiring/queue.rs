@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
+use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_bus::{JobQueue, Lease, LocalLease, RetryPolicy};
-use orderly_consumer::PROCESS_ORDER;
 use orderly_core::config::{JobQueueKind, Settings, redact_url};
 use orderly_redis::{RedisQueue, RedisQueueConfig};
 use orderly_worker::maintenance::Periodic;

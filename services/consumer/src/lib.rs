@@ -8,8 +8,7 @@ use orderly_bus::schema::jobs::ProcessOrder;
 use orderly_bus::{Bus, BusError, Delivery, GroupOptions, JobQueue, NewJob, header};
 use orderly_core::Shutdown;
 
-/// The binary names the queue by this path.
-pub use orderly_bus::schema::jobs::PROCESS_ORDER;
+use orderly_bus::schema::jobs::PROCESS_ORDER;
 
 /// The durable group of all consumer processes (they share the work).
 pub const GROUP: &str = "order-consumer";

@@ -9,9 +9,6 @@ use orderly_bus::schema::events::{NEW_ORDER, NewOrder, ORDER_STATUS_CHANGED, Ord
 
 use crate::OrderStatus;
 
-/// The binary ensures the stream by this path.
-pub use orderly_bus::schema::events::stream;
-
 /// An event ready for the outbox: written with the change, published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
