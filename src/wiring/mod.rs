@@ -5,6 +5,7 @@
 mod broker;
 mod checks;
 mod jobs;
+mod key_file;
 mod messaging;
 mod ops;
 mod orders;

@@ -17,6 +17,7 @@ use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
 
 use super::checks::{BusCheck, JwksCheck, QueueCheck};
+use super::key_file;
 use super::messaging::Messaging;
 use super::serve;
 
@@ -40,11 +41,8 @@ pub async fn start(
 ) -> Result<()> {
     let bus = &messaging.bus;
     ensure_events_stream(bus.clone(), shutdown.clone()).await?;
-    let verifier = Arc::new(verifier(settings).await?);
     let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(BusCheck(bus.clone()))];
-    if settings.orders.jwks_url.is_some() {
-        checks.push(Arc::new(JwksCheck(verifier.clone())));
-    }
+    let verifier = verifier(settings, &mut checks, shutdown).await?;
     if check_queue {
         checks.push(Arc::new(QueueCheck(messaging.jobs.queue.clone())));
     }
@@ -80,17 +78,35 @@ pub async fn start(
     Ok(())
 }
 
-/// The keys at `ORDERS_JWKS_URL` when set, else the auth service's public key file.
-async fn verifier(settings: &Settings) -> Result<TokenVerifier> {
+/// The keys at `ORDERS_JWKS_URL` when set, else the auth service's public key
+/// file, and the readiness check that says when there are none yet. Both may
+/// be missing at start (auth starting at the same time): the JWKS is fetched
+/// again on demand, the file is waited for.
+async fn verifier(
+    settings: &Settings,
+    checks: &mut Vec<Arc<dyn ReadinessCheck>>,
+    shutdown: &Shutdown,
+) -> Result<Arc<TokenVerifier>> {
     let orders = &settings.orders;
-    match &orders.jwks_url {
-        Some(url) => TokenVerifier::from_jwks_url(url, &orders.verifier, orders.jwks_min_refetch)
+    if let Some(url) = &orders.jwks_url {
+        let verifier = TokenVerifier::from_jwks_url(url, &orders.verifier, orders.jwks_min_refetch)
             .await
-            .context("orders cannot verify tokens (ORDERS_JWKS_URL)"),
-        None => TokenVerifier::from_file(&orders.public_key_path, &orders.verifier).context(
-            "orders cannot verify tokens (is ORDERS_PUBLIC_KEY_PATH the auth service's public key?)",
-        ),
+            .context("orders cannot verify tokens (ORDERS_JWKS_URL)")?;
+        let verifier = Arc::new(verifier);
+        checks.push(Arc::new(JwksCheck(verifier.clone())));
+        return Ok(verifier);
     }
+    let path = &orders.public_key_path;
+    if key_file::is_missing(path) {
+        let verifier = Arc::new(TokenVerifier::new(Vec::new(), &orders.verifier));
+        let check = key_file::wait_for_key_file(verifier.clone(), path, shutdown.clone());
+        checks.push(Arc::new(check));
+        return Ok(verifier);
+    }
+    let verifier = TokenVerifier::from_file(path, &orders.verifier).context(
+        "orders cannot verify tokens (is ORDERS_PUBLIC_KEY_PATH the auth service's public key?)",
+    )?;
+    Ok(Arc::new(verifier))
 }
 
 /// Creates the events stream. A broker that cannot be reached does not stop
