@@ -186,6 +186,15 @@ async fn each_bad_input_gets_its_error_and_the_connection_closes() {
         ),
         (b"PUB a 2000000\r\n", "-ERR 'Maximum Payload Violation'\r\n"),
         (
+            b"HPUB a 0 9000000000000000000\r\n",
+            "-ERR 'Maximum Payload Violation'\r\n",
+        ),
+        (b"INFO {}\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
+        (
+            b"PUB a 99999999999999999999\r\n",
+            "-ERR 'Unknown Protocol Operation'\r\n",
+        ),
+        (
             b"PUB a 2\r\nabc\r\n",
             "-ERR 'Unknown Protocol Operation'\r\n",
         ),
@@ -210,6 +219,48 @@ async fn each_bad_input_gets_its_error_and_the_connection_closes() {
         read_to_close(&mut s).await,
         "-ERR 'Maximum Control Line Exceeded'\r\n"
     );
+}
+
+/// Writes `line`, then up to `total` zero bytes; returns how many of them
+/// the connection accepted before the server closed it.
+async fn bytes_accepted_after(s: &mut TcpStream, line: &[u8], total: usize) -> usize {
+    s.write_all(line).await.unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        match tokio::time::timeout(WAIT, s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            // Closed (reset, broken pipe) or no longer read at all.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_huge_declared_size_is_refused_before_its_payload_is_read() {
+    const STREAM: usize = 64 * 1024 * 1024;
+    // Socket buffers on both sides take some bytes before the close lands;
+    // the broker itself must not take the stream.
+    const BOUND: usize = 16 * 1024 * 1024;
+    let (_b, l) = start().await;
+    for line in [
+        &b"MSG a 1 9000000000000000000\r\n"[..],
+        b"HMSG a 1 0 9000000000000000000\r\n",
+        b"PUB a 9000000000000000000\r\n",
+    ] {
+        let mut s = client(&l).await;
+        let accepted = bytes_accepted_after(&mut s, line, STREAM).await;
+        assert!(
+            accepted < BOUND,
+            "{:?}: {accepted} bytes accepted",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // The broker still serves.
+    let mut s = client(&l).await;
+    s.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_until(&mut s, b"PONG\r\n").await, "PONG\r\n");
 }
 
 #[tokio::test]

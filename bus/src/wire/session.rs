@@ -160,7 +160,9 @@ impl ClientConn {
         self.close_with(match e {
             ParseError::ControlLineTooLong => "Maximum Control Line Exceeded",
             ParseError::PayloadTooLarge => "Maximum Payload Violation",
-            ParseError::UnknownOp | ParseError::Malformed(_) => "Unknown Protocol Operation",
+            ParseError::UnknownOp | ParseError::ServerOnly | ParseError::Malformed(_) => {
+                "Unknown Protocol Operation"
+            }
         })
     }
 
