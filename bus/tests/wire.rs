@@ -264,6 +264,59 @@ async fn a_huge_declared_size_is_refused_before_its_payload_is_read() {
 }
 
 #[tokio::test]
+async fn subscriptions_past_the_limit_are_refused_and_the_connection_stays() {
+    let (_b, l) = listener(ServerConfig {
+        max_subscriptions: 3,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut s = client(&l).await;
+    s.write_all(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nSUB c 3\r\nSUB d 4\r\nPING\r\n")
+        .await
+        .unwrap();
+    // Replacing sid 3 is no new subscription; sid 4 is one too many.
+    assert_eq!(
+        read_until(&mut s, b"PONG\r\n").await,
+        "-ERR 'Maximum Subscriptions Exceeded'\r\nPONG\r\n"
+    );
+    // Room again after an UNSUB.
+    s.write_all(b"UNSUB 1\r\nSUB d 4\r\nPUB d 2\r\nhi\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_until(&mut s, b"hi\r\n").await, "MSG d 4 2\r\nhi\r\n");
+}
+
+#[tokio::test]
+async fn connections_past_the_per_address_limit_are_refused() {
+    let (_b, l) = listener(ServerConfig {
+        max_connections_per_ip: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let a = client(&l).await;
+    let _b2 = client(&l).await;
+    let mut third = TcpStream::connect(l.local_addr()).await.unwrap();
+    assert_eq!(
+        read_to_close(&mut third).await,
+        "-ERR 'maximum connections exceeded'\r\n"
+    );
+    // A closed connection gives its place back.
+    drop(a);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut s = TcpStream::connect(l.local_addr()).await.unwrap();
+            let mut first = [0u8; 4];
+            if s.read_exact(&mut first).await.is_ok() && &first == b"INFO" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a place frees up once a connection closes");
+}
+
+#[tokio::test]
 async fn an_invalid_subject_is_refused_but_the_connection_stays() {
     let (_b, l) = start().await;
     let mut s = client(&l).await;
