@@ -186,6 +186,15 @@ async fn each_bad_input_gets_its_error_and_the_connection_closes() {
         ),
         (b"PUB a 2000000\r\n", "-ERR 'Maximum Payload Violation'\r\n"),
         (
+            b"HPUB a 0 9000000000000000000\r\n",
+            "-ERR 'Maximum Payload Violation'\r\n",
+        ),
+        (b"INFO {}\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
+        (
+            b"PUB a 99999999999999999999\r\n",
+            "-ERR 'Unknown Protocol Operation'\r\n",
+        ),
+        (
             b"PUB a 2\r\nabc\r\n",
             "-ERR 'Unknown Protocol Operation'\r\n",
         ),
@@ -210,6 +219,101 @@ async fn each_bad_input_gets_its_error_and_the_connection_closes() {
         read_to_close(&mut s).await,
         "-ERR 'Maximum Control Line Exceeded'\r\n"
     );
+}
+
+/// Writes `line`, then up to `total` zero bytes; returns how many of them
+/// the connection accepted before the server closed it.
+async fn bytes_accepted_after(s: &mut TcpStream, line: &[u8], total: usize) -> usize {
+    s.write_all(line).await.unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        match tokio::time::timeout(WAIT, s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            // Closed (reset, broken pipe) or no longer read at all.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_huge_declared_size_is_refused_before_its_payload_is_read() {
+    const STREAM: usize = 64 * 1024 * 1024;
+    // Socket buffers on both sides take some bytes before the close lands;
+    // the broker itself must not take the stream.
+    const BOUND: usize = 16 * 1024 * 1024;
+    let (_b, l) = start().await;
+    for line in [
+        &b"MSG a 1 9000000000000000000\r\n"[..],
+        b"HMSG a 1 0 9000000000000000000\r\n",
+        b"PUB a 9000000000000000000\r\n",
+    ] {
+        let mut s = client(&l).await;
+        let accepted = bytes_accepted_after(&mut s, line, STREAM).await;
+        assert!(
+            accepted < BOUND,
+            "{:?}: {accepted} bytes accepted",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // The broker still serves.
+    let mut s = client(&l).await;
+    s.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_until(&mut s, b"PONG\r\n").await, "PONG\r\n");
+}
+
+#[tokio::test]
+async fn subscriptions_past_the_limit_are_refused_and_the_connection_stays() {
+    let (_b, l) = listener(ServerConfig {
+        max_subscriptions: 3,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut s = client(&l).await;
+    s.write_all(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nSUB c 3\r\nSUB d 4\r\nPING\r\n")
+        .await
+        .unwrap();
+    // Replacing sid 3 is no new subscription; sid 4 is one too many.
+    assert_eq!(
+        read_until(&mut s, b"PONG\r\n").await,
+        "-ERR 'Maximum Subscriptions Exceeded'\r\nPONG\r\n"
+    );
+    // Room again after an UNSUB.
+    s.write_all(b"UNSUB 1\r\nSUB d 4\r\nPUB d 2\r\nhi\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_until(&mut s, b"hi\r\n").await, "MSG d 4 2\r\nhi\r\n");
+}
+
+#[tokio::test]
+async fn connections_past_the_per_address_limit_are_refused() {
+    let (_b, l) = listener(ServerConfig {
+        max_connections_per_ip: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let a = client(&l).await;
+    let _b2 = client(&l).await;
+    let mut third = TcpStream::connect(l.local_addr()).await.unwrap();
+    assert_eq!(
+        read_to_close(&mut third).await,
+        "-ERR 'maximum connections exceeded'\r\n"
+    );
+    // A closed connection gives its place back.
+    drop(a);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut s = TcpStream::connect(l.local_addr()).await.unwrap();
+            let mut first = [0u8; 4];
+            if s.read_exact(&mut first).await.is_ok() && &first == b"INFO" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a place frees up once a connection closes");
 }
 
 #[tokio::test]

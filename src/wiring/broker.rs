@@ -23,6 +23,10 @@ pub async fn run(settings: &Settings, shutdown: Shutdown) -> Result<()> {
         broker.clone(),
         orderly_bus::wire::ServerConfig {
             listen,
+            max_connections: settings.broker_limits.max_connections,
+            max_connections_per_ip: settings.broker_limits.max_connections_per_ip,
+            max_subscriptions: settings.broker_limits.max_subscriptions,
+            max_pending: settings.broker_limits.max_pending_bytes,
             ..Default::default()
         },
     )

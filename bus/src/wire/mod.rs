@@ -52,6 +52,13 @@ pub struct ServerConfig {
     pub listen: String,
     /// Clients at once; more wait in the accept backlog.
     pub max_connections: usize,
+    /// Clients at once from one IP address; more are refused with
+    /// `-ERR 'maximum connections exceeded'`, so one host cannot take every
+    /// slot of `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Subscriptions one client may hold; more are refused with
+    /// `-ERR 'Maximum Subscriptions Exceeded'` (the connection stays).
+    pub max_subscriptions: usize,
     /// Required in CONNECT when set.
     pub auth_token: Option<String>,
     /// Largest payload a client may publish (announced in INFO).
@@ -72,7 +79,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:4223".into(),
-            max_connections: 10_000,
+            // What a small (2-core) box holds with every client near its
+            // queued-output limit, not what the file-descriptor table allows.
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_subscriptions: 1024,
             auth_token: None,
             max_payload: 1024 * 1024,
             max_control_line: parser::MAX_CONTROL_LINE,

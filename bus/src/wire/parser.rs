@@ -72,6 +72,17 @@ impl Verb {
         })
     }
 
+    /// Whether only a server sends it. A client's `MSG`/`HMSG` is refused at
+    /// its control line: its declared size is not bounded by `max_payload`,
+    /// so waiting for its payload would let a client grow the read buffer
+    /// without limit.
+    fn server_only(self) -> bool {
+        matches!(
+            self,
+            Verb::Info | Verb::Msg | Verb::HMsg | Verb::Ok | Verb::Err
+        )
+    }
+
     /// Whether a payload follows the control line.
     fn has_payload(self) -> bool {
         matches!(self, Verb::Pub | Verb::HPub | Verb::Msg | Verb::HMsg)
@@ -109,6 +120,9 @@ pub struct Parsed<'a> {
 pub enum ParseError {
     /// Not a verb of the protocol.
     UnknownOp,
+    /// A verb only servers send (INFO, MSG, HMSG, +OK, -ERR), refused before
+    /// any payload it declares is read.
+    ServerOnly,
     /// The control line grew past the limit (checked before it was complete).
     ControlLineTooLong,
     /// A PUB/HPUB declared more than `max_payload` bytes.
@@ -122,6 +136,7 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::UnknownOp => f.write_str("unknown protocol operation"),
+            ParseError::ServerOnly => f.write_str("operation only a server sends"),
             ParseError::ControlLineTooLong => f.write_str("maximum control line exceeded"),
             ParseError::PayloadTooLarge => f.write_str("maximum payload violation"),
             ParseError::Malformed(why) => write!(f, "malformed operation: {why}"),
@@ -293,6 +308,9 @@ impl Parser {
             return Err(ParseError::ControlLineTooLong);
         }
         let verb = Verb::from_bytes(&buf[self.skip..self.verb_end]).ok_or(ParseError::UnknownOp)?;
+        if verb.server_only() {
+            return Err(ParseError::ServerOnly);
+        }
         let args = trim(&buf[self.verb_end..line_end]);
         if !verb.has_payload() {
             let op = Op {
@@ -304,7 +322,9 @@ impl Parser {
             return Ok(Some(self.finish(op, line_end)));
         }
         let (hdr, total) = sizes(verb, args)?;
-        if total > self.max_payload && matches!(verb, Verb::Pub | Verb::HPub) {
+        // Every verb left with a payload is a client's PUB/HPUB: the buffer
+        // never has to hold more than `max_payload` of it.
+        if total > self.max_payload {
             return Err(ParseError::PayloadTooLarge);
         }
         debug_assert!(hdr <= total);
@@ -549,6 +569,20 @@ UNSUB 1 10\r\nPONG\r\nPUB empty 0\r\n\r\n\r\nPING\n";
             ),
             (b"PING\rX", ParseError::Malformed("CR without LF")),
             (b"VERYLONGVERB\r\n", ParseError::UnknownOp),
+            // Server-only verbs are refused at the line, whatever size they
+            // declare: no payload is waited for.
+            (b"MSG a 1 9000000000000000000\r\n", ParseError::ServerOnly),
+            (
+                b"HMSG a 1 0 9000000000000000000\r\n",
+                ParseError::ServerOnly,
+            ),
+            (b"INFO {}\r\n", ParseError::ServerOnly),
+            (b"+OK\r\n", ParseError::ServerOnly),
+            (b"HPUB a 0 2000\r\n", ParseError::PayloadTooLarge),
+            (
+                b"PUB a 99999999999999999999\r\n",
+                ParseError::Malformed("missing or bad size"),
+            ),
         ];
         for (input, want) in cases {
             let mut parser = Parser::new(1024);

@@ -1,10 +1,13 @@
-//! The accept loop: a semaphore caps the connections, a broadcast stops them.
+//! The accept loop: a semaphore caps the connections, a count per client IP
+//! caps one host's share of them, a broadcast stops them.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast};
 
 use super::ServerConfig;
@@ -74,6 +77,7 @@ async fn accept_loop(
     stop: broadcast::Sender<()>,
 ) {
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip = PerIp::new(config.max_connections_per_ip);
     let mut stopped = stop.subscribe();
     // A local accept loop has no herd of clients to spread: exact waits.
     let mut backoff =
@@ -93,10 +97,17 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = stopped.recv() => break,
         };
-        let socket = match accepted {
-            Ok((socket, _)) => {
+        let (socket, ip_slot) = match accepted {
+            Ok((socket, peer)) => {
                 backoff.reset();
-                socket
+                match per_ip.take(peer.ip()) {
+                    Some(slot) => (socket, slot),
+                    None => {
+                        tracing::warn!(ip = %peer.ip(), "wire client refused: too many connections from its address");
+                        conns.spawn(refuse(socket));
+                        continue;
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
@@ -109,9 +120,68 @@ async fn accept_loop(
             (broker.clone(), js.clone(), config.clone(), stop.subscribe());
         conns.spawn(async move {
             session::run(socket, broker, js, config, shutdown).await;
+            drop(ip_slot);
             drop(permit);
         });
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// Tells a client over its address's limit why, then closes it (bounded: a
+/// client that does not read cannot hold the task).
+async fn refuse(mut socket: TcpStream) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.write_all(b"-ERR 'maximum connections exceeded'\r\n"),
+    )
+    .await;
+}
+
+/// Open connections per client IP address.
+#[derive(Clone)]
+struct PerIp {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` at the limit.
+    fn take(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// One connection's place in its address's count; given back when dropped.
+struct IpSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }

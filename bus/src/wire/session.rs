@@ -160,7 +160,9 @@ impl ClientConn {
         self.close_with(match e {
             ParseError::ControlLineTooLong => "Maximum Control Line Exceeded",
             ParseError::PayloadTooLarge => "Maximum Payload Violation",
-            ParseError::UnknownOp | ParseError::Malformed(_) => "Unknown Protocol Operation",
+            ParseError::UnknownOp | ParseError::ServerOnly | ParseError::Malformed(_) => {
+                "Unknown Protocol Operation"
+            }
         })
     }
 
@@ -300,6 +302,12 @@ impl ClientConn {
             self.send(err_frame("Invalid Subject"));
             return Flow::Continue;
         }
+        // Auto-unsubscribed entries are already out of the broker: forget them here.
+        self.subs.retain(|_, e| !e.sink.done());
+        if self.subs.len() >= self.config.max_subscriptions && !self.subs.contains_key(sid) {
+            self.send(err_frame("Maximum Subscriptions Exceeded"));
+            return Flow::Continue;
+        }
         let headers = self.options.as_ref().is_some_and(|o| o.headers);
         let sink = Arc::new(SubSink {
             out: self.out.clone(),
@@ -316,8 +324,6 @@ impl ClientConn {
                 return Flow::Continue;
             }
         };
-        // Auto-unsubscribed entries are already out of the broker: forget them here.
-        self.subs.retain(|_, e| !e.sink.done());
         self.subs.insert(
             sid.to_string(),
             SubEntry {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::env::{Env, bind_addr, invalid, millis};
+use super::env::{Env, bind_addr, invalid, millis, positive};
 
 /// Which event bus carries the events (`BUS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,4 +88,33 @@ pub(super) fn broker_listen(env: &Env) -> Result<Option<String>, ConfigError> {
         Some(_) => bind_addr(env, "ORDERLY_BROKER_LISTEN", "127.0.0.1:4223").map(Some),
         None => Ok(None),
     }
+}
+
+/// What one client, one host and all clients together may take of
+/// `orderly broker`'s NATS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerLimits {
+    /// `ORDERLY_BROKER_MAX_CONNECTIONS` (1,024): clients at once.
+    pub max_connections: usize,
+    /// `ORDERLY_BROKER_MAX_CONNECTIONS_PER_IP` (64): clients at once from
+    /// one address.
+    pub max_connections_per_ip: usize,
+    /// `ORDERLY_BROKER_MAX_SUBSCRIPTIONS` (1,024): per connection.
+    pub max_subscriptions: usize,
+    /// `ORDERLY_BROKER_MAX_PENDING_BYTES` (64 MiB): output queued for one
+    /// client before it is cut off as a slow consumer.
+    pub max_pending_bytes: usize,
+}
+
+/// The `ORDERLY_BROKER_MAX_*` limits; each at least 1.
+pub(super) fn broker_limits(env: &Env) -> Result<BrokerLimits, ConfigError> {
+    let limit = |name: &str, default: u64| {
+        positive(env, name, default).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    Ok(BrokerLimits {
+        max_connections: limit("ORDERLY_BROKER_MAX_CONNECTIONS", 1024)?,
+        max_connections_per_ip: limit("ORDERLY_BROKER_MAX_CONNECTIONS_PER_IP", 64)?,
+        max_subscriptions: limit("ORDERLY_BROKER_MAX_SUBSCRIPTIONS", 1024)?,
+        max_pending_bytes: limit("ORDERLY_BROKER_MAX_PENDING_BYTES", 64 * 1024 * 1024)?,
+    })
 }

@@ -22,7 +22,7 @@ mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
-pub use bus::{BusKind, KafkaSettings};
+pub use bus::{BrokerLimits, BusKind, KafkaSettings};
 pub use cors::CorsOrigins;
 pub use env::{ConfigError, Env, Secret, redact_url};
 pub use http::HttpSettings;
@@ -48,6 +48,8 @@ pub struct Settings {
     /// protocol (`orderly broker` defaults to 127.0.0.1:4223; `orderly all`
     /// only listens when it is set).
     pub broker_listen: Option<String>,
+    /// `ORDERLY_BROKER_MAX_*`: what the broker's NATS listener lets clients take.
+    pub broker_limits: BrokerLimits,
     /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
     /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
     pub ops_bind: Option<String>,
@@ -71,6 +73,7 @@ impl Settings {
         let kafka = bus::kafka_settings(env, bus)?;
         let nats_url = bus::nats_url(env);
         let broker_listen = bus::broker_listen(env)?;
+        let broker_limits = bus::broker_limits(env)?;
         let ops_bind = ops::ops_bind(env)?;
         let jobs = queue::job_queue_settings(env)?;
         let http = http::http_settings(env)?;
@@ -83,6 +86,7 @@ impl Settings {
             kafka,
             nats_url,
             broker_listen,
+            broker_limits,
             ops_bind,
             auth,
             orders,

@@ -114,6 +114,46 @@ fn a_bad_value_names_the_variable() {
 }
 
 #[test]
+fn the_broker_limits_have_safe_defaults_and_refuse_zero() {
+    let s = Settings::from_env(&Env::default()).unwrap();
+    assert_eq!(
+        s.broker_limits,
+        BrokerLimits {
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_subscriptions: 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
+        }
+    );
+    let env = Env::from_pairs([
+        ("ORDERLY_BROKER_MAX_CONNECTIONS", "200"),
+        ("ORDERLY_BROKER_MAX_CONNECTIONS_PER_IP", "10"),
+        ("ORDERLY_BROKER_MAX_SUBSCRIPTIONS", "50"),
+        ("ORDERLY_BROKER_MAX_PENDING_BYTES", "1048576"),
+    ]);
+    let limits = Settings::from_env(&env).unwrap().broker_limits;
+    assert_eq!(
+        (
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            limits.max_subscriptions,
+            limits.max_pending_bytes
+        ),
+        (200, 10, 50, 1_048_576)
+    );
+    let err = Settings::from_env(&Env::from_pairs([(
+        "ORDERLY_BROKER_MAX_SUBSCRIPTIONS",
+        "0",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("ORDERLY_BROKER_MAX_SUBSCRIPTIONS="),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_ops_endpoint_is_off_unless_an_address_is_set() {
     let none = Settings::from_env(&Env::from_pairs([("ORDERLY_OPS_BIND", " ")])).unwrap();
     assert_eq!(none.ops_bind, None);
