@@ -71,10 +71,19 @@ async fn orders_in_flight_at_a_sigkill_are_all_paid_exactly_once_after_a_restart
     .unwrap();
     assert_eq!(transitions.len(), 50);
     assert!(transitions.iter().all(|(_, n)| *n == 1), "{transitions:?}");
-    let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    // The last PAID's `order_status_changed` row is relayed just after the
+    // order reads PAID, so the outbox is given a moment to drain.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let unsent = loop {
+        let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if unsent == 0 || std::time::Instant::now() > deadline {
+            break unsent;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(unsent, 0, "every event was published");
     eprintln!(
         "crash test: {paid_before} of 50 paid before the SIGKILL, all 50 paid once after the restart"

@@ -109,6 +109,17 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A retry's wait in the whole milliseconds the queue schedules by: rounded
+/// up, plus one for the millisecond Redis' `TIME` drops when the script reads
+/// it, so a job never runs before its drawn delay (a jittered delay can be a
+/// fraction of a millisecond, which truncating would turn into "at once").
+fn retry_delay_millis(d: Duration) -> u64 {
+    if d.is_zero() {
+        return 0;
+    }
+    millis(d.saturating_add(Duration::from_nanos(999_999))).saturating_add(1)
+}
+
 /// The keys of one queue, in the order every queue script takes them.
 struct QueueKeys {
     base: String,
@@ -399,7 +410,9 @@ impl JobQueue for RedisQueue {
         let k = self.keys(&job.queue)?;
         let (entry, token) = parse_receipt(job)?;
         let retry = self.inner.config.policy.after_failure(job.attempt);
-        let delay_ms: i64 = retry.map_or(-1, |d| i64::try_from(millis(d)).unwrap_or(i64::MAX));
+        let delay_ms: i64 = retry.map_or(-1, |d| {
+            i64::try_from(retry_delay_millis(d)).unwrap_or(i64::MAX)
+        });
         let outcome: i64 = Self::invocation(&self.inner.scripts.fail, &k)
             .arg(&job.id)
             .arg(entry)
@@ -540,5 +553,18 @@ impl JobQueue for RedisQueue {
                 .map_err(to_queue_error)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_delay_is_rounded_up_so_the_job_never_runs_early() {
+        assert_eq!(retry_delay_millis(Duration::ZERO), 0);
+        assert_eq!(retry_delay_millis(Duration::from_micros(268)), 2);
+        assert_eq!(retry_delay_millis(Duration::from_millis(5)), 6);
+        assert_eq!(retry_delay_millis(Duration::from_micros(5_001)), 7);
     }
 }
