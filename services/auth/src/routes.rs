@@ -6,7 +6,7 @@ mod session;
 mod token;
 
 use axum::Router;
-use orderly_http::routes::{RouteTable, Routes};
+use orderly_http::routes::{BearerAuth, RouteTable, Routes};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
@@ -80,25 +80,6 @@ pub(crate) struct ValidationErrorBody {
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
-
-/// Linking a Google account needs the account's access token.
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The routes that exist only with Google login configured.
 const GOOGLE_PATHS: [&str; 3] = [

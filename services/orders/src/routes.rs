@@ -16,7 +16,7 @@ use uuid::Uuid;
 use orderly_core::trace_context::{self, TraceContext};
 use orderly_http::error::header_pair;
 use orderly_http::extract::{Json, Path, Query};
-use orderly_http::routes::{RouteTable, Routes};
+use orderly_http::routes::{BearerAuth, RouteTable, Routes};
 use orderly_http::token::{CurrentUser, TokenVerifier};
 use orderly_http::{ApiError, FieldError};
 
@@ -312,24 +312,6 @@ async fn list_user_orders(
     Ok(axum::Json(
         state.service.list(&user, user_id, limit, offset).await?,
     ))
-}
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
 }
 
 #[derive(OpenApi)]
