@@ -18,6 +18,7 @@ pub(crate) mod stream;
 mod sublist;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -179,7 +180,12 @@ impl EmbeddedBroker {
         let dir = config.data_dir.as_ref().map(|d| d.join("broker"));
         if let (Some(data_dir), Some(dir)) = (config.data_dir.clone(), dir.clone()) {
             let (file, loaded) = tokio::task::spawn_blocking(move || {
-                fs::create_dir_all(&dir)?;
+                // Owner-only: the log holds every event, and the data directory
+                // is often created here first.
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)?;
                 let file = lock_data_dir(&data_dir, &dir)?;
                 let loaded = load_streams(&dir)?;
                 Ok::<_, BusError>((file, loaded))

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -282,7 +282,13 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyErro
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(write_error)?;
+        // Owner-only, like the databases beside it: the data directory is often
+        // created here first.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(write_error)?;
     }
     let mut file = OpenOptions::new()
         .write(true)
@@ -318,6 +324,21 @@ mod tests {
 
         let loaded = load_or_generate(&private, &public).await.unwrap();
         assert_eq!(loaded.public_pem, generated.public_pem);
+    }
+
+    #[tokio::test]
+    async fn directories_created_for_the_keys_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        load_or_generate(
+            &data.join("keys/private.pem"),
+            &data.join("keys/public.pem"),
+        )
+        .await
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("keys")), 0o700);
     }
 
     #[tokio::test]
