@@ -88,6 +88,7 @@ job "orderly-orders" {
         REDIS_URL={{ .redis_url }}
         KAFKA_BOOTSTRAP_SERVERS={{ .kafka_bootstrap_servers }}
         {{ end }}
+        {{ with nomadService "orderly-auth" }}{{ with index . 0 }}ORDERS_REVOKED_TOKENS_URL=http://{{ .Address }}:{{ .Port }}/auth/revoked-tokens{{ end }}{{ end }}
         EOT
       }
 

@@ -60,10 +60,11 @@ pub async fn run(role: Role, settings: Settings) -> Result<()> {
     } else {
         None
     };
+    let mut local_auth = None;
     if starts.auth {
         let app = orderly_auth::startup::build_with_http(&settings.auth, &settings.http).await?;
         let (addr, http) = (&settings.auth.bind, &settings.http);
-        serve::start_api("auth", addr, app, &shutdown, http, &mut tasks).await?;
+        local_auth = serve::start_api("auth", addr, app, &shutdown, http, &mut tasks).await?;
     }
     if let Some(messaging) = &messaging {
         let orders = if starts.order_service() {
@@ -78,6 +79,7 @@ pub async fn run(role: Role, settings: Settings) -> Result<()> {
                 parts,
                 messaging,
                 check_queue,
+                local_auth.as_deref(),
                 &shutdown,
                 &mut tasks,
             )

@@ -10,9 +10,9 @@ use tokio::task::JoinSet;
 
 use orderly_bus::{Backoff, Bus, BusError};
 use orderly_core::Shutdown;
-use orderly_core::config::Settings;
+use orderly_core::config::{REVOKED_TOKENS_PATH, RevokedTokensSource, Settings};
 use orderly_http::health::ReadinessCheck;
-use orderly_http::token::TokenVerifier;
+use orderly_http::token::{RevokedTokens, TokenVerifier};
 use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
 
@@ -30,12 +30,14 @@ const STREAM_RETRY_MAX: Duration = Duration::from_secs(10);
 const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// Starts the orders API and its background tasks. `check_queue`: the process
-/// also takes jobs, so `/ready` reports the job queue too.
+/// also takes jobs, so `/ready` reports the job queue too. `local_auth`: the
+/// URL of the auth service this process runs, if it runs one.
 pub async fn start(
     settings: &Settings,
     parts: &OrdersParts,
     messaging: &Messaging,
     check_queue: bool,
+    local_auth: Option<&str>,
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<()>>,
 ) -> Result<()> {
@@ -43,6 +45,7 @@ pub async fn start(
     ensure_events_stream(bus.clone(), shutdown.clone()).await?;
     let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(BusCheck(bus.clone()))];
     let verifier = verifier(settings, &mut checks, shutdown).await?;
+    refuse_revoked_tokens(settings, &verifier, local_auth, shutdown, tasks);
     if check_queue {
         checks.push(Arc::new(QueueCheck(messaging.jobs.queue.clone())));
     }
@@ -107,6 +110,38 @@ async fn verifier(
         "orders cannot verify tokens (is ORDERS_PUBLIC_KEY_PATH the auth service's public key?)",
     )?;
     Ok(Arc::new(verifier))
+}
+
+/// Polls auth's list of revoked access tokens in the background, when its
+/// address is known, and has the verifier refuse them.
+fn refuse_revoked_tokens(
+    settings: &Settings,
+    verifier: &TokenVerifier,
+    local_auth: Option<&str>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<()>>,
+) {
+    let Some(url) = settings.orders.revoked_tokens_url(local_auth) else {
+        if settings.orders.revoked_tokens == RevokedTokensSource::Off {
+            tracing::info!(
+                "ORDERS_REVOKED_TOKENS_URL=off: revoked access tokens work until they expire"
+            );
+            return;
+        }
+        tracing::warn!(
+            "revoked access tokens are accepted until they expire: set \
+             ORDERS_REVOKED_TOKENS_URL to auth's {REVOKED_TOKENS_PATH} (or off to silence this)"
+        );
+        return;
+    };
+    let revoked = Arc::new(RevokedTokens::new());
+    verifier.refuse_revoked(revoked.clone());
+    let (every, stop) = (settings.orders.revoked_tokens_poll, shutdown.clone());
+    tracing::info!(%url, every_s = every.as_secs(), "access tokens revoked by auth are refused");
+    tasks.spawn(async move {
+        revoked.poll(&url, every, stop).await;
+        Ok(())
+    });
 }
 
 /// Creates the events stream. A broker that cannot be reached does not stop

@@ -10,17 +10,17 @@ use orderly_http::server as http;
 
 /// `http://HOST:PORT` of the listener, with 127.0.0.1 for "any address".
 fn local_url(listener: &TcpListener) -> Option<String> {
-    let addr = listener.local_addr().ok()?;
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
-    };
-    Some(format!("http://{host}:{}", addr.port()))
+    let mut addr = listener.local_addr().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    // SocketAddr's Display puts an IPv6 address in brackets, as a URL needs.
+    Some(format!("http://{addr}"))
 }
 
 /// Binds `addr` (the error names `service` and the address), prints where
-/// `service` answers, and serves `app` as one of `tasks`.
+/// `service` answers, and serves `app` as one of `tasks`. Returns the URL the
+/// service answers at from this machine.
 pub async fn start_api(
     service: &'static str,
     addr: &str,
@@ -28,11 +28,12 @@ pub async fn start_api(
     shutdown: &Shutdown,
     settings: &HttpSettings,
     tasks: &mut JoinSet<Result<()>>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let listener = http::bind(addr, service).await?;
     announce_api(service, &listener);
+    let url = local_url(&listener);
     tasks.spawn(serve(listener, app, shutdown.clone(), settings.clone()));
-    Ok(())
+    Ok(url)
 }
 
 /// Logs and prints `  auth: http://…  (docs: http://…/docs)`.

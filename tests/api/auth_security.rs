@@ -295,3 +295,75 @@ async fn registrations_from_one_address_are_limited() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
+
+/// Polls until orders answers a create with `status` for this token; auth's
+/// revocations reach orders within its poll interval (1 s here).
+async fn orders_answers_eventually(app: &TestApp, token: &str, status: u16) -> bool {
+    for _ in 0..100 {
+        if orders_status(app, token).await == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_logout_or_a_lowered_role_revokes_access_tokens_already_issued() {
+    let app = spawn_app_with(&[("ORDERS_REVOKED_TOKENS_POLL_SECONDS", "1")]).await;
+    app.user("leaver@example.com").await;
+    let session = login(&app, "leaver@example.com").await;
+    let other_session = login(&app, "leaver@example.com").await;
+    let token = session["access_token"].as_str().unwrap();
+    let other = other_session["access_token"].as_str().unwrap();
+    assert_eq!(orders_status(&app, token).await, 200);
+
+    let logout = app
+        .http
+        .post(format!("{}/auth/logout", app.auth_url))
+        .json(&json!({"refresh_token": session["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert!(
+        orders_answers_eventually(&app, token, 401).await,
+        "the logged-out session's access token still works"
+    );
+    // The user's other session is not touched by that logout.
+    assert_eq!(orders_status(&app, other).await, 200);
+
+    // Losing the admin role revokes every access token the user holds.
+    let data_dir = app.data_dir.display().to_string();
+    let env = [("ORDERLY_DATA_DIR", data_dir.as_str())];
+    assert!(
+        orderly(&["user", "promote", "leaver@example.com"], &env)
+            .status
+            .success()
+    );
+    let admin = login(&app, "leaver@example.com").await;
+    let admin = admin["access_token"].as_str().unwrap();
+    assert_eq!(orders_status(&app, admin).await, 200);
+    assert!(
+        orderly(&["user", "demote", "leaver@example.com"], &env)
+            .status
+            .success()
+    );
+    assert!(
+        orders_answers_eventually(&app, admin, 401).await,
+        "a demoted admin's access token still works"
+    );
+    assert!(orders_answers_eventually(&app, other, 401).await);
+    let listed: Value = app
+        .http
+        .get(format!("{}/auth/revoked-tokens", app.auth_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The logged-out session's token, then the demotion's three: the token of
+    // the login `app.user` made, the other session's and the admin's.
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 4, "{listed}");
+}

@@ -56,12 +56,32 @@ pub trait SessionStore: Send + Sync {
     /// The family of a stored token, whatever its state.
     async fn refresh_family(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
 
-    /// Revoke every token of the family (idempotent).
+    /// Revoke every token of the family, its access tokens included (idempotent).
     async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<(), StoreError>;
 
-    /// Revoke every refresh token of the user, all families (idempotent);
-    /// returns how many were still live.
+    /// Revoke every refresh and access token of the user, all families
+    /// (idempotent); returns how many refresh tokens were still live.
     async fn revoke_user_sessions(&self, user_id: i64, now: i64) -> Result<u64, StoreError>;
+
+    /// Remember an access token issued to the user (of a session's family, if
+    /// any), so that it can be revoked before it expires. Also forgets
+    /// access tokens that expired before `now`.
+    async fn record_access_token(
+        &self,
+        jti: &str,
+        user_id: i64,
+        family_id: Option<&str>,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The revoked access tokens that have not expired at `now`: (jti, exp),
+    /// at most `limit`, the latest revocations first.
+    async fn revoked_access_tokens(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
 
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError>;
 
@@ -147,9 +167,19 @@ impl Sessions {
     }
 
     async fn issue(&self, user: &User, family_id: &str) -> Result<TokenResponse, SessionError> {
-        let mut response = self.issuer.issue(user)?;
-        let token = new_token();
+        let issued = self.issuer.issue(user)?;
         let now = now();
+        self.store
+            .record_access_token(
+                &issued.jti,
+                user.id,
+                Some(family_id),
+                issued.expires_at,
+                now,
+            )
+            .await?;
+        let mut response = issued.response;
+        let token = new_token();
         let ttl = i64::try_from(self.refresh_ttl.as_secs()).unwrap_or(i64::MAX);
         let inserted = self
             .store

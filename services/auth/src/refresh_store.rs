@@ -96,17 +96,82 @@ impl SessionStore for SqlUserStore {
         .bind(family_id)
         .execute(self.db())
         .await?;
+        query(
+            "UPDATE access_tokens SET revoked_at = $1 \
+             WHERE family_id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(self.db())
+        .await?;
         Ok(())
     }
 
     async fn revoke_user_sessions(&self, user_id: i64, now: i64) -> Result<u64, StoreError> {
-        Ok(query(
+        let refresh = query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(user_id)
         .execute(self.db())
-        .await?)
+        .await?;
+        query(
+            "UPDATE access_tokens SET revoked_at = $1 \
+             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.db())
+        .await?;
+        Ok(refresh)
+    }
+
+    async fn record_access_token(
+        &self,
+        jti: &str,
+        user_id: i64,
+        family_id: Option<&str>,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        query(
+            "INSERT INTO access_tokens (jti, user_id, family_id, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(jti)
+        .bind(user_id)
+        .bind(family_id)
+        .bind(expires_at)
+        .execute(self.db())
+        .await?;
+        // Each issue removes a few expired rows, so the table holds about one
+        // access lifetime of logins whatever the traffic, with no sweeper.
+        query(
+            "DELETE FROM access_tokens WHERE jti IN \
+                 (SELECT jti FROM access_tokens WHERE expires_at < $1 LIMIT 16)",
+        )
+        .bind(now)
+        .execute(self.db())
+        .await?;
+        Ok(())
+    }
+
+    async fn revoked_access_tokens(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = query(
+            "SELECT jti, expires_at FROM access_tokens \
+             WHERE revoked_at IS NOT NULL AND expires_at > $1 \
+             ORDER BY revoked_at DESC LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.text("jti")?, row.int("expires_at")?)))
+            .collect()
     }
 
     async fn find_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {

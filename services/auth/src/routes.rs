@@ -25,6 +25,7 @@ fn routes() -> Routes<AuthState> {
         .post("/auth/refresh", session::refresh)
         .post("/auth/logout", session::logout)
         .get("/.well-known/jwks.json", session::jwks)
+        .get("/auth/revoked-tokens", session::revoked_tokens)
 }
 
 /// The auth routes only; wrap with `orderly_http::server::finish` to serve them
@@ -74,6 +75,7 @@ pub(crate) struct ValidationErrorBody {
         session::refresh,
         session::logout,
         session::jwks,
+        session::revoked_tokens,
     ),
     components(schemas(ErrorBody, ValidationItem, ValidationErrorBody)),
     tags((name = "auth", description = "Registration and sign-in")),

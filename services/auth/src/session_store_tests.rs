@@ -56,7 +56,54 @@ for_each_backend!(
     a_family_revoked_between_the_rotation_steps_gets_no_successor,
     rotations_racing_a_revocation_leave_no_live_token,
     revoking_a_users_sessions_revokes_every_family_of_that_user_only,
+    revoked_access_tokens_are_listed_until_they_expire,
 );
+
+async fn revoked_access_tokens_are_listed_until_they_expire(
+    users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+) {
+    let id = users.create_user("g@example.com", "h").await.unwrap();
+    let other = users.create_user("h@example.com", "h").await.unwrap();
+    for (jti, user, family, exp) in [
+        ("a1", id, Some("fa"), 1_000),
+        ("a2", id, Some("fa"), 500),
+        ("b1", id, Some("fb"), 1_000),
+        ("c1", other, None, 1_000),
+    ] {
+        sessions
+            .record_access_token(jti, user, family, exp, 100)
+            .await
+            .unwrap();
+    }
+    let listed = |now| {
+        let sessions = sessions.clone();
+        async move {
+            let mut jtis: Vec<String> = sessions
+                .revoked_access_tokens(now, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(jti, _)| jti)
+                .collect();
+            jtis.sort();
+            jtis
+        }
+    };
+    assert!(listed(200).await.is_empty());
+    // A logout revokes the family's access tokens, not the user's others.
+    sessions.revoke_refresh_family("fa", 200).await.unwrap();
+    assert_eq!(listed(300).await, ["a1", "a2"]);
+    // An expired one no longer needs listing.
+    assert_eq!(listed(600).await, ["a1"]);
+    // A lowered role revokes every access token of the user, and only theirs.
+    sessions.revoke_user_sessions(id, 650).await.unwrap();
+    assert_eq!(listed(700).await, ["a1", "b1"]);
+    assert_eq!(
+        sessions.revoked_access_tokens(700, 1).await.unwrap().len(),
+        1
+    );
+}
 
 async fn a_refresh_token_is_consumed_once_then_reported_as_replayed(
     users: Arc<dyn UserStore>,

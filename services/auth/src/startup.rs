@@ -46,9 +46,10 @@ pub async fn open_stores(
 
 /// Give the user with this e-mail a role (`orderly user promote|demote`).
 /// `Ok(None)`: no such user. The next login or refresh carries the new role.
-/// A change that takes the `admin` role away also revokes every refresh token
-/// of the user, so the old role cannot be renewed from an open session; access
-/// tokens already issued keep it until they expire.
+/// A change that takes the `admin` role away also revokes every refresh and
+/// access token of the user, so the old role can neither be renewed from an
+/// open session nor used by a token already issued (services that poll
+/// `GET /auth/revoked-tokens` refuse it within their poll interval).
 pub async fn set_role(
     settings: &AuthSettings,
     email: &str,
@@ -67,7 +68,7 @@ pub async fn set_role(
         tracing::info!(
             user_id = after.id,
             revoked,
-            "role lowered: refresh tokens revoked"
+            "role lowered: refresh and access tokens revoked"
         );
     }
     Ok(Some(after))

@@ -20,6 +20,17 @@ pub enum TokenError {
     Paseto(#[from] orderly_http::token::KeyError),
 }
 
+/// A freshly signed access token and what revoking it later needs.
+#[derive(Debug, Clone)]
+pub struct IssuedAccess {
+    /// What the client receives.
+    pub response: TokenResponse,
+    /// The token's `jti`.
+    pub jti: String,
+    /// Its `exp` (Unix seconds): after it, no revocation list needs to name it.
+    pub expires_at: i64,
+}
+
 /// The OAuth2 token response (compat: `access_token` and `token_type`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenResponse {
@@ -61,16 +72,18 @@ impl TokenIssuer {
         self
     }
 
-    pub fn issue(&self, user: &User) -> Result<TokenResponse, TokenError> {
+    pub fn issue(&self, user: &User) -> Result<IssuedAccess, TokenError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let ttl = self.ttl.as_secs();
+        let jti = uuid::Uuid::new_v4().to_string();
+        let expires_at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
         let claims = AccessClaims {
             sub: user.id.to_string(),
             email: user.email.clone(),
-            exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            exp: expires_at,
             iat: Some(now),
             nbf: Some(now),
-            jti: Some(uuid::Uuid::new_v4().to_string()),
+            jti: Some(jti.clone()),
             // Orders decides admin rights from this claim.
             role: Some(user.role.clone()),
             iss: self.claims.issuer.clone(),
@@ -84,11 +97,15 @@ impl TokenIssuer {
                 jsonwebtoken::encode(&header, &claims, &self.key)?
             }
         };
-        Ok(TokenResponse {
-            access_token,
-            token_type: "bearer",
-            expires_in: ttl,
-            refresh_token: None,
+        Ok(IssuedAccess {
+            response: TokenResponse {
+                access_token,
+                token_type: "bearer",
+                expires_in: ttl,
+                refresh_token: None,
+            },
+            jti,
+            expires_at,
         })
     }
 }

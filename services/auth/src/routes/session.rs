@@ -121,3 +121,48 @@ pub(crate) async fn jwks(State(state): State<AuthState>) -> Response {
     )
         .into_response()
 }
+
+/// At most this many entries in one revocation list: the latest revocations,
+/// which are the ones whose tokens live longest.
+const REVOKED_LIST_LIMIT: usize = 10_000;
+
+/// One revoked access token that has not expired yet.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct RevokedToken {
+    /// The token's `jti`.
+    jti: String,
+    /// The token's `exp` (Unix seconds); after it the entry is gone.
+    exp: i64,
+}
+
+/// The access tokens revoked before their expiry.
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct RevokedTokens {
+    revoked: Vec<RevokedToken>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/auth/revoked-tokens",
+    tag = "auth",
+    responses(
+        (status = 200, description = "Access tokens revoked before their expiry (by a logout, a reused refresh token or a lowered role), by `jti`; services that verify tokens poll it. A jti is a random id that names nothing else; entries vanish when their token expires",
+            body = RevokedTokens),
+    )
+)]
+pub(crate) async fn revoked_tokens(State(state): State<AuthState>) -> Result<Response, ApiError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let revoked = state
+        .sessions()
+        .store()
+        .revoked_access_tokens(now, REVOKED_LIST_LIMIT)
+        .await
+        .map_err(AuthError::from)?;
+    let body = RevokedTokens {
+        revoked: revoked
+            .into_iter()
+            .map(|(jti, exp)| RevokedToken { jti, exp })
+            .collect(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], JsonResponse(body)).into_response())
+}

@@ -27,7 +27,10 @@ pub use cors::CorsOrigins;
 pub use env::{ConfigError, Env, Secret, redact_url};
 pub use http::HttpSettings;
 pub use names::ENV_NAMES;
-pub use orders::{DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, StatusPolicy};
+pub use orders::{
+    DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, REVOKED_TOKENS_PATH, RevokedTokensSource,
+    StatusPolicy,
+};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
 pub use verifier::VerifierConfig;

@@ -55,7 +55,27 @@ pub struct OrdersSettings {
     pub jwks_min_refetch: Duration,
     /// `AUTH_ISSUER`/`AUTH_AUDIENCE`: required in tokens when set.
     pub verifier: VerifierConfig,
+    /// `ORDERS_REVOKED_TOKENS_URL`: where auth lists revoked access tokens.
+    pub revoked_tokens: RevokedTokensSource,
+    /// `ORDERS_REVOKED_TOKENS_POLL_SECONDS`: how often that list is fetched,
+    /// the longest a revoked token keeps working.
+    pub revoked_tokens_poll: Duration,
 }
+
+/// Where orders learns which access tokens auth revoked before their expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokedTokensSource {
+    /// Unset: the auth service of the same process, or the origin of
+    /// `ORDERS_JWKS_URL`; nothing when neither is known.
+    Auto,
+    /// `off`: revoked access tokens work until they expire.
+    Off,
+    /// An explicit `http(s)://…/auth/revoked-tokens`.
+    Url(String),
+}
+
+/// The path auth serves its revoked-token list on.
+pub const REVOKED_TOKENS_PATH: &str = "/auth/revoked-tokens";
 
 /// The orders section; the public key defaults to auth's.
 pub(super) fn orders_settings(
@@ -112,7 +132,41 @@ pub(super) fn orders_settings(
             DEFAULT_JWKS_MIN_REFETCH.as_secs(),
         )?),
         verifier: verifier_config(env),
+        revoked_tokens: revoked_tokens(env)?,
+        revoked_tokens_poll: Duration::from_secs(
+            env.parse::<u64>(&["ORDERS_REVOKED_TOKENS_POLL_SECONDS"], 5)?
+                .max(1),
+        ),
     })
+}
+
+/// `ORDERS_REVOKED_TOKENS_URL`: `off`, or an http(s) URL.
+fn revoked_tokens(env: &Env) -> Result<RevokedTokensSource, ConfigError> {
+    match env.get(&["ORDERS_REVOKED_TOKENS_URL"]) {
+        None => Ok(RevokedTokensSource::Auto),
+        Some((_, v)) if v == "off" => Ok(RevokedTokensSource::Off),
+        Some((name, value)) => match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(RevokedTokensSource::Url(value)),
+            _ => Err(invalid(&name, &value, "expected off or an http(s):// URL")),
+        },
+    }
+}
+
+impl OrdersSettings {
+    /// The revoked-token list to poll, given the URL of an auth service in
+    /// the same process (if any); `None`: revocations are not checked.
+    pub fn revoked_tokens_url(&self, local_auth: Option<&str>) -> Option<String> {
+        match &self.revoked_tokens {
+            RevokedTokensSource::Off => None,
+            RevokedTokensSource::Url(url) => Some(url.clone()),
+            RevokedTokensSource::Auto => local_auth
+                .map(|base| format!("{}{REVOKED_TOKENS_PATH}", base.trim_end_matches('/')))
+                .or_else(|| {
+                    let jwks = url::Url::parse(self.jwks_url.as_deref()?).ok()?;
+                    Some(jwks.join(REVOKED_TOKENS_PATH).ok()?.to_string())
+                }),
+        }
+    }
 }
 
 fn status_policy(env: &Env) -> Result<StatusPolicy, ConfigError> {

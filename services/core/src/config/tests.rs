@@ -408,3 +408,44 @@ fn rate_limits_parse() {
     );
     assert!("0/minute".parse::<RateLimit>().is_err());
 }
+
+#[test]
+fn the_revoked_token_list_is_found_from_the_local_auth_or_the_jwks_origin() {
+    let orders = |pairs: &[(&str, &str)]| {
+        Settings::from_env(&Env::from_pairs(pairs.iter().copied()))
+            .unwrap()
+            .orders
+    };
+    let auto = orders(&[]);
+    assert_eq!(auto.revoked_tokens_url(None), None);
+    assert_eq!(
+        auto.revoked_tokens_url(Some("http://127.0.0.1:8001"))
+            .as_deref(),
+        Some("http://127.0.0.1:8001/auth/revoked-tokens")
+    );
+    let jwks = orders(&[(
+        "ORDERS_JWKS_URL",
+        "https://auth.example/.well-known/jwks.json",
+    )]);
+    assert_eq!(
+        jwks.revoked_tokens_url(None).as_deref(),
+        Some("https://auth.example/auth/revoked-tokens")
+    );
+    let off = orders(&[("ORDERS_REVOKED_TOKENS_URL", "off")]);
+    assert_eq!(off.revoked_tokens_url(Some("http://127.0.0.1:8001")), None);
+    let explicit = orders(&[(
+        "ORDERS_REVOKED_TOKENS_URL",
+        "http://auth:8001/auth/revoked-tokens",
+    )]);
+    assert_eq!(
+        explicit.revoked_tokens_url(None).as_deref(),
+        Some("http://auth:8001/auth/revoked-tokens")
+    );
+    assert!(
+        Settings::from_env(&Env::from_pairs([(
+            "ORDERS_REVOKED_TOKENS_URL",
+            "auth:8001"
+        )]))
+        .is_err()
+    );
+}

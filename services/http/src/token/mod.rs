@@ -4,7 +4,7 @@
 //! or from the auth service's JWKS.
 //!
 //! One file per job: `rs256` keys, `jwks` refetching, the `cache` of
-//! verified tokens, `paseto` keys and signer, the `verifier` itself, and the
+//! verified tokens, `paseto` keys and signer, the `revoked` list, the `verifier` itself, and the
 //! `current_user` extractor.
 
 use jsonwebtoken::Algorithm;
@@ -14,6 +14,7 @@ mod cache;
 mod current_user;
 mod jwks;
 mod paseto;
+mod revoked;
 mod rs256;
 mod verifier;
 
@@ -21,6 +22,7 @@ pub use current_user::{BAD_CREDENTIALS, CurrentUser, NOT_AUTHENTICATED};
 pub use jwks::JWKS_MAX_AGE;
 pub use orderly_core::config::VerifierConfig;
 pub use paseto::{PASETO_PREFIX, PasetoKey, PasetoSigner};
+pub use revoked::{RevokedListError, RevokedTokens};
 pub use rs256::{VerifyingKey, jwk_set, keys_from_pem_text};
 pub use verifier::TokenVerifier;
 
@@ -103,6 +105,9 @@ pub enum VerifyError {
     /// The signature or a claim does not check out.
     #[error("the token was rejected: {0}")]
     Rejected(String),
+    /// Auth revoked the token before its expiry.
+    #[error("the token was revoked")]
+    Revoked,
 }
 
 /// `exp` and `nbf` against the clock, with `leeway` seconds of skew.

@@ -2,13 +2,14 @@
 //! (the signature, then `exp`/`nbf`, `iss` and `aud`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use jsonwebtoken::{Validation, decode, decode_header};
 
 use super::cache::VerifiedCache;
 use super::jwks::JwksSource;
 use super::paseto::paseto_by_kid;
+use super::revoked::RevokedTokens;
 use super::{
     ALGORITHM, AccessClaims, KeyError, LEEWAY_SECS, PASETO_PREFIX, PasetoKey, VerifierConfig,
     VerifyError, VerifyingKey, keys_from_pem_text,
@@ -22,6 +23,8 @@ pub struct TokenVerifier {
     pub(super) jwks: Option<JwksSource>,
     pub(super) validation: Validation,
     pub(super) verified: VerifiedCache,
+    /// Tokens auth revoked before their expiry; none when not set.
+    pub(super) revoked: OnceLock<Arc<RevokedTokens>>,
 }
 
 impl TokenVerifier {
@@ -33,7 +36,14 @@ impl TokenVerifier {
             jwks: None,
             validation: validation(config),
             verified: VerifiedCache::new(),
+            revoked: OnceLock::new(),
         }
+    }
+
+    /// From now on also refuse tokens whose `jti` is on this list (the first
+    /// list set stays).
+    pub fn refuse_revoked(&self, revoked: Arc<RevokedTokens>) {
+        let _ = self.revoked.set(revoked);
     }
 
     /// Every PEM public key in the file.
@@ -69,6 +79,18 @@ impl TokenVerifier {
 
     /// The claims of `token` when a trusted key signed it and it is valid now.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_unrevoked(token).await?;
+        let revoked = match (self.revoked.get(), &claims.jti) {
+            (Some(list), Some(jti)) => list.contains(jti),
+            _ => false,
+        };
+        if revoked {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    async fn verify_unrevoked(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         if let Some(claims) = self.verified.live(token, self.leeway()) {
             return Ok(claims);
         }
