@@ -41,7 +41,8 @@ pub async fn start(
 ) -> Result<()> {
     let bus = &messaging.bus;
     ensure_events_stream(bus.clone(), shutdown.clone()).await?;
-    let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(BusCheck(bus.clone()))];
+    let mut checks: Vec<Arc<dyn ReadinessCheck>> =
+        vec![Arc::new(BusCheck::behind_outbox(bus.clone()))];
     let verifier = verifier(settings, &mut checks, shutdown).await?;
     if check_queue {
         checks.push(Arc::new(QueueCheck(messaging.jobs.queue.clone())));
