@@ -78,6 +78,11 @@ impl Env {
         )
     }
 
+    /// Every variable's name, set or empty.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// The value of the first of `names` that is set and not empty.
     pub fn get(&self, names: &[&str]) -> Option<(String, String)> {
         debug_assert!(names.iter().all(|n| ENV_NAMES.contains(n)), "{names:?}");
