@@ -159,22 +159,6 @@ pub(super) fn positive(env: &Env, name: &str, default: u64) -> Result<u64, Confi
     Ok(value)
 }
 
-/// Comma-separated IP addresses.
-pub(super) fn ip_list(env: &Env, name: &str) -> Result<Vec<std::net::IpAddr>, ConfigError> {
-    let Some((name, value)) = env.get(&[name]) else {
-        return Ok(Vec::new());
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .map_err(|_| invalid(&name, &value, format!("{s:?} is not an IP address")))
-        })
-        .collect()
-}
-
 pub(super) fn millis(env: &Env, names: &[&str], default: u64) -> Result<Duration, ConfigError> {
     env.parse(names, default).map(Duration::from_millis)
 }
