@@ -17,6 +17,8 @@ const TOOLING_NAMES: &[&str] = &[
     "ORDERLY_CHAOS_SEED",
     "ORDERLY_AUTH_URL",
     "ORDERLY_ORDERS_URL",
+    "ORDERLY_WITH_TANSU",
+    "ORDERLY_CONFORMANCE_REPORT",
 ];
 
 /// A variable with one of [`OWN_PREFIXES`] that orderly does not read.
