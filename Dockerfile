@@ -36,11 +36,16 @@ COPY --from=builder /usr/local/bin/orderly /usr/local/bin/orderly
 # non-root user can write its data and `orderly keygen --dir /keys` its key pair.
 USER orderly:orderly
 WORKDIR /data
-ENV ORDERLY_DATA_DIR=/data
-EXPOSE 8000 8001
+# consumer and worker serve /health, /ready and /metrics here (auth, orders
+# and all serve them on their own ports and ignore it).
+ENV ORDERLY_DATA_DIR=/data \
+    ORDERLY_OPS_BIND=0.0.0.0:9090
+EXPOSE 8000 8001 9090
 # `orderly healthcheck` is a plain HTTP GET from the binary itself (the image has
-# no curl). Without arguments it checks what the default `all` role serves;
-# docker-compose.yml and the Nomad jobs give every other role its own check.
+# no curl). Without arguments it probes what the container's role serves (its
+# command, PID 1), at the binds that role reads: AUTH_BIND for auth, ORDERS_BIND
+# for orders, both for all, ORDERLY_OPS_BIND for consumer and worker,
+# ORDERLY_BROKER_LISTEN for broker.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["orderly", "healthcheck"]
 ENTRYPOINT ["orderly"]

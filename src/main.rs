@@ -56,8 +56,13 @@ enum Command {
     /// Container health check: exit 0 when every target answers (no curl needed in the image)
     Healthcheck {
         /// http://HOST:PORT/PATH (must answer 200) or tcp://HOST:PORT (must accept);
-        /// default: the /health of auth (:8001) and orders (:8000) on 127.0.0.1
+        /// default: what the role serves, at the binds it reads (AUTH_BIND, ORDERS_BIND,
+        /// ORDERLY_OPS_BIND, ORDERLY_BROKER_LISTEN)
         targets: Vec<String>,
+        /// The role whose listeners to probe when no target is given; default: the
+        /// container's command (PID 1), else all
+        #[arg(long)]
+        role: Option<String>,
         /// Seconds each target may take
         #[arg(long, default_value_t = 3)]
         timeout: u64,
@@ -107,8 +112,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     let role = match command {
-        Command::Healthcheck { targets, timeout } => {
-            return cli::healthcheck::run(&targets, Duration::from_secs(timeout)).await;
+        Command::Healthcheck {
+            targets,
+            role,
+            timeout,
+        } => {
+            let timeout = Duration::from_secs(timeout);
+            return cli::healthcheck::run(&targets, role.as_deref(), timeout, wiring::settings)
+                .await;
         }
         Command::Keygen { dir, if_missing } => return cli::keygen::run(dir, if_missing).await,
         Command::Jobs { action } => return cli::jobs::run(&wiring::settings()?, &action).await,

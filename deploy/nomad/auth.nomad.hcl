@@ -43,6 +43,8 @@ job "orderly-auth" {
       name     = "orderly-auth"
       provider = "nomad"
       port     = "http"
+      # deploy/prometheus/nomad.yml scrapes every service tagged `metrics`.
+      tags     = ["metrics"]
 
       check {
         name     = "health"
@@ -63,6 +65,12 @@ job "orderly-auth" {
 
     task "auth" {
       driver = "docker"
+
+      # Deregister from service discovery first, so the load balancer stops
+      # sending requests, then SIGTERM: the server drains in-flight requests
+      # for at most 20 s, so the kill (default 5 s) comes after that.
+      shutdown_delay = "5s"
+      kill_timeout   = "25s"
 
       config {
         image = var.image
@@ -112,9 +120,13 @@ job "orderly-auth" {
         EOT
       }
 
+      # Password hashing runs one Argon2id hash (19 MiB) per core at once, and
+      # the cores it counts are the ones it may run on: reserving them bounds
+      # the hashing memory, which on a large host would outgrow any fixed limit.
+      # memory = 128 MiB baseline + 2 cores x 19 MiB, rounded up.
       resources {
-        cpu    = 500
-        memory = 256
+        cores  = 2
+        memory = 192
       }
     }
   }

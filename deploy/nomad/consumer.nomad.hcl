@@ -10,15 +10,14 @@ variable "image" {
 job "orderly-consumer" {
   type = "service"
 
-  # No HTTP port, so no service registration: an allocation is healthy when its
-  # task has kept running for min_healthy_time (a task that cannot reach the bus
-  # or the queue exits or keeps retrying, and the restart policy takes over).
+  # An allocation is healthy when the ops listener's /health and /ready pass
+  # (/ready: the bus and the job queue).
   update {
     max_parallel      = 1
     canary            = 1
     auto_promote      = true
     auto_revert       = true
-    health_check      = "task_states"
+    health_check      = "checks"
     min_healthy_time  = "30s"
     healthy_deadline  = "3m"
     progress_deadline = "10m"
@@ -26,6 +25,37 @@ job "orderly-consumer" {
 
   group "consumer" {
     count = 2
+
+    network {
+      port "ops" {
+        to = 9090
+      }
+    }
+
+    # /health, /ready and /metrics on the ops listener (ORDERLY_OPS_BIND).
+    service {
+      name     = "orderly-consumer-ops"
+      provider = "nomad"
+      port     = "ops"
+      # deploy/prometheus/nomad.yml scrapes every service tagged `metrics`.
+      tags     = ["metrics"]
+
+      check {
+        name     = "health"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "2s"
+      }
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/ready"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
 
     restart {
       attempts = 3
@@ -37,15 +67,20 @@ job "orderly-consumer" {
     task "consumer" {
       driver = "docker"
 
-      # Let a job in hand finish (the worker's payment takes 2 s).
-      kill_timeout = "30s"
+      # Deregister the ops service, then SIGTERM: the consumer finishes the
+      # event in hand and the ops listener drains for at most 20 s; the kill
+      # (default 5 s) comes after that.
+      shutdown_delay = "5s"
+      kill_timeout   = "25s"
 
       config {
         image = var.image
         args  = ["consumer"]
+        ports = ["ops"]
       }
 
       env {
+        ORDERLY_OPS_BIND = "0.0.0.0:9090"
         BUS       = "kafka"
         JOB_QUEUE = "redis"
         RUST_LOG  = "info"

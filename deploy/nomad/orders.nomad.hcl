@@ -41,6 +41,8 @@ job "orderly-orders" {
       name     = "orderly-orders"
       provider = "nomad"
       port     = "http"
+      # deploy/prometheus/nomad.yml scrapes every service tagged `metrics`.
+      tags     = ["metrics"]
 
       check {
         name     = "health"
@@ -50,8 +52,9 @@ job "orderly-orders" {
         timeout  = "2s"
       }
 
-      # /ready checks the database, Redis and the bus: a canary that cannot
-      # reach them never takes traffic.
+      # /ready checks the database and Redis: a canary that cannot reach them
+      # never takes traffic. The bus is reported but not required: the outbox
+      # keeps events while it is away (alert OrderlyOutboxLag).
       check {
         name     = "ready"
         type     = "http"
@@ -63,6 +66,12 @@ job "orderly-orders" {
 
     task "orders" {
       driver = "docker"
+
+      # Deregister from service discovery first, so the load balancer stops
+      # sending requests, then SIGTERM: the server drains in-flight requests
+      # for at most 20 s, so the kill (default 5 s) comes after that.
+      shutdown_delay = "5s"
+      kill_timeout   = "25s"
 
       config {
         image = var.image

@@ -1,6 +1,7 @@
 //! The readiness checks the wiring adds to a service's own: the ports the
 //! services do not open themselves (bus, job queue) and the JWKS the orders
-//! verifier fetches.
+//! verifier fetches. Orders is ready when its database is: the bus is
+//! reported but does not make it unready (see [`BusCheck`]).
 
 use std::sync::Arc;
 
@@ -33,7 +34,34 @@ impl ReadinessCheck for JwksCheck {
     }
 }
 
-pub struct BusCheck(pub Arc<dyn Bus>);
+/// The event bus. The consumer cannot work without it; orders can: its
+/// outbox keeps every event while the bus is away and the relay sends them
+/// once it is back, so taking orders out of the load balancer would turn a
+/// bus outage into an API outage. For orders a bus that does not answer is
+/// `"degraded: …"` with `/ready` at 200; the relay's lag
+/// (`outbox_oldest_unsent_seconds`) is a metric and an alert instead.
+pub struct BusCheck {
+    bus: Arc<dyn Bus>,
+    critical: bool,
+}
+
+impl BusCheck {
+    /// A bus the role cannot work without (the consumer).
+    pub fn required(bus: Arc<dyn Bus>) -> Self {
+        Self {
+            bus,
+            critical: true,
+        }
+    }
+
+    /// A bus the outbox stands in for while it is away (orders).
+    pub fn behind_outbox(bus: Arc<dyn Bus>) -> Self {
+        Self {
+            bus,
+            critical: false,
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl ReadinessCheck for BusCheck {
@@ -41,6 +69,9 @@ impl ReadinessCheck for BusCheck {
         "bus"
     }
     async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
+        self.bus.check().await.map_err(|e| e.to_string())
+    }
+    fn critical(&self) -> bool {
+        self.critical
     }
 }

@@ -29,7 +29,17 @@ pub fn settings() -> Result<Settings> {
         Err(e) if e.not_found() => {}
         Err(e) => return Err(e).context("cannot read .env"),
     }
-    Ok(Settings::from_env(&Env::from_process())?)
+    let env = Env::from_process();
+    for unknown in orderly_core::config::unknown_variables(&env) {
+        tracing::warn!(
+            variable = %unknown.name,
+            closest = unknown.closest,
+            "{} is not a variable orderly reads (ignored); did you mean {}?",
+            unknown.name,
+            unknown.closest
+        );
+    }
+    Ok(Settings::from_env(&env)?)
 }
 
 /// `orderly migrate`: both databases' migrations, then exit.

@@ -26,7 +26,7 @@ pub fn checks(
 ) -> Vec<Arc<dyn ReadinessCheck>> {
     let mut checks: Vec<Arc<dyn ReadinessCheck>> = Vec::new();
     if starts.consumer {
-        checks.push(Arc::new(BusCheck(bus.clone())));
+        checks.push(Arc::new(BusCheck::required(bus.clone())));
     }
     if let (true, Some(parts)) = (starts.worker, orders) {
         // The worker changes orders (database, shared cache); it never

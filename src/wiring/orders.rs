@@ -43,7 +43,8 @@ pub async fn start(
 ) -> Result<()> {
     let bus = &messaging.bus;
     ensure_events_stream(bus.clone(), shutdown.clone()).await?;
-    let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(BusCheck(bus.clone()))];
+    let mut checks: Vec<Arc<dyn ReadinessCheck>> =
+        vec![Arc::new(BusCheck::behind_outbox(bus.clone()))];
     let verifier = verifier(settings, &mut checks, shutdown).await?;
     refuse_revoked_tokens(settings, &verifier, local_auth, shutdown, tasks);
     if check_queue {

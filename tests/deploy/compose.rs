@@ -65,6 +65,28 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 pub const ORDERLY_IMAGE: &str = "orderly:latest";
 
+/// Secrets compose must not invent a value for: every use is `${NAME:?…}`.
+pub const REQUIRED_SECRETS: &[&str] = &["POSTGRES_AUTH_PASSWORD", "POSTGRES_ORDERS_PASSWORD"];
+
+/// `${NAME…}` uses of `name` in `text` that do not fail when it is unset.
+fn lenient_uses(text: &str, name: &str) -> usize {
+    let open = format!("${{{name}");
+    text.match_indices(&open)
+        .filter(|(i, _)| !text[i + open.len()..].starts_with(":?"))
+        .count()
+}
+
+/// A rotated json-file log: `max-size` and `max-file` set.
+fn rotated_logging(svc: &Value) -> bool {
+    let Some(logging) = svc.get("logging") else {
+        return false;
+    };
+    let driver = logging.get("driver").and_then(Value::as_str);
+    let options = logging.get("options");
+    let set = |k: &str| options.and_then(|o| o.get(k)).is_some_and(|v| !v.is_null());
+    driver.is_none_or(|d| d == "json-file" || d == "local") && set("max-size") && set("max-file")
+}
+
 /// A service running the orderly image: its role is its command's first word.
 fn role(svc: &Value) -> Option<String> {
     let image = svc.get("image").and_then(Value::as_str)?;
@@ -104,6 +126,15 @@ pub fn check(text: &str, ctx: &Ctx) -> Vec<String> {
     let mut f = schema_findings(&doc);
     let services = services(&doc);
 
+    for name in REQUIRED_SECRETS {
+        let n = lenient_uses(text, name);
+        if n > 0 {
+            f.push(format!(
+                "{n} use(s) of ${{{name}}} without `:?`: a missing secret must stop compose, not default"
+            ));
+        }
+    }
+
     for name in interpolated_names(text) {
         if !ctx.env_names.contains(&name) && !name.starts_with("COMPOSE_") {
             f.push(format!("${{{name}}} is not a variable the binary reads"));
@@ -116,6 +147,11 @@ pub fn check(text: &str, ctx: &Ctx) -> Vec<String> {
         if profiles.is_empty() {
             f.push(format!(
                 "{name}: no profile (it would start in every setup)"
+            ));
+        }
+        if !rotated_logging(svc) {
+            f.push(format!(
+                "{name}: no log rotation (logging: json-file with max-size and max-file)"
             ));
         }
         let health = svc.get("healthcheck");
@@ -188,14 +224,20 @@ pub fn check(text: &str, ctx: &Ctx) -> Vec<String> {
             }
             reached.insert(key.clone());
         }
-        let orderly_check = test
-            .iter()
-            .take(3)
-            .eq(["CMD", "orderly", "healthcheck"].iter());
-        if !one_shot(svc) && !orderly_check {
+        // The check probes what the role binds, from the same environment.
+        let role_check = ["CMD", "orderly", "healthcheck", "--role", role.as_str()];
+        if !one_shot(svc) && !test.iter().eq(role_check.iter()) {
             f.push(format!(
-                "{name}: health check should be [CMD, orderly, healthcheck, …]"
+                "{name}: health check should be {role_check:?} (what the role binds)"
             ));
+        }
+        if matches!(role.as_str(), "consumer" | "worker") {
+            match env.get("ORDERLY_OPS_BIND").and_then(Value::as_str) {
+                Some(bind) if bind.starts_with("0.0.0.0:") => {}
+                _ => f.push(format!(
+                    "{name}: ORDERLY_OPS_BIND should be 0.0.0.0:PORT (health check and /metrics)"
+                )),
+            }
         }
         let serves: Vec<&str> = match role.as_str() {
             "all" => vec!["auth", "orders"],
@@ -217,10 +259,6 @@ pub fn check(text: &str, ctx: &Ctx) -> Vec<String> {
             }
             if !published.contains(&format!("{port}:{port}")) {
                 f.push(format!("{name}: should publish {port}:{port} (contract)"));
-            }
-            let url = format!("http://127.0.0.1:{port}/health");
-            if !test.contains(&url) {
-                f.push(format!("{name}: health check should GET {url}"));
             }
         }
     }
@@ -325,15 +363,40 @@ fn the_health_check_checks_can_fail() {
     assert_reported(&check(&bad, &ctx), &["redis", "no health check"]);
     let bad = mutate(
         &text,
-        "[\"CMD\", \"orderly\", \"healthcheck\", \"http://127.0.0.1:8001/health\"]",
-        "[\"CMD\", \"orderly\", \"healthcheck\", \"http://127.0.0.1:8011/health\"]",
+        "[\"CMD\", \"orderly\", \"healthcheck\", \"--role\", \"auth\"]",
+        "[\"CMD\", \"orderly\", \"healthcheck\", \"--role\", \"orders\"]",
     );
     assert_reported(
         &check(&bad, &ctx),
-        &[
-            "auth",
-            "health check should GET http://127.0.0.1:8001/health",
-        ],
+        &["auth", "health check should be", "\"--role\", \"auth\""],
+    );
+    let bad = mutate(&text, "  ORDERLY_OPS_BIND: 0.0.0.0:9090\n", "");
+    assert_reported(
+        &check(&bad, &ctx),
+        &["worker", "ORDERLY_OPS_BIND should be 0.0.0.0:PORT"],
+    );
+}
+
+#[test]
+fn the_log_rotation_and_secret_checks_can_fail() {
+    let ctx = Ctx::new();
+    let text = real();
+    let bad = mutate(&text, "    max-file: \"5\"\n", "");
+    assert_reported(&check(&bad, &ctx), &["auth", "no log rotation"]);
+    let bad = mutate(
+        &text,
+        "    image: redis:7-alpine\n    logging: *logging\n",
+        "    image: redis:7-alpine\n",
+    );
+    assert_reported(&check(&bad, &ctx), &["redis", "no log rotation"]);
+    let bad = mutate(
+        &text,
+        "${POSTGRES_ORDERS_PASSWORD:?",
+        "${POSTGRES_ORDERS_PASSWORD:-change-me}${POSTGRES_ORDERS_PASSWORD:?",
+    );
+    assert_reported(
+        &check(&bad, &ctx),
+        &["${POSTGRES_ORDERS_PASSWORD} without `:?`"],
     );
 }
 
@@ -349,8 +412,8 @@ fn the_port_checks_can_fail() {
     assert_reported(&check(&bad, &ctx), &["orders", "8000:8000"]);
     let bad = mutate(
         &text,
-        "  AUTH_BIND: 0.0.0.0:8001\n  ORDERS_BIND: 0.0.0.0:8000\n  POSTGRES_USER",
-        "  AUTH_BIND: 0.0.0.0:8002\n  ORDERS_BIND: 0.0.0.0:8000\n  POSTGRES_USER",
+        "  AUTH_BIND: 0.0.0.0:8001\n  ORDERS_BIND: 0.0.0.0:8000\n  # consumer and worker",
+        "  AUTH_BIND: 0.0.0.0:8002\n  ORDERS_BIND: 0.0.0.0:8000\n  # consumer and worker",
     );
     assert_reported(&check(&bad, &ctx), &["AUTH_BIND should be 0.0.0.0:8001"]);
 }
@@ -375,8 +438,8 @@ fn the_env_name_checks_can_fail() {
     );
     let bad = mutate(
         &text,
-        "${POSTGRES_AUTH_PASSWORD:-change-me-auth}",
-        "${POSTGRES_AUTH_PASWORD:-change-me-auth}",
+        "${POSTGRES_AUTH_PASSWORD:?",
+        "${POSTGRES_AUTH_PASWORD:?",
     );
     assert_reported(&check(&bad, &ctx), &["${POSTGRES_AUTH_PASWORD}"]);
 }
@@ -395,8 +458,8 @@ fn the_role_image_and_depends_on_checks_can_fail() {
     assert_reported(&check(&bad, &ctx), &["use the image orderly:latest"]);
     let bad = mutate(
         &text,
-        "      migrate:\n        condition: service_completed_successfully\n    healthcheck:\n      <<: *healthcheck\n      test: [\"CMD\", \"orderly\", \"healthcheck\", \"http://127.0.0.1:8001/health\"]",
-        "      migrate:\n        condition: service_healthy\n    healthcheck:\n      <<: *healthcheck\n      test: [\"CMD\", \"orderly\", \"healthcheck\", \"http://127.0.0.1:8001/health\"]",
+        "      migrate:\n        condition: service_completed_successfully\n    healthcheck:\n      <<: *healthcheck\n      test: [\"CMD\", \"orderly\", \"healthcheck\", \"--role\", \"auth\"]",
+        "      migrate:\n        condition: service_healthy\n    healthcheck:\n      <<: *healthcheck\n      test: [\"CMD\", \"orderly\", \"healthcheck\", \"--role\", \"auth\"]",
     );
     assert_reported(
         &check(&bad, &ctx),

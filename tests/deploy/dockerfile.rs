@@ -58,6 +58,34 @@ pub fn check(dockerfile: &str, ci_script: &str, cargo_toml: &str) -> Vec<String>
             f.push(format!("the Dockerfile lacks {what}"));
         }
     }
+    // One HEALTHCHECK for every role: no fixed targets, so `orderly
+    // healthcheck` probes what the container's role binds.
+    if let Some(check) = lines.iter().find(|l| l.starts_with("HEALTHCHECK "))
+        && (!check.ends_with("CMD [\"orderly\", \"healthcheck\"]"))
+    {
+        f.push(format!(
+            "the HEALTHCHECK should be CMD [\"orderly\", \"healthcheck\"] (role-aware), not {check:?}"
+        ));
+    }
+    let ops_port = lines
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix("ORDERLY_OPS_BIND=0.0.0.0:"));
+    match ops_port {
+        None => f.push(
+            "the image sets no ORDERLY_OPS_BIND=0.0.0.0:PORT (consumer and worker health checks)"
+                .into(),
+        ),
+        Some(port) => {
+            let exposed = lines
+                .iter()
+                .filter(|l| l.starts_with("EXPOSE "))
+                .any(|l| l.split_whitespace().any(|w| w == port));
+            if !exposed {
+                f.push(format!("the image does not EXPOSE the ops port {port}"));
+            }
+        }
+    }
     if lines
         .iter()
         .any(|l| l.starts_with("USER root") || l.starts_with("USER 0"))
@@ -113,6 +141,14 @@ fn the_dockerfile_check_can_fail() {
     assert_reported(&check(&bad, &ci, &toml), &["root"]);
     let bad = mutate(&docker, "HEALTHCHECK ", "# HEALTHCHECK ");
     assert_reported(&check(&bad, &ci, &toml), &["HEALTHCHECK"]);
+    let bad = mutate(
+        &docker,
+        "CMD [\"orderly\", \"healthcheck\"]",
+        "CMD [\"orderly\", \"healthcheck\", \"http://127.0.0.1:8000/health\"]",
+    );
+    assert_reported(&check(&bad, &ci, &toml), &["role-aware"]);
+    let bad = mutate(&docker, "EXPOSE 8000 8001 9090", "EXPOSE 8000 8001");
+    assert_reported(&check(&bad, &ci, &toml), &["EXPOSE the ops port 9090"]);
     let bad = mutate(&docker, "ARG RUST_VERSION=", "ARG RUST_VERSION=1.70 #");
     assert_reported(
         &check(&bad, &ci, &toml),

@@ -38,6 +38,18 @@ pub fn check(text: &str, ctx: &Ctx, profiles: &BTreeSet<String>) -> Vec<String> 
             ));
         }
     }
+    // `cargo run` reads .env too: a live line would switch it off the
+    // embedded defaults without a word. Only compose's own may be set.
+    for line in text.lines().map(str::trim) {
+        if let Some((name, _)) = line.split_once('=')
+            && !line.starts_with('#')
+            && !name.starts_with("COMPOSE_")
+        {
+            f.push(format!(
+                "{name} is set, not commented out: a copied .env would change what `cargo run` uses"
+            ));
+        }
+    }
     for line in text.lines().filter(|l| l.starts_with("COMPOSE_PROFILES=")) {
         for p in line["COMPOSE_PROFILES=".len()..].split(',') {
             if !profiles.contains(p.trim()) {
@@ -70,6 +82,15 @@ fn the_env_example_check_can_fail() {
     assert_reported(
         &findings,
         &["WORKER_CONCURRENCY is read by the binary but missing"],
+    );
+    let bad = mutate(
+        &text,
+        "# POSTGRES_AUTH_PASSWORD=change-me-auth",
+        "POSTGRES_AUTH_PASSWORD=change-me-auth",
+    );
+    assert_reported(
+        &check(&bad, &ctx, &profiles()),
+        &["POSTGRES_AUTH_PASSWORD is set, not commented out"],
     );
     let bad = mutate(&text, "COMPOSE_PROFILES=kafka", "COMPOSE_PROFILES=kafak");
     assert_reported(&check(&bad, &ctx, &profiles()), &["kafak"]);

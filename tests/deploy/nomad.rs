@@ -1,8 +1,39 @@
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use hcl::{Block, Body, Expression};
 
 use crate::support::{Ctx, assert_reported, contract_port, mutate, read, root};
+
+/// How long an HTTP server drains in-flight requests after SIGTERM.
+const DRAIN: Duration = orderly_http::server::DRAIN_BOUND;
+/// The worker's default stop grace (`WORKER_STOP_GRACE`): how long it lets
+/// jobs in hand finish before handing the rest back to the queue.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(15);
+/// Time between the end of the drain and the kill, for the exit itself.
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+/// Nomad clients refuse a longer kill_timeout unless configured otherwise
+/// (`max_kill_timeout`, default 30 s).
+const MAX_KILL_TIMEOUT: Duration = Duration::from_secs(30);
+/// auth's memory besides password hashing (MiB).
+const AUTH_BASELINE_MIB: u64 = 128;
+
+/// A Nomad duration (`25s`, `1m`, `500ms`).
+fn duration(text: &str) -> Option<Duration> {
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    match &text[digits.len()..] {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+/// The roles that serve `/health`, `/ready` and `/metrics` on the ops listener.
+fn ops_role(role: &str) -> bool {
+    matches!(role, "consumer" | "worker")
+}
 
 /// An expression as the text it stands for: strings and templates as written,
 /// anything else (`var.image`) in HCL syntax.
@@ -100,6 +131,7 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
     };
     let job_name = label(job);
     let mut roles = Vec::new();
+    let mut registers_services = false;
     let update = blocks(job.body(), "update").next();
 
     for group in blocks(job.body(), "group") {
@@ -111,6 +143,7 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
             .flat_map(|n| blocks(n.body(), "port").map(|p| (label(p), attr(p.body(), "to"))))
             .collect();
         let services: Vec<&Block> = blocks(group.body(), "service").collect();
+        registers_services |= !services.is_empty();
         for s in &services {
             let checks: Vec<&Block> = blocks(s.body(), "check").collect();
             if checks.is_empty() {
@@ -140,10 +173,12 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
                 f.push(format!("{t}: no config"));
                 continue;
             };
-            match blocks(task.body(), "resources").next() {
+            let resources = blocks(task.body(), "resources").next();
+            match resources {
                 Some(r)
-                    if attr(r.body(), "cpu").is_some() && attr(r.body(), "memory").is_some() => {}
-                _ => f.push(format!("{t}: no cpu and memory resources")),
+                    if (attr(r.body(), "cpu").is_some() || attr(r.body(), "cores").is_some())
+                        && attr(r.body(), "memory").is_some() => {}
+                _ => f.push(format!("{t}: no cpu (or cores) and memory resources")),
             }
             let task_image = attr(config.body(), "image").unwrap_or_default();
             if task_image != "var.image" {
@@ -163,6 +198,19 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
                 f.push(format!("{t}: `{role}` is not a subcommand of orderly"));
             }
             roles.push(role.clone());
+            f.extend(stop_findings(&t, task.body(), &role, !services.is_empty()));
+            if role == "auth" {
+                f.extend(auth_memory_findings(&t, resources.map(Block::body)));
+            }
+            let untagged = services
+                .iter()
+                .filter(|s| !attr_list(s.body(), "tags").iter().any(|t| t == "metrics"))
+                .filter_map(|s| attr(s.body(), "name"));
+            for name in untagged {
+                f.push(format!(
+                    "{t}: service {name} lacks the tag `metrics` Prometheus scrapes by"
+                ));
+            }
 
             let mut env_names: Vec<(String, String)> = blocks(task.body(), "env")
                 .flat_map(|e| {
@@ -225,6 +273,39 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
                     }
                 }
             }
+            if ops_role(&role) {
+                let bind = env_names
+                    .iter()
+                    .find(|(k, _)| k == "ORDERLY_OPS_BIND")
+                    .map(|(_, v)| v.clone());
+                let port = bind.as_deref().and_then(|b| b.strip_prefix("0.0.0.0:"));
+                let mapped: Vec<&(String, Option<String>)> = ports
+                    .iter()
+                    .filter(|(_, to)| port.is_some() && to.as_deref() == port)
+                    .collect();
+                if port.is_none() {
+                    f.push(format!(
+                        "{t}: ORDERLY_OPS_BIND should be 0.0.0.0:PORT (its /metrics is scraped)"
+                    ));
+                } else if mapped.is_empty() {
+                    f.push(format!(
+                        "{t}: no network port maps to ORDERLY_OPS_BIND's {}",
+                        port.unwrap_or_default()
+                    ));
+                } else if !attr_list(config.body(), "ports")
+                    .iter()
+                    .any(|p| mapped.iter().any(|(l, _)| l == p))
+                {
+                    f.push(format!(
+                        "{t}: the docker config does not publish the ops port"
+                    ));
+                }
+                for path in ["/health", "/ready"] {
+                    if !http_paths.contains(path) {
+                        f.push(format!("{t}: no HTTP check on {path} of the ops listener"));
+                    }
+                }
+            }
         }
     }
     if !roles.is_empty() {
@@ -242,8 +323,11 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
                 if attr(b, "auto_revert").as_deref() != Some("true") {
                     f.push(format!("{file}: update without auto_revert"));
                 }
-                let http = roles.iter().any(|r| contract_port(r).is_some());
-                let want = if http { "checks" } else { "task_states" };
+                let want = if registers_services {
+                    "checks"
+                } else {
+                    "task_states"
+                };
                 if attr(b, "health_check").as_deref() != Some(want) {
                     f.push(format!("{file}: update should judge health by {want}"));
                 }
@@ -257,6 +341,63 @@ pub fn check(file: &str, src: &str, ctx: &Ctx, image: &str) -> (Vec<String>, Opt
             roles,
         }),
     )
+}
+
+/// A task's stop: the kill must come after the drain (and the worker's stop
+/// grace), within what a Nomad client allows; a task behind a service is
+/// deregistered before it is signalled.
+fn stop_findings(t: &str, task: &Body, role: &str, has_service: bool) -> Vec<String> {
+    let mut f = Vec::new();
+    let mut work = DRAIN;
+    if role == "worker" {
+        work = work.max(WORKER_STOP_GRACE);
+    }
+    let least = work + EXIT_MARGIN;
+    match attr(task, "kill_timeout").as_deref().map(duration) {
+        None => f.push(format!(
+            "{t}: no kill_timeout (Nomad's default 5 s is shorter than the {DRAIN:?} drain)"
+        )),
+        Some(None) => f.push(format!("{t}: kill_timeout is not a duration")),
+        Some(Some(d)) if d < least => f.push(format!(
+            "{t}: kill_timeout {d:?} is shorter than the {work:?} stop plus {EXIT_MARGIN:?}"
+        )),
+        Some(Some(d)) if d > MAX_KILL_TIMEOUT => f.push(format!(
+            "{t}: kill_timeout {d:?} is longer than a Nomad client's default max_kill_timeout {MAX_KILL_TIMEOUT:?}"
+        )),
+        Some(Some(_)) => {}
+    }
+    if has_service {
+        match attr(task, "shutdown_delay").as_deref().map(duration) {
+            Some(Some(d)) if !d.is_zero() => {}
+            _ => f.push(format!(
+                "{t}: no shutdown_delay (deregister before the signal, or requests still arrive)"
+            )),
+        }
+    }
+    f
+}
+
+/// auth hashes one password per core it may run on, each hash holding
+/// `MEMORY_KIB`: its cores must be reserved (`cores`, not `cpu`, whose
+/// share leaves every host core visible) and its memory must hold a hash on
+/// each of them besides the baseline.
+fn auth_memory_findings(t: &str, resources: Option<&Body>) -> Vec<String> {
+    let Some(r) = resources else {
+        return Vec::new();
+    };
+    let Some(cores) = attr(r, "cores").and_then(|c| c.parse::<u64>().ok()) else {
+        return vec![format!(
+            "{t}: reserve `cores`: with `cpu` auth runs a 19 MiB hash on every core of the host at once"
+        )];
+    };
+    let hash_mib = u64::from(orderly_auth::password::MEMORY_KIB).div_ceil(1024);
+    let need = AUTH_BASELINE_MIB + cores * hash_mib;
+    match attr(r, "memory").and_then(|m| m.parse::<u64>().ok()) {
+        Some(m) if m >= need => Vec::new(),
+        m => vec![format!(
+            "{t}: memory {m:?} MiB is less than {AUTH_BASELINE_MIB} + {cores} cores x {hash_mib} MiB = {need} MiB"
+        )],
+    }
 }
 
 /// Every job file checked, plus what the set of them must cover.
@@ -436,4 +577,101 @@ fn the_nomad_env_name_and_role_checks_can_fail() {
         &check_all(&bad, &ctx, IMAGE),
         &["reads the variable nomad/jobs/orderly-auth"],
     );
+}
+
+#[test]
+fn the_nomad_stop_and_memory_checks_can_fail() {
+    let ctx = Ctx::new();
+    let files = real_files();
+    let bad = with(
+        &files,
+        "deploy/nomad/orders.nomad.hcl",
+        "      kill_timeout   = \"25s\"\n",
+        "",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["orders", "no kill_timeout"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/worker.nomad.hcl",
+        "kill_timeout   = \"25s\"",
+        "kill_timeout   = \"10s\"",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["worker", "kill_timeout 10s is shorter"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/auth.nomad.hcl",
+        "      shutdown_delay = \"5s\"\n",
+        "",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["auth", "no shutdown_delay"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/auth.nomad.hcl",
+        "        memory = 192",
+        "        memory = 150",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["auth", "memory Some(150) MiB is less than"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/auth.nomad.hcl",
+        "        cores  = 2",
+        "        cpu    = 500",
+    );
+    assert_reported(&check_all(&bad, &ctx, IMAGE), &["auth", "reserve `cores`"]);
+}
+
+#[test]
+fn the_nomad_ops_listener_checks_can_fail() {
+    let ctx = Ctx::new();
+    let files = real_files();
+    let bad = with(
+        &files,
+        "deploy/nomad/worker.nomad.hcl",
+        "        ORDERLY_OPS_BIND = \"0.0.0.0:9090\"\n",
+        "",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["worker", "ORDERLY_OPS_BIND should be"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/consumer.nomad.hcl",
+        "        path     = \"/ready\"",
+        "        path     = \"/readyz\"",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["consumer", "no HTTP check on /ready of the ops listener"],
+    );
+    let bad = with(
+        &files,
+        "deploy/nomad/consumer.nomad.hcl",
+        "      tags     = [\"metrics\"]\n",
+        "",
+    );
+    assert_reported(
+        &check_all(&bad, &ctx, IMAGE),
+        &["orderly-consumer-ops lacks the tag `metrics`"],
+    );
+}
+
+#[test]
+fn durations_parse_as_nomad_writes_them() {
+    assert_eq!(duration("25s"), Some(Duration::from_secs(25)));
+    assert_eq!(duration("1m"), Some(Duration::from_secs(60)));
+    assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(duration("5"), None);
 }

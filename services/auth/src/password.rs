@@ -10,7 +10,8 @@ use rand::RngCore;
 use tokio::sync::Semaphore;
 
 /// Memory cost in KiB, iterations and parallelism (OWASP: m=19 MiB, t=2, p=1).
-const MEMORY_KIB: u32 = 19_456;
+/// Public so deployments can size memory to it (one hash per core at once).
+pub const MEMORY_KIB: u32 = 19_456;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
 

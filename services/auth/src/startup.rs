@@ -200,7 +200,7 @@ mod tests {
             refresh_token_ttl: Duration::from_secs(3600),
             login_limits: Default::default(),
             register_limit: "30/hour".parse().unwrap(),
-            trusted_proxies: Vec::new(),
+            trusted_proxies: Default::default(),
             token_format: Default::default(),
         };
         migrate(&settings).await.unwrap();

@@ -2,10 +2,10 @@
 //! published keys, the verifier of our own access tokens, and the login and
 //! registration throttles.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use orderly_core::config::TrustedProxies;
 use orderly_http::token::{PasetoKey, TokenVerifier, VerifyingKey};
 
 use crate::google::GoogleClient;
@@ -26,7 +26,7 @@ struct Inner {
     paseto_key: Option<PasetoKey>,
     throttle: Arc<dyn LoginThrottle>,
     registrations: AttemptCounter,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: TrustedProxies,
     verifier: Arc<TokenVerifier>,
 }
 
@@ -44,7 +44,7 @@ pub struct AuthParts {
     pub throttle: Arc<dyn LoginThrottle>,
     /// Registrations per client IP.
     pub registrations: AttemptCounter,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: TrustedProxies,
     /// Checks our own access tokens (linking a Google account needs a session).
     pub verifier: Arc<TokenVerifier>,
 }
@@ -97,7 +97,7 @@ impl AuthState {
         &self.0.registrations
     }
 
-    pub(crate) fn trusted_proxies(&self) -> &[IpAddr] {
+    pub(crate) fn trusted_proxies(&self) -> &TrustedProxies {
         &self.0.trusted_proxies
     }
 

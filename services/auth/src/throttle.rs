@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use moka::sync::Cache;
-use orderly_core::config::{LoginLimits, RateLimit};
+use orderly_core::config::{LoginLimits, RateLimit, TrustedProxies};
 
 /// Keys kept at most per counter: an attacker spraying addresses or e-mails
 /// evicts old windows instead of growing memory without bound.
@@ -129,7 +129,7 @@ impl LoginThrottle for MemoryLoginThrottle {
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-    trusted: &[IpAddr],
+    trusted: &TrustedProxies,
 ) -> Option<IpAddr> {
     peer.map(|peer| orderly_http::client_ip::client_ip(peer, headers, trusted))
 }
@@ -225,13 +225,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
         let proxy: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let trusted = ["10.0.0.1".parse().unwrap()];
+        let trusted: TrustedProxies = "10.0.0.1".parse().unwrap();
         assert_eq!(
             client_ip(Some(proxy), &headers, &trusted),
             Some("2.2.2.2".parse().unwrap())
         );
         assert_eq!(
-            client_ip(Some(proxy), &headers, &[]),
+            client_ip(Some(proxy), &headers, &TrustedProxies::default()),
             Some("10.0.0.1".parse().unwrap())
         );
         assert_eq!(client_ip(None, &headers, &trusted), None);

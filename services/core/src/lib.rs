@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod field_error;
+pub mod metric_catalog;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Logging: JSON lines by default (`LOG_FORMAT=text` for humans), filter from `RUST_LOG`.
+//! Logging: readable text when stderr is a terminal, JSON lines otherwise
+//! (`LOG_FORMAT=json|text` decides instead), filter from `RUST_LOG`.
 //!
 //! Lines go to stderr in batches: a line is appended to a shared buffer, and
 //! a thread of its own writes the buffer out at most [`FLUSH_EVERY`] after
@@ -8,7 +9,7 @@
 //! are out before it; a SIGKILL can lose at most the last [`FLUSH_EVERY`] of
 //! info lines. Dropping the [`LogGuard`] writes out the rest.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,10 +17,42 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The variables logging reads (the rest of the configuration's are in
-/// [`crate::config::ENV_NAMES`]); deployment files are checked against both.
+/// The variables logging reads (listed with the configuration's in
+/// [`crate::config::VARIABLES`]).
 pub const ENV_NAMES: &[&str] = &[EnvFilter::DEFAULT_ENV, LOG_FORMAT];
 const LOG_FORMAT: &str = "LOG_FORMAT";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Aligned, readable lines, for a person at a terminal.
+    Text,
+}
+
+/// The format `LOG_FORMAT` names; unset or empty, text for a terminal and
+/// JSON for anything else (a pipe, a file, a container's log driver). `Err`
+/// carries the default and what is wrong with the value.
+pub fn log_format(
+    value: Option<&str>,
+    stderr_is_terminal: bool,
+) -> Result<LogFormat, (LogFormat, String)> {
+    let default = if stderr_is_terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    };
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+        Some(v) if v.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
+        Some(v) => Err((
+            default,
+            format!("{LOG_FORMAT}={v:?} is not valid: expected json or text"),
+        )),
+    }
+}
 
 /// Longest time an info line waits in the buffer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -42,13 +75,20 @@ impl Drop for LogGuard {
 pub fn init(default_filter: &str) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let text = std::env::var(LOG_FORMAT).is_ok_and(|v| v.eq_ignore_ascii_case("text"));
+    let value = std::env::var(LOG_FORMAT).ok();
+    let terminal = std::io::stderr().is_terminal();
+    let (format, problem) = match log_format(value.as_deref(), terminal) {
+        Ok(format) => (format, None),
+        Err((format, problem)) => (format, Some(problem)),
+    };
     let batches = Batches::start(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(batches.clone());
+        .with_writer(batches.clone())
+        // Colour codes only where a terminal turns them into colour.
+        .with_ansi(terminal);
     // A second init (tests in one process) is harmless.
-    let _ = if text {
+    let _ = if format == LogFormat::Text {
         builder.try_init()
     } else {
         // The span list already holds the current span's fields: printing the
@@ -59,6 +99,10 @@ pub fn init(default_filter: &str) -> LogGuard {
             .with_current_span(false)
             .try_init()
     };
+    // Logging must start to say what is wrong with its own setting.
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}; logging as {format:?}");
+    }
     LogGuard { batches }
 }
 
@@ -235,6 +279,22 @@ mod tests {
             urgent: level <= Level::WARN,
         };
         writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn log_format_defaults_to_text_on_a_terminal_and_json_elsewhere() {
+        assert_eq!(log_format(None, true), Ok(LogFormat::Text));
+        assert_eq!(log_format(None, false), Ok(LogFormat::Json));
+        assert_eq!(log_format(Some(""), true), Ok(LogFormat::Text));
+    }
+
+    #[test]
+    fn log_format_from_the_environment_wins_over_the_terminal_guess() {
+        assert_eq!(log_format(Some("json"), true), Ok(LogFormat::Json));
+        assert_eq!(log_format(Some("TEXT"), false), Ok(LogFormat::Text));
+        let (fallback, why) = log_format(Some("xml"), false).unwrap_err();
+        assert_eq!(fallback, LogFormat::Json);
+        assert!(why.contains("LOG_FORMAT=\"xml\""), "{why}");
     }
 
     #[test]

@@ -10,9 +10,10 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Map, Value, json};
 
+use orderly_core::metric_catalog::{LATENCY_BUCKETS, METRICS, MetricKind};
 pub use orderly_core::readiness::ReadinessCheck;
 
-/// How often histogram samples are folded into their summaries.
+/// How often histogram samples are folded into their buckets.
 const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder (one per process, shared by all services in it).
@@ -20,14 +21,41 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
             spawn_upkeep(handle.clone(), METRICS_UPKEEP_EVERY);
             // Fails only if another recorder is installed; then ours renders nothing.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
+            }
             handle
         })
         .clone()
+}
+
+/// Histograms with buckets, which Prometheus can add up across instances
+/// (summaries' quantiles cannot be).
+fn prometheus_builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets(LATENCY_BUCKETS) {
+        Ok(builder) => builder,
+        // Only an empty list is refused; the constant is not empty.
+        Err(e) => {
+            tracing::warn!(error = %e, "histogram buckets refused; histograms are summaries");
+            PrometheusBuilder::new()
+        }
+    }
+}
+
+/// `# HELP` for every metric of the catalogue.
+fn describe_metrics() {
+    for m in METRICS {
+        match m.kind {
+            MetricKind::Counter => metrics::describe_counter!(m.name, m.help),
+            MetricKind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            MetricKind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
 }
 
 /// A recorder built without its exporter keeps every histogram sample until
@@ -134,12 +162,12 @@ mod tests {
         pages * 4096
     }
 
-    /// 16 M samples are 128 MB while they wait in the histogram's buckets;
-    /// with upkeep running they are folded into the summary as they come.
+    /// 16 M samples are 128 MB while they wait to be counted; with upkeep
+    /// running they are folded into the buckets as they come.
     #[test]
     fn histogram_samples_do_not_pile_up_unscraped() {
         use metrics::Recorder;
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = prometheus_builder().build_recorder();
         spawn_upkeep(recorder.handle(), std::time::Duration::from_millis(10));
         let key = metrics::Key::from_static_name("upkeep_test_seconds");
         let metadata = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
@@ -157,6 +185,32 @@ mod tests {
             "resident memory grew by {} MB over 16 M samples",
             grown >> 20
         );
+    }
+
+    #[test]
+    fn histograms_are_exported_with_buckets_and_described() {
+        use metrics::Recorder;
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        let key = metrics::Key::from_static_name("http_request_duration_seconds");
+        let metadata = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+        recorder.describe_histogram(
+            "http_request_duration_seconds".into(),
+            None,
+            "Time to answer".into(),
+        );
+        recorder.register_histogram(&key, &metadata).record(0.003);
+        let text = handle.render();
+        assert!(
+            text.contains("http_request_duration_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("http_request_duration_seconds_bucket{le=\"0.0025\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("quantile="), "a summary:\n{text}");
+        assert!(text.contains("# HELP http_request_duration_seconds Time to answer"));
     }
 
     struct Fixed {

@@ -1,6 +1,6 @@
 //! The orders REST API.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRef, Request, State};
@@ -13,6 +13,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
+use orderly_core::config::TrustedProxies;
 use orderly_core::trace_context::{self, TraceContext};
 use orderly_http::error::header_pair;
 use orderly_http::extract::{Json, Path, Query};
@@ -30,7 +31,7 @@ pub struct OrdersState {
     pub service: Arc<OrderService>,
     pub verifier: Arc<TokenVerifier>,
     pub limiter: Arc<dyn RateLimiter>,
-    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl FromRef<OrdersState> for Arc<TokenVerifier> {

@@ -69,7 +69,7 @@ pub fn settings(db_dir: &TempDir, google: Option<GoogleSettings>) -> AuthSetting
             limit: 1_000,
             window: Duration::from_secs(3600),
         },
-        trusted_proxies: Vec::new(),
+        trusted_proxies: Default::default(),
         token_format: Default::default(),
     }
 }

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::env::{Env, bind_addr, invalid, ip_list, positive};
+use super::env::{Env, bind_addr, invalid, positive};
+use super::proxies::{TrustedProxies, trusted_proxies};
 use super::stores::{PgParts, database_url};
 use super::verifier::verifier_config;
 use super::{ConfigError, RateLimit, Secret, VerifierConfig};
@@ -58,7 +59,7 @@ pub struct AuthSettings {
     /// 30/hour): each one costs an Argon2 hash and creates an account.
     pub register_limit: RateLimit,
     /// Peers whose `X-Forwarded-For` is believed when counting login failures per IP.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: TrustedProxies,
     /// What access tokens are issued as (`AUTH_TOKEN_FORMAT`).
     pub token_format: TokenFormat,
 }
@@ -155,7 +156,7 @@ pub(super) fn auth_settings(env: &Env, data_dir: &Path) -> Result<AuthSettings, 
                 window: Duration::from_secs(3600),
             },
         )?,
-        trusted_proxies: ip_list(env, "AUTH_TRUSTED_PROXIES")?,
+        trusted_proxies: trusted_proxies(env, "AUTH_TRUSTED_PROXIES")?,
     })
 }
 

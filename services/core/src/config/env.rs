@@ -78,6 +78,11 @@ impl Env {
         )
     }
 
+    /// Every variable's name, set or empty.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// The value of the first of `names` that is set and not empty.
     pub fn get(&self, names: &[&str]) -> Option<(String, String)> {
         debug_assert!(names.iter().all(|n| ENV_NAMES.contains(n)), "{names:?}");
@@ -152,22 +157,6 @@ pub(super) fn positive(env: &Env, name: &str, default: u64) -> Result<u64, Confi
         return Err(invalid(name, "0", "must be at least 1"));
     }
     Ok(value)
-}
-
-/// Comma-separated IP addresses.
-pub(super) fn ip_list(env: &Env, name: &str) -> Result<Vec<std::net::IpAddr>, ConfigError> {
-    let Some((name, value)) = env.get(&[name]) else {
-        return Ok(Vec::new());
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .map_err(|_| invalid(&name, &value, format!("{s:?} is not an IP address")))
-        })
-        .collect()
 }
 
 pub(super) fn millis(env: &Env, names: &[&str], default: u64) -> Result<Duration, ConfigError> {

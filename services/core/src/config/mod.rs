@@ -1,6 +1,7 @@
 //! Configuration from the environment (and an optional `.env`), with the old
-//! system's variable names. Every name read is in [`ENV_NAMES`], so deployment
-//! files can be checked against what the code actually reads.
+//! system's variable names. Every name read is in [`VARIABLES`], so deployment
+//! files and docs/configuration.md can be checked against what the code
+//! actually reads, and an unknown variable can be named at start.
 //!
 //! One module per section, each with its variables and the piece of
 //! [`Settings::from_env`] that reads them.
@@ -10,29 +11,35 @@ use std::path::PathBuf;
 mod auth;
 mod bus;
 mod cors;
+mod doc;
 mod env;
 mod http;
 mod names;
 mod ops;
 mod orders;
+mod proxies;
 mod queue;
 mod rate_limit;
 mod stores;
+mod unknown;
 mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
 pub use bus::{BrokerLimits, BusKind, KafkaSettings};
 pub use cors::CorsOrigins;
+pub use doc::{REGENERATE as REGENERATE_CONFIGURATION_DOC, configuration_markdown};
 pub use env::{ConfigError, Env, Secret, redact_url};
 pub use http::HttpSettings;
-pub use names::ENV_NAMES;
+pub use names::{ENV_NAMES, Section, VARIABLES, Variable};
 pub use orders::{
     DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, REVOKED_TOKENS_PATH, RevokedTokensSource,
     StatusPolicy,
 };
+pub use proxies::{IpRange, TrustedProxies};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
+pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 

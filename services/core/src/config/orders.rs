@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::env::{Env, bind_addr, invalid, ip_list};
+use super::env::{Env, bind_addr, invalid};
+use super::proxies::{TrustedProxies, trusted_proxies};
 use super::stores::{PgParts, database_url, redis_url, with_redis_db};
 use super::verifier::verifier_config;
 use super::{ConfigError, RateLimit, Secret, VerifierConfig};
@@ -36,7 +37,7 @@ pub struct OrdersSettings {
     /// Order creations allowed per client.
     pub rate_limit: RateLimit,
     /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: TrustedProxies,
     /// How long a cached order is served.
     pub cache_ttl: Duration,
     /// Who may set which status.
@@ -83,7 +84,7 @@ pub(super) fn orders_settings(
     data_dir: &Path,
     auth_public_key: &Path,
 ) -> Result<OrdersSettings, ConfigError> {
-    let trusted_proxies = ip_list(env, "ORDERS_TRUSTED_PROXIES")?;
+    let trusted_proxies = trusted_proxies(env, "ORDERS_TRUSTED_PROXIES")?;
     let status_policy = status_policy(env)?;
     // The more specific name wins: ORDERS_REDIS_URL lets orders use another
     // Redis than the job queue's REDIS_URL.
