@@ -54,12 +54,6 @@ use MetricKind::{Counter, Gauge, Histogram};
 /// Every metric orderly exports.
 pub const METRICS: &[Metric] = &[
     metric(
-        "token_revocations",
-        Gauge,
-        &[],
-        "Revoked, unexpired access tokens orders knows of (from auth's list)",
-    ),
-    metric(
         "token_revocation_poll_failures_total",
         Counter,
         &[],

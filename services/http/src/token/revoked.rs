@@ -104,7 +104,6 @@ impl RevokedTokens {
                         tracing::info!(url, "the revoked-token list can be fetched again");
                     }
                     failing = false;
-                    metrics::gauge!("token_revocations").set(self.len() as f64);
                 }
                 Err(error) => {
                     metrics::counter!("token_revocation_poll_failures_total").increment(1);
