@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use cli::events::EventsAction;
 use cli::jobs::JobsAction;
 use cli::user::UserAction;
 use wiring::Role;
@@ -72,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Dead-lettered events of the bus: list, replay, purge (docs/dead-letters.md)
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// User administration in the auth database
     User {
         #[command(subcommand)]
@@ -123,6 +129,9 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Keygen { dir, if_missing } => return cli::keygen::run(dir, if_missing).await,
         Command::Jobs { action } => return cli::jobs::run(&wiring::settings()?, &action).await,
+        Command::Events { action } => {
+            return cli::events::run(&wiring::settings()?, &action).await;
+        }
         Command::User { action } => return cli::user::run(&wiring::settings()?, &action).await,
         Command::Migrate => return wiring::migrate(&wiring::settings()?).await,
         Command::All => Role::All,

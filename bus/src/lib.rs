@@ -26,8 +26,8 @@ pub use error::{BusError, QueueError};
 pub use lease::{Lease, LocalLease};
 pub use message::{AckKind, Acker, Delivery, Headers, Message, Subscription};
 pub use ports::{
-    Bus, DeadJob, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats, RetryOutcome,
-    StreamConfig,
+    Bus, DeadJob, DeadLetter, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats,
+    RetryOutcome, StreamConfig,
 };
 pub use retry::RetryPolicy;
 

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::{
-    AckKind, Acker, Bus, BusError, DeadJob, Delivery, Features, GroupOptions, Job, JobQueue,
-    Message, NewJob, QueueError, QueueStats, RetryOutcome, StreamConfig, Subscription,
+    AckKind, Acker, Bus, BusError, DeadJob, DeadLetter, Delivery, Features, GroupOptions, Job,
+    JobQueue, Message, NewJob, QueueError, QueueStats, RetryOutcome, StreamConfig, Subscription,
 };
 
 /// A [`Bus`] that counts publishes, deliveries, redeliveries, acks and nacks.
@@ -136,6 +136,22 @@ impl Bus for MeteredBus {
 
     async fn check(&self) -> Result<(), BusError> {
         self.inner.check().await
+    }
+
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.dead_letters(stream, limit).await
+    }
+
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.inner.replay_dead(stream, id).await
+    }
+
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.inner.purge_dead(stream, id).await
     }
 
     async fn close(&self) {

@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -102,6 +102,28 @@ impl Default for GroupOptions {
     }
 }
 
+/// A message a durable group gave up on, as [`Bus::dead_letters`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Names it for [`Bus::replay_dead`] and [`Bus::purge_dead`]: opaque, made
+    /// of characters a shell passes unquoted, stable while it is dead.
+    pub id: String,
+    /// The group that gave up on it.
+    pub group: String,
+    /// The message as it was published: original subject, key, headers, payload.
+    pub message: Message,
+    /// Why it was given up on (`max deliveries reached`, a termination reason …).
+    pub reason: String,
+    /// Deliveries it got.
+    pub deliveries: u32,
+    /// When it was dead-lettered, if the adapter knows.
+    pub dead_at: Option<SystemTime>,
+}
+
+fn no_dead_letters() -> BusError {
+    BusError::Other("this bus adapter keeps no dead letters".into())
+}
+
 /// The event bus: publish to subjects, subscribe by fan-out or as a durable group.
 ///
 /// Contract every adapter keeps (the conformance kit checks it):
@@ -137,6 +159,31 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can serve now (for `/ready`).
     async fn check(&self) -> Result<(), BusError>;
+
+    /// Up to `limit` dead letters of the groups reading `stream`, oldest first.
+    /// A message goes there when a group used up its `max_deliveries` on it.
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        let _ = (stream, limit);
+        Err(no_dead_letters())
+    }
+
+    /// Gives dead letter `id` of `stream` back to its group as a fresh message
+    /// (delivery count from zero), then removes it from the dead letters.
+    /// `Ok(false)`: no such dead letter (already replayed or purged).
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        let _ = (stream, id);
+        Err(no_dead_letters())
+    }
+
+    /// Removes dead letter `id` of `stream` for good. `Ok(false)`: no such dead letter.
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        let _ = (stream, id);
+        Err(no_dead_letters())
+    }
 
     /// Flush and stop; later calls fail with [`BusError::Closed`].
     async fn close(&self);

@@ -102,7 +102,10 @@ mod memory {
 
     orderly_bus::bus_conformance!(
         Embedded::in_memory(),
-        BusCaps::new("embedded-memory", features(false)).wildcards(true)
+        BusCaps::new("embedded-memory", features(false))
+            .wildcards(true)
+            .exactly_once(true)
+            .dead_letters(true)
     );
 
     orderly_bus::queue_conformance!(Embedded::in_memory(), QueueCaps::new("embedded-memory"));
@@ -115,6 +118,8 @@ mod file {
         Embedded::on_disk(),
         BusCaps::new("embedded-file", features(true))
             .wildcards(true)
+            .exactly_once(true)
+            .dead_letters(true)
             .broker_restart(true)
     );
 

@@ -11,9 +11,10 @@ use orderly_bus::conformance::{
 };
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{
-    Bus, BusError, DeadJob, Features, GroupOptions, Job, JobQueue, Message, NewJob, QueueError,
-    QueueStats, RetryOutcome, RetryPolicy, StreamConfig, Subscription,
+    Bus, BusError, DeadJob, DeadLetter, Features, GroupOptions, Job, JobQueue, Message, NewJob,
+    QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig, Subscription,
 };
+use tokio::sync::mpsc;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -22,6 +23,16 @@ enum Fault {
     HalveAckWait,
     ForgetDedup,
     IgnoreExtend,
+    /// Groups redeliver without end: `max_deliveries` is ignored.
+    IgnoreMaxDeliveries,
+    /// Dead letters are made but never listed.
+    LoseDeadLetters,
+    /// A member that leaves keeps its deliveries until their ack wait runs out.
+    KeepLeftMembersDeliveries,
+    /// Every message is published twice (a retried publish without dedup).
+    PublishTwice,
+    /// Claims durability, but a restart comes back empty.
+    ForgetOnRestart,
 }
 
 struct FaultyBus {
@@ -32,8 +43,12 @@ struct FaultyBus {
 const DECLARED_MAX: usize = 64 * 1024;
 
 fn features() -> Features {
+    features_with(false)
+}
+
+fn features_with(durable: bool) -> Features {
     Features {
-        durable: false,
+        durable,
         ordered_per_key: true,
         consumer_groups: true,
         redelivery_delay: true,
@@ -45,7 +60,7 @@ fn features() -> Features {
 #[async_trait]
 impl Bus for FaultyBus {
     fn features(&self) -> Features {
-        features()
+        features_with(self.fault == Fault::ForgetOnRestart)
     }
 
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
@@ -61,6 +76,9 @@ impl Bus for FaultyBus {
                 size: message.payload.len(),
                 max: DECLARED_MAX,
             });
+        }
+        if self.fault == Fault::PublishTwice {
+            self.inner.publish(message.clone()).await?;
         }
         self.inner.publish(message).await
     }
@@ -78,16 +96,59 @@ impl Bus for FaultyBus {
         if self.fault == Fault::HalveAckWait {
             options.ack_wait /= 2;
         }
-        self.inner.subscribe_group(subject, group, options).await
+        if self.fault == Fault::IgnoreMaxDeliveries {
+            options.max_deliveries = u32::MAX;
+        }
+        let sub = self.inner.subscribe_group(subject, group, options).await?;
+        if self.fault == Fault::KeepLeftMembersDeliveries {
+            return Ok(never_leaves(sub));
+        }
+        Ok(sub)
     }
 
     async fn check(&self) -> Result<(), BusError> {
         self.inner.check().await
     }
 
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        if self.fault == Fault::LoseDeadLetters {
+            return Ok(Vec::new());
+        }
+        self.inner.dead_letters(stream, limit).await
+    }
+
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.inner.replay_dead(stream, id).await
+    }
+
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.inner.purge_dead(stream, id).await
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }
+}
+
+/// Hands `inner`'s deliveries on, but keeps `inner` (the member) open after
+/// the subscription is dropped, so it never gives back what it holds.
+fn never_leaves(mut inner: Subscription) -> Subscription {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(d) = inner.next().await {
+            if tx.send(d).await.is_err() {
+                break;
+            }
+        }
+        // Stays a member until the case's runtime ends.
+        std::future::pending::<()>().await;
+        drop(inner);
+    });
+    Subscription::new(rx, None)
 }
 
 struct FaultyQueue {
@@ -147,22 +208,25 @@ impl JobQueue for FaultyQueue {
 
 struct Factory {
     fault: Fault,
-    broker: tokio::sync::OnceCell<EmbeddedBroker>,
+    broker: tokio::sync::Mutex<Option<EmbeddedBroker>>,
 }
 
 impl Factory {
     fn new(fault: Fault) -> Self {
         Self {
             fault,
-            broker: tokio::sync::OnceCell::new(),
+            broker: tokio::sync::Mutex::new(None),
         }
     }
 
     async fn broker(&self) -> Result<EmbeddedBroker, BusError> {
-        self.broker
-            .get_or_try_init(|| EmbeddedBroker::open(BrokerConfig::default()))
-            .await
-            .cloned()
+        let mut slot = self.broker.lock().await;
+        if let Some(b) = slot.as_ref() {
+            return Ok(b.clone());
+        }
+        let b = EmbeddedBroker::open(BrokerConfig::default()).await?;
+        *slot = Some(b.clone());
+        Ok(b)
     }
 }
 
@@ -173,6 +237,16 @@ impl BusFactory for Factory {
             inner: self.broker().await?,
             fault: self.fault,
         }))
+    }
+
+    /// In memory: whatever the broker held is gone afterwards.
+    async fn restart_broker(&self) -> Result<(), BusError> {
+        let mut slot = self.broker.lock().await;
+        if let Some(old) = slot.take() {
+            old.close().await;
+        }
+        *slot = Some(EmbeddedBroker::open(BrokerConfig::default()).await?);
+        Ok(())
     }
 }
 
@@ -192,7 +266,16 @@ impl QueueFactory for Factory {
 }
 
 fn caps() -> BusCaps {
-    BusCaps::new("faulty", features())
+    BusCaps::new("faulty", features()).dead_letters(true)
+}
+
+/// Runs bus case `name` on a bus with `fault` and `caps`; returns why it failed.
+fn bus_case_fails<F, Fut>(name: &'static str, case: F, fault: Fault, caps: BusCaps) -> String
+where
+    F: FnOnce(Arc<conformance::BusCx>) -> Fut + std::panic::UnwindSafe,
+    Fut: std::future::Future<Output = Verdict> + Send + 'static,
+{
+    fails(move || conformance::run_bus_case(name, case, move || Factory::new(fault), caps))
 }
 
 /// The case's panic message; fails the test if the case passed.
@@ -291,4 +374,74 @@ fn a_skipped_case_says_why() {
         || Factory::new(Fault::StripHeaders),
         caps,
     );
+}
+
+#[test]
+fn a_bus_that_ignores_max_deliveries_fails_max_deliveries_ends_redelivery() {
+    let why = bus_case_fails(
+        "max_deliveries_ends_redelivery",
+        bus::max_deliveries_ends_redelivery,
+        Fault::IgnoreMaxDeliveries,
+        caps(),
+    );
+    assert!(why.contains("delivered a third time"), "{why}");
+}
+
+#[test]
+fn a_bus_that_loses_its_dead_letters_fails_max_deliveries_ends_redelivery() {
+    let why = bus_case_fails(
+        "max_deliveries_ends_redelivery",
+        bus::max_deliveries_ends_redelivery,
+        Fault::LoseDeadLetters,
+        caps(),
+    );
+    assert!(why.contains("not in the dead letters"), "{why}");
+}
+
+#[test]
+fn a_bus_whose_leaving_members_keep_their_deliveries_fails_close_with_deliveries_in_flight() {
+    let why = bus_case_fails(
+        "close_with_deliveries_in_flight",
+        bus::close_with_deliveries_in_flight,
+        Fault::KeepLeftMembersDeliveries,
+        caps(),
+    );
+    assert!(why.contains("missing"), "{why}");
+}
+
+#[test]
+fn a_bus_that_delivers_twice_fails_publish_subscribe_when_exactly_once() {
+    let why = bus_case_fails(
+        "publish_subscribe",
+        bus::publish_subscribe,
+        Fault::PublishTwice,
+        caps().exactly_once(true),
+    );
+    assert!(why.contains("duplicates"), "{why}");
+}
+
+fn forgetful_caps() -> BusCaps {
+    BusCaps::new("faulty", features_with(true)).broker_restart(true)
+}
+
+#[test]
+fn a_bus_that_forgets_on_restart_fails_durable_resume_after_restart() {
+    let why = bus_case_fails(
+        "durable_resume_after_restart",
+        bus::durable_resume_after_restart,
+        Fault::ForgetOnRestart,
+        forgetful_caps(),
+    );
+    assert!(why.contains("missing"), "{why}");
+}
+
+#[test]
+fn a_bus_that_forgets_on_restart_fails_broker_restart() {
+    let why = bus_case_fails(
+        "broker_restart",
+        bus::broker_restart,
+        Fault::ForgetOnRestart,
+        forgetful_caps(),
+    );
+    assert!(why.contains("missing"), "{why}");
 }

@@ -37,21 +37,44 @@ async fn open_transports(settings: &Settings) -> Result<(Arc<dyn Bus>, QueuePart
             let jobs = queue::open_queue(settings, Some(&broker)).await?;
             Ok((Arc::new(broker), jobs))
         }
-        BusKind::Kafka => {
-            // Only events go through Kafka.
+        // Only events go through Kafka or NATS (JetStream for the groups).
+        BusKind::Kafka | BusKind::Nats => {
             let jobs = queue::open_queue(settings, None).await?;
-            let bus = KafkaBus::new(kafka_config(&settings.kafka)).context("Kafka bus")?;
-            Ok((Arc::new(bus), jobs))
+            Ok((open_remote_bus(settings).await?, jobs))
         }
+    }
+}
+
+/// The bus alone, for `orderly events …`, which inspects it through the port.
+pub async fn open_bus_for_inspection(settings: &Settings) -> Result<Arc<dyn Bus>> {
+    match settings.bus {
+        BusKind::Embedded => {
+            let broker = queue::open_broker(settings).await.with_context(|| {
+                format!(
+                    "the embedded broker lives in the data directory {}; stop the orderly process using it (e.g. `orderly all`) first",
+                    settings.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(broker))
+        }
+        BusKind::Kafka | BusKind::Nats => open_remote_bus(settings).await,
+    }
+}
+
+async fn open_remote_bus(settings: &Settings) -> Result<Arc<dyn Bus>> {
+    match settings.bus {
+        BusKind::Kafka => {
+            let bus = KafkaBus::new(kafka_config(&settings.kafka)).context("Kafka bus")?;
+            Ok(Arc::new(bus))
+        }
+        BusKind::Embedded => anyhow::bail!("the embedded broker is opened in process"),
         BusKind::Nats => {
-            // Events go through NATS (JetStream for the groups).
-            let jobs = queue::open_queue(settings, None).await?;
             let mut config = NatsConfig::new(&settings.nats_url);
             config.client_name = "orderly".into();
             let bus = NatsBus::connect(config)
                 .await
                 .with_context(|| format!("NATS at {}", settings.nats_url))?;
-            Ok((Arc::new(bus), jobs))
+            Ok(Arc::new(bus))
         }
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::e2e::run_old_script;
 use crate::helpers::{one_item_order, spawn_app_with};
 
-fn kafka() -> Option<String> {
+pub(crate) fn kafka() -> Option<String> {
     match std::env::var("ORDERLY_TEST_KAFKA") {
         Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
         _ => orderly_testkit::missing(
@@ -25,7 +25,7 @@ fn kafka() -> Option<String> {
     }
 }
 
-fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("t{}-", uuid::Uuid::new_v4().simple())
 }
 

@@ -8,6 +8,7 @@ mod contract;
 mod crash;
 mod e2e;
 mod embedded_nats;
+mod events_cli;
 mod faults;
 mod helpers;
 mod hostile_input;

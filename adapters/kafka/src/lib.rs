@@ -25,6 +25,7 @@
 
 mod config;
 mod context;
+mod dead_letters;
 mod fanout;
 mod group;
 
@@ -43,7 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use orderly_bus::{
-    Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
+    Bus, BusError, DeadLetter, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
 };
 
 use crate::context::LogContext;
@@ -476,6 +477,25 @@ impl Bus for KafkaBus {
             return Err(BusError::Unavailable("Kafka reports no brokers".into()));
         }
         Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.ensure_open()?;
+        dead_letters::list(&self.inner, stream, limit).await
+    }
+
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.ensure_open()?;
+        dead_letters::replay(&self.inner, stream, id).await
+    }
+
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.ensure_open()?;
+        dead_letters::purge(&self.inner, stream, id).await
     }
 
     async fn close(&self) {

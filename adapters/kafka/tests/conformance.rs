@@ -53,6 +53,7 @@ fn caps() -> BusCaps {
     // Kafka has no subject wildcards; tansu's memory storage does not survive
     // a restart (broker faults are covered on the mock cluster instead).
     .wildcards(false)
+    .dead_letters(true)
     .broker_restart(false)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-use orderly_bus::{Bus, BusError, GroupOptions, Message, Subscription};
+use orderly_bus::{Bus, BusError, GroupOptions, Message, StreamConfig, Subscription};
 use orderly_kafka::{KafkaBus, KafkaConfig};
 
 use common::{next, text, unique};
@@ -253,4 +253,88 @@ async fn an_unreachable_cluster_shows_in_check_and_publish_without_blocking_star
         bus.publish(Message::new("t", "x")).await,
         Err(BusError::Closed)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_dead_letter_copy_fails_stays_uncommitted_and_comes_back() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let topic = unique("dlqfail");
+    let dlq = format!("{topic}.dlq");
+    mock.create_topic(&topic, 1, 1).expect("topic");
+    // The dead-letter topic cannot be looked up or created: every copy fails.
+    mock.topic_error(
+        &dlq,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+    )
+    .expect("topic error");
+    let group = unique("g");
+    let once = GroupOptions {
+        max_deliveries: 1,
+        ..opts()
+    };
+    let first =
+        KafkaBus::new(config(mock.bootstrap_servers(), Duration::from_secs(5))).expect("bus");
+    let mut sub = first
+        .subscribe_group(&topic, &group, once)
+        .await
+        .expect("subscribe");
+    for p in ["poison", "good"] {
+        first
+            .publish(Message::new(&topic, p))
+            .await
+            .expect("publish");
+    }
+    let poison = next(&mut sub, WAIT, "the poison message").await;
+    assert_eq!(text(&poison), "poison");
+    assert!(poison.nack(Duration::ZERO), "its only delivery failed");
+    let good = next(&mut sub, WAIT, "the message after it").await;
+    assert_eq!(text(&good), "good");
+    assert!(good.ack());
+    // Long enough for the failed copy and a commit round; the commit point
+    // must still be before the poison message.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        first
+            .dead_letters(&StreamConfig::new("s", &[&topic]), 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no copy reached the dead letters"
+    );
+    drop(sub);
+    first.close().await;
+
+    let second =
+        KafkaBus::new(config(mock.bootstrap_servers(), Duration::from_secs(5))).expect("bus");
+    let mut sub = second
+        .subscribe_group(&topic, &group, once)
+        .await
+        .expect("subscribe again");
+    let again = next(
+        &mut sub,
+        WAIT,
+        "the record whose dead-letter copy failed, delivered again",
+    )
+    .await;
+    assert_eq!(text(&again), "poison");
+    // The dead-letter topic works again: this time the copy lands there.
+    mock.topic_error(&dlq, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear the topic error");
+    assert!(again.nack(Duration::ZERO));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dead = second
+            .dead_letters(&StreamConfig::new("s", &[&topic]), 10)
+            .await
+            .expect("list");
+        if let Some(d) = dead.first() {
+            assert_eq!(d.message.payload, "poison");
+            assert_eq!(d.message.subject, topic);
+            assert_eq!(d.reason, "max deliveries reached");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copy never reached {dlq}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.close().await;
 }

@@ -294,3 +294,84 @@ async fn max_in_flight_bounds_unacked_deliveries_and_a_backlog_drains() {
     }
     bus.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_purged() {
+    let b = kafka_or_skip!();
+    let bus = KafkaBus::new(config(&b)).expect("bus");
+    let topic = unique("dead");
+    let stream = StreamConfig::new("dead", &[&topic]);
+    bus.ensure_stream(stream.clone())
+        .await
+        .expect("ensure_stream");
+    let group = unique("g");
+    let mut sub = bus
+        .subscribe_group(&topic, &group, opts(8, 1))
+        .await
+        .expect("subscribe");
+    for p in ["first", "second"] {
+        bus.publish(
+            Message::new(&topic, p)
+                .with_key(format!("order-{p}"))
+                .with_header(header::EVENT_ID, format!("e-{p}")),
+        )
+        .await
+        .expect("publish");
+        let d = next(&mut sub, WAIT, "a message to give up on").await;
+        assert_eq!(text(&d), p);
+        assert!(d.nack(Duration::ZERO));
+    }
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = bus.dead_letters(&stream, 10).await.expect("list");
+        if dead.len() == 2 {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "dead letters: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first = dead
+        .iter()
+        .find(|d| d.message.payload == "first")
+        .expect("first is dead");
+    assert_eq!(first.message.subject, topic);
+    assert_eq!(first.message.key.as_deref(), Some("order-first"));
+    assert_eq!(first.message.header(header::EVENT_ID), Some("e-first"));
+    assert_eq!(
+        first.message.headers.len(),
+        1,
+        "only the message's own headers"
+    );
+    assert_eq!(first.group, group);
+    assert_eq!(first.reason, "max deliveries reached");
+    assert_eq!(first.deliveries, 1);
+    assert!(first.dead_at.is_some());
+    assert_eq!(bus.dead_letters(&stream, 1).await.expect("list").len(), 1);
+
+    assert!(bus.replay_dead(&stream, &first.id).await.expect("replay"));
+    let back = next(&mut sub, WAIT, "the replayed message").await;
+    assert_eq!((text(&back).as_str(), back.attempt), ("first", 1));
+    assert_eq!(back.message.header(header::EVENT_ID), Some("e-first"));
+    assert!(back.ack());
+    assert!(
+        !bus.replay_dead(&stream, &first.id).await.expect("replay"),
+        "replayed already"
+    );
+
+    let second = dead
+        .iter()
+        .find(|d| d.message.payload == "second")
+        .expect("second is dead");
+    assert!(bus.purge_dead(&stream, &second.id).await.expect("purge"));
+    assert!(!bus.purge_dead(&stream, &second.id).await.expect("purge"));
+    assert!(
+        bus.dead_letters(&stream, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    // Another stream does not see them.
+    let other = StreamConfig::new("other", &[&unique("other")]);
+    assert!(bus.dead_letters(&other, 10).await.expect("list").is_empty());
+    bus.close().await;
+}

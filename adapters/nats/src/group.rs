@@ -3,8 +3,8 @@
 //! consumer's ack protocol (`+ACK`, `-NAK {"delay":…}`, `+TERM`, `+WPI`).
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
@@ -126,10 +126,15 @@ async fn pump(
     let handle = tokio::runtime::Handle::current();
     // Half the ack wait: the server hears "in progress" well before it gives up.
     let progress_every = (options.ack_wait / 2).max(Duration::from_millis(50));
+    // Deliveries handed to the member: when it leaves, those it has not
+    // settled go back to the group at once (the port's contract), not after
+    // the ack wait.
+    let mut handed: Vec<Weak<JsAcker>> = Vec::new();
     loop {
         let next = tokio::select! {
             _ = closed(&mut shutdown) => return,
             _ = tx.closed() => {
+                give_back_handed(&handed);
                 give_back_pulled(&client, &mut messages, options.max_in_flight.max(1)).await;
                 return;
             }
@@ -173,9 +178,12 @@ async fn pump(
                     if sent.is_err() {
                         // The member left: give the message back at once.
                         acker.give_back();
+                        give_back_handed(&handed);
                         give_back_pulled(&client, &mut messages, options.max_in_flight.max(1)).await;
                         return;
                     }
+                    handed.retain(|a| a.upgrade().is_some_and(|a| !a.settled.load(Ordering::Acquire)));
+                    handed.push(Arc::downgrade(&acker));
                     break;
                 }
                 _ = progress.tick() => acker.send(Bytes::from_static(b"+WPI")),
@@ -185,6 +193,13 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+/// The member left: every delivery it holds undecided goes back to the group.
+fn give_back_handed(handed: &[Weak<JsAcker>]) {
+    for acker in handed.iter().filter_map(Weak::upgrade) {
+        acker.give_back();
     }
 }
 

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod dead_letters;
 mod group;
 
 use std::collections::HashMap;
@@ -28,9 +29,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use orderly_bus::{
-    Bus, BusError, Delivery, Features, GroupOptions, Message, StreamConfig, Subscription, subject,
+    Bus, BusError, DeadLetter, Delivery, Features, GroupOptions, Message, StreamConfig,
+    Subscription, subject,
 };
 use tokio::sync::{mpsc, watch};
+
+pub use dead_letters::capture_stream as dead_letter_stream;
 
 /// The header that carries [`Message::key`].
 pub const KEY_HEADER: &str = "Orderly-Key";
@@ -229,8 +233,13 @@ fn to_header_map(message: &Message) -> Result<HeaderMap, BusError> {
 }
 
 pub(crate) fn from_nats(m: &async_nats::Message) -> Message {
-    let mut out = Message::new(m.subject.to_string(), m.payload.clone());
-    if let Some(headers) = &m.headers {
+    from_parts(m.subject.as_str(), m.headers.as_ref(), m.payload.clone())
+}
+
+/// A message from its NATS subject, headers and payload.
+pub(crate) fn from_parts(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Message {
+    let mut out = Message::new(subject.to_string(), payload);
+    if let Some(headers) = headers {
         for (name, values) in headers.iter() {
             let Some(value) = values.first() else {
                 continue;
@@ -315,6 +324,7 @@ impl Bus for NatsBus {
                 .await
                 .map_err(|e| BusError::Other(format!("stream {} update: {e}", config.name)))?;
         }
+        dead_letters::ensure_capture(&self.inner, &config).await;
         let mut cache = self.capture_cache();
         cache.retain(|_, (yes, _)| *yes);
         Ok(())
@@ -416,6 +426,28 @@ impl Bus for NatsBus {
             return Err(BusError::Unavailable(format!("JetStream: {body}")));
         }
         Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.ensure_open()?;
+        self.ensure_jetstream()?;
+        dead_letters::list(&self.inner, stream, limit).await
+    }
+
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.ensure_open()?;
+        self.ensure_jetstream()?;
+        dead_letters::replay(self, stream, id).await
+    }
+
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.ensure_open()?;
+        self.ensure_jetstream()?;
+        dead_letters::purge(&self.inner, stream, id).await
     }
 
     async fn close(&self) {

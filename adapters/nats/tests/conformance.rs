@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use orderly_bus::conformance::{BusCaps, BusFactory};
-use orderly_bus::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
+use orderly_bus::{
+    Bus, BusError, DeadLetter, Features, GroupOptions, Message, StreamConfig, Subscription,
+};
 use orderly_nats::{NatsBus, NatsConfig};
 
 const URL_ENV: &str = "ORDERLY_TEST_NATS_URL";
@@ -36,6 +38,7 @@ fn caps() -> BusCaps {
         },
     )
     .wildcards(true)
+    .dead_letters(true)
 }
 
 /// One case's clients; remembers their streams to delete them afterwards.
@@ -117,6 +120,7 @@ impl Bus for Tracked {
             let mut streams = self.streams.lock().unwrap();
             if !streams.contains(&config.name) {
                 streams.push(config.name.clone());
+                streams.push(orderly_nats::dead_letter_stream(&config.name));
             }
         }
         self.bus.ensure_stream(config).await
@@ -137,6 +141,19 @@ impl Bus for Tracked {
     }
     async fn check(&self) -> Result<(), BusError> {
         self.bus.check().await
+    }
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.bus.dead_letters(stream, limit).await
+    }
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.bus.replay_dead(stream, id).await
+    }
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.bus.purge_dead(stream, id).await
     }
     async fn close(&self) {
         self.bus.close().await

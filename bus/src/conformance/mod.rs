@@ -115,8 +115,11 @@ pub struct BusCaps {
     pub features: Features,
     /// `*` and `>` in subscription subjects.
     pub wildcards: bool,
-    /// Every message is delivered once to a group: duplicates fail the cases.
+    /// Every message is delivered once to a group while no delivery times out
+    /// and nothing restarts: duplicates fail the cases.
     pub exactly_once: bool,
+    /// [`Bus::dead_letters`] lists what a group gave up on, and replay gives it back.
+    pub dead_letters: bool,
     /// The factory implements [`BusFactory::restart_broker`].
     pub broker_restart: bool,
     /// Bus handles opened before a broker restart keep working after it
@@ -134,6 +137,7 @@ impl BusCaps {
             features,
             wildcards: false,
             exactly_once: false,
+            dead_letters: false,
             broker_restart: false,
             clients_survive_restart: false,
             time_scale: 1,
@@ -149,6 +153,12 @@ impl BusCaps {
     /// Sets [`BusCaps::exactly_once`].
     pub fn exactly_once(mut self, yes: bool) -> Self {
         self.exactly_once = yes;
+        self
+    }
+
+    /// Sets [`BusCaps::dead_letters`].
+    pub fn dead_letters(mut self, yes: bool) -> Self {
+        self.dead_letters = yes;
         self
     }
 

@@ -8,6 +8,7 @@
 //!   with `nullstore` and `filestore` behind it.
 //! - `queue`: the job queue on top of a `jobs` stream.
 
+mod dead_letters;
 mod fanout;
 mod filestore;
 mod nullstore;
@@ -33,7 +34,9 @@ use self::nullstore::NullStore;
 use self::store::StreamStore;
 use self::stream::{MemberGuard, Stream, StreamShared};
 use crate::subject;
-use crate::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
+use crate::{
+    Bus, BusError, DeadLetter, Features, GroupOptions, Message, StreamConfig, Subscription,
+};
 
 pub use self::queue::EmbeddedQueue;
 
@@ -341,16 +344,20 @@ impl EmbeddedBroker {
                 return Err(BusError::Closed);
             }
             let seq = s.append(message, dedup)?;
-            let dirty = match self.inner.config.sync {
-                SyncPolicy::Always => s.take_dirty(),
-                SyncPolicy::Interval(_) => None,
-            };
-            (seq, dirty)
+            (seq, self.dirty_if_always(&mut s))
         };
         if let Some(file) = dirty {
             sync_file(file).await?;
         }
         Ok(seq)
+    }
+
+    /// The log to fsync now, under [`SyncPolicy::Always`].
+    fn dirty_if_always(&self, stream: &mut stream::Stream) -> Option<Arc<File>> {
+        match self.inner.config.sync {
+            SyncPolicy::Always => stream.take_dirty(),
+            SyncPolicy::Interval(_) => None,
+        }
     }
 
     #[cfg(test)]
@@ -525,6 +532,22 @@ impl Bus for EmbeddedBroker {
             }
         }
         Ok(())
+    }
+
+    async fn dead_letters(
+        &self,
+        stream: &StreamConfig,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        self.list_dead(stream, limit)
+    }
+
+    async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.replay_dead_letter(stream, id).await
+    }
+
+    async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
+        self.purge_dead_letter(stream, id).await
     }
 
     async fn close(&self) {

@@ -22,6 +22,8 @@ const NOTE: u8 = 7;
 const DEAD: u8 = 8;
 const DEAD_REMOVED: u8 = 9;
 const SEEN: u8 = 10;
+/// A dead letter with its reason and time; `DEAD` (without them) is still read.
+const DEAD_WITH_REASON: u8 = 11;
 
 /// A message as a stream keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,10 @@ pub(crate) struct DeadLetter {
     pub stored: StoredMsg,
     pub deliveries: u32,
     pub notes: Vec<String>,
+    /// Why the group gave up (empty in logs written before it was kept).
+    pub reason: String,
+    /// Wall-clock milliseconds when it was dead-lettered (0: not known).
+    pub dead_at_ms: u64,
 }
 
 /// One entry of a stream log. Group records name the group by its index in the
@@ -160,9 +166,11 @@ impl Record {
                 put_str(out, text);
             }
             Record::Dead { group, letter } => {
-                out.push(DEAD);
+                out.push(DEAD_WITH_REASON);
                 put_u32(out, *group);
                 put_u32(out, letter.deliveries);
+                put_str(out, &letter.reason);
+                put_u64(out, letter.dead_at_ms);
                 put_u32(out, letter.notes.len() as u32);
                 for n in &letter.notes {
                     put_str(out, n);
@@ -223,9 +231,14 @@ impl Record {
                 seq: d.u64()?,
                 text: d.string()?,
             },
-            DEAD => {
+            kind @ (DEAD | DEAD_WITH_REASON) => {
                 let group = d.u32()?;
                 let deliveries = d.u32()?;
+                let (reason, dead_at_ms) = if kind == DEAD_WITH_REASON {
+                    (d.string()?, d.u64()?)
+                } else {
+                    (String::new(), 0)
+                };
                 let n = d.u32()?;
                 let mut notes = Vec::new();
                 for _ in 0..n {
@@ -238,6 +251,8 @@ impl Record {
                         stored,
                         deliveries,
                         notes,
+                        reason,
+                        dead_at_ms,
                     },
                 }
             }
@@ -405,6 +420,8 @@ mod tests {
                     stored: sample_msg(5),
                     deliveries: 3,
                     notes: vec!["a".into(), "b".into()],
+                    reason: "max deliveries reached".into(),
+                    dead_at_ms: 1_700_000_000_123,
                 },
             },
             Record::DeadRemoved { group: 1, seq: 5 },
@@ -427,6 +444,21 @@ mod tests {
             assert_eq!(crc, crc32fast::hash(body));
             assert_eq!(Record::decode_body(body), Some(rec));
         }
+    }
+
+    #[test]
+    fn a_dead_letter_written_without_a_reason_still_decodes() {
+        let mut body = vec![DEAD];
+        put_u32(&mut body, 1);
+        put_u32(&mut body, 3);
+        put_u32(&mut body, 0);
+        put_msg(&mut body, &sample_msg(5));
+        let Some(Record::Dead { group, letter }) = Record::decode_body(&body) else {
+            panic!("not decoded");
+        };
+        assert_eq!((group, letter.deliveries), (1, 3));
+        assert_eq!((letter.reason.as_str(), letter.dead_at_ms), ("", 0));
+        assert_eq!(letter.stored, sample_msg(5));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 use orderly_bus::{BusError, Delivery, GroupOptions, Subscription};
 
 use super::{DeadLetter, GroupState, Outcome, Settle, lock};
+use crate::dead_letters::{self, DeadLetterInfo};
 use crate::fanout::{recv_owned, stopped};
-use crate::{DEAD_LETTER_SUFFIX, Inner, context};
+use crate::{Inner, context};
 
 /// How often acked progress is committed while records flow.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
@@ -272,35 +273,42 @@ async fn run(
 fn spawn_dead_letter(inner: &Arc<Inner>, d: DeadLetter, settle: mpsc::UnboundedSender<Settle>) {
     let inner = inner.clone();
     tokio::spawn(async move {
-        let dlq = format!("{}{DEAD_LETTER_SUFFIX}", d.message.subject);
-        let mut copy = d.message.clone();
-        copy.subject = dlq.clone();
-        copy.headers
-            .insert("orderly-original-topic".into(), d.message.subject.clone());
-        copy.headers
-            .insert("orderly-original-partition".into(), d.partition.to_string());
-        copy.headers
-            .insert("orderly-original-offset".into(), d.offset.to_string());
-        copy.headers
-            .insert("orderly-deliveries".into(), d.deliveries.to_string());
-        match inner.publish(copy).await {
-            Ok(()) => tracing::error!(
-                topic = %d.message.subject, partition = d.partition, offset = d.offset,
-                deliveries = d.deliveries, dead_letter_topic = %dlq,
-                "message exhausted its deliveries; moved to the dead-letter topic"
-            ),
-            Err(e) => tracing::error!(
-                topic = %d.message.subject, partition = d.partition, offset = d.offset,
-                deliveries = d.deliveries, error = %e,
-                "message exhausted its deliveries and could not be dead-lettered; skipped"
-            ),
-        }
+        let copy = dead_letters::copy_of(
+            &inner,
+            &d.message,
+            &DeadLetterInfo {
+                partition: d.partition,
+                offset: d.offset,
+                deliveries: d.deliveries,
+                reason: d.reason,
+                group: &d.group,
+            },
+        );
+        let dlq = copy.subject.clone();
+        let kind = match inner.publish(copy).await {
+            Ok(()) => {
+                tracing::error!(
+                    topic = %d.message.subject, partition = d.partition, offset = d.offset,
+                    deliveries = d.deliveries, reason = d.reason, dead_letter_topic = %dlq,
+                    "message exhausted its deliveries; moved to the dead-letter topic"
+                );
+                Outcome::DeadLettered
+            }
+            Err(e) => {
+                tracing::error!(
+                    topic = %d.message.subject, partition = d.partition, offset = d.offset,
+                    deliveries = d.deliveries, dead_letter_topic = %dlq, error = %e,
+                    "message exhausted its deliveries but its dead-letter copy failed; kept uncommitted and copied again later"
+                );
+                Outcome::DeadLetterFailed
+            }
+        };
         let _ = settle.send(Settle {
             partition: d.partition,
             epoch: d.epoch,
             offset: d.offset,
             delivery: d.deliveries,
-            kind: Outcome::DeadLettered,
+            kind,
         });
     });
 }

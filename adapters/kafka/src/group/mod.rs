@@ -10,8 +10,11 @@
 //! - a nack(delay) or an expired `ack_wait` re-emits the same record from
 //!   memory after the delay while the commit point stays before it, so other
 //!   records (of any partition) keep flowing;
-//! - after `max_deliveries` the record is copied to `<topic>.dlq` (best effort,
-//!   logged either way) and counts as done;
+//! - after `max_deliveries` the record is copied to `<topic>.dlq` and counts as
+//!   done only once the broker acknowledged the copy; a failed copy is tried
+//!   again after a growing pause (up to [`DEAD_LETTER_RETRY_CAP`]) while the
+//!   commit point stays before the record, so a crash meanwhile delivers it
+//!   again rather than losing it;
 //! - on revoke (a rebalance) the done prefix is committed synchronously and the
 //!   partition's state dropped: records not yet acked are delivered again by the
 //!   partition's next owner, and late acks of the old assignment are ignored
@@ -42,6 +45,21 @@ pub(crate) use self::consumer::subscribe;
 /// How long a gap in a partition's offsets is fetched again before the
 /// records after it are taken without it (see [`GroupState::receive`]).
 const GAP_PATIENCE: Duration = Duration::from_secs(2);
+/// The first pause before a failed dead-letter copy is tried again; it doubles
+/// with each failure up to [`DEAD_LETTER_RETRY_CAP`].
+const DEAD_LETTER_RETRY_FIRST: Duration = Duration::from_millis(500);
+const DEAD_LETTER_RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Why a record goes to the dead letters after a nack of its last delivery.
+const REASON_NACKED: &str = "max deliveries reached";
+/// Why a record goes to the dead letters when its last delivery was never settled.
+const REASON_NO_ACK: &str = "max deliveries reached (no ack within the ack wait)";
+
+/// The pause before dead-letter copy attempt `failures + 1`.
+fn dead_letter_retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (DEAD_LETTER_RETRY_FIRST * 2u32.pow(doublings)).min(DEAD_LETTER_RETRY_CAP)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -65,6 +83,10 @@ struct Entry {
     /// Times emitted so far (the delivery's `attempt`).
     deliveries: u32,
     state: State,
+    /// Why it is being dead-lettered, once it is.
+    dead_reason: &'static str,
+    /// Dead-letter copies that failed so far.
+    dead_letter_failures: u32,
 }
 
 struct PartitionState {
@@ -123,8 +145,10 @@ struct Settle {
 enum Outcome {
     Ack,
     Nack(Duration),
-    /// The dead-letter copy was attempted; the record counts as done.
+    /// The broker acknowledged the dead-letter copy; the record counts as done.
     DeadLettered,
+    /// The dead-letter copy failed; the record stays uncommitted and is copied again later.
+    DeadLetterFailed,
 }
 
 struct Acker {
@@ -223,6 +247,8 @@ impl GroupState {
                 message,
                 deliveries: 0,
                 state: State::Queued,
+                dead_reason: REASON_NACKED,
+                dead_letter_failures: 0,
             },
         );
         self.ready.push_back((partition, p.epoch, offset));
@@ -283,6 +309,17 @@ impl GroupState {
                 }
                 None
             }
+            Outcome::DeadLetterFailed => {
+                if entry.state == State::DeadLettering {
+                    entry.dead_letter_failures += 1;
+                    // Due again as a delayed record past its last delivery:
+                    // `fire_timers` sends it back to the copy, not to a member.
+                    entry.state = State::Delayed {
+                        until: Instant::now() + dead_letter_retry_delay(entry.dead_letter_failures),
+                    };
+                }
+                None
+            }
             Outcome::Nack(delay) => {
                 if entry.deliveries != s.delivery || !matches!(entry.state, State::InFlight { .. })
                 {
@@ -290,7 +327,14 @@ impl GroupState {
                 }
                 if entry.deliveries >= max {
                     entry.state = State::DeadLettering;
-                    return Some(DeadLetter::new(s.partition, s.epoch, s.offset, entry));
+                    entry.dead_reason = REASON_NACKED;
+                    return Some(DeadLetter::new(
+                        &self.group,
+                        s.partition,
+                        s.epoch,
+                        s.offset,
+                        entry,
+                    ));
                 }
                 entry.state = State::Delayed {
                     until: Instant::now() + delay,
@@ -316,8 +360,17 @@ impl GroupState {
                     continue;
                 }
                 if entry.deliveries >= max {
+                    if matches!(entry.state, State::InFlight { .. }) {
+                        entry.dead_reason = REASON_NO_ACK;
+                    }
                     entry.state = State::DeadLettering;
-                    dead.push(DeadLetter::new(partition, p.epoch, offset, entry));
+                    dead.push(DeadLetter::new(
+                        &self.group,
+                        partition,
+                        p.epoch,
+                        offset,
+                        entry,
+                    ));
                 } else {
                     entry.state = State::Queued;
                     ready.push((partition, p.epoch, offset));
@@ -394,20 +447,25 @@ impl GroupState {
 
 /// A record that ran out of deliveries, on its way to `<topic>.dlq`.
 struct DeadLetter {
+    /// The Kafka group id (with the topic prefix).
+    group: String,
     partition: i32,
     epoch: u64,
     offset: i64,
     deliveries: u32,
+    reason: &'static str,
     message: Message,
 }
 
 impl DeadLetter {
-    fn new(partition: i32, epoch: u64, offset: i64, entry: &Entry) -> Self {
+    fn new(group: &str, partition: i32, epoch: u64, offset: i64, entry: &Entry) -> Self {
         Self {
+            group: group.to_string(),
             partition,
             epoch,
             offset,
             deliveries: entry.deliveries,
+            reason: entry.dead_reason,
             message: entry.message.clone(),
         }
     }
@@ -472,6 +530,47 @@ mod tests {
             kind: Outcome::Ack,
         });
         assert_eq!(st.partitions[&0].commit_to, Some(1), "up to the gap only");
+    }
+
+    #[tokio::test]
+    async fn a_failed_dead_letter_copy_holds_the_commit_point_and_is_tried_again() {
+        let mut st = one_partition();
+        st.options.max_deliveries = 1;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        st.receive(0, 0, record(0), now);
+        st.receive(0, 1, record(1), now);
+        let first = st.emit(&tx).expect("record 0");
+        let second = st.emit(&tx).expect("record 1");
+        assert_eq!((first.attempt, second.attempt), (1, 1));
+        let settle = |offset, kind| Settle {
+            partition: 0,
+            epoch: 1,
+            offset,
+            delivery: 1,
+            kind,
+        };
+        st.settle(settle(1, Outcome::Ack));
+        let dead = st
+            .settle(settle(0, Outcome::Nack(Duration::ZERO)))
+            .expect("its last delivery failed");
+        assert_eq!((dead.offset, dead.reason), (0, REASON_NACKED));
+        st.settle(settle(0, Outcome::DeadLetterFailed));
+        assert_eq!(st.partitions[&0].commit_to, None, "nothing committed");
+        assert!(st.emit(&tx).is_none(), "not delivered to a member again");
+        let later = Instant::now() + DEAD_LETTER_RETRY_CAP;
+        let again = st.fire_timers(later);
+        assert_eq!(again.len(), 1, "the copy is tried again");
+        assert_eq!(again[0].offset, 0);
+        st.settle(settle(0, Outcome::DeadLettered));
+        assert_eq!(st.partitions[&0].commit_to, Some(2), "done once copied");
+    }
+
+    #[test]
+    fn dead_letter_retries_back_off_up_to_the_cap() {
+        assert_eq!(dead_letter_retry_delay(1), DEAD_LETTER_RETRY_FIRST);
+        assert_eq!(dead_letter_retry_delay(2), DEAD_LETTER_RETRY_FIRST * 2);
+        assert_eq!(dead_letter_retry_delay(40), DEAD_LETTER_RETRY_CAP);
     }
 
     #[tokio::test]

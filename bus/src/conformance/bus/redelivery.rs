@@ -71,6 +71,9 @@ pub async fn nack_redelivers(cx: Arc<BusCx>) -> Verdict {
 
 /// A message is delivered at most `max_deliveries` times: after that many
 /// deliveries without an ack it goes to the dead letters, not to the group.
+/// Where the adapter keeps dead letters, the list shows it with its group,
+/// subject and delivery count, and a replay gives it back to the group as a
+/// first delivery and takes it off the list.
 pub async fn max_deliveries_ends_redelivery(cx: Arc<BusCx>) -> Verdict {
     let bus = cx.connect().await;
     cx.ensure_stream(&*bus).await;
@@ -106,7 +109,57 @@ pub async fn max_deliveries_ends_redelivery(cx: Arc<BusCx>) -> Verdict {
     if let Some(d) = maybe_next(&mut sub, cx.ms(300)).await {
         panic!("delivered after max_deliveries: {d:?}");
     }
+    if !cx.caps().dead_letters {
+        return Verdict::Pass;
+    }
+    let stream = cx.stream_config();
+    let letter = dead_letter(&cx, &*bus, "poison").await;
+    assert_eq!(letter.group, cx.group("g"), "the dead letter's group");
+    assert_eq!(letter.message.subject, subject, "the dead letter's subject");
+    assert_eq!(letter.deliveries, 2, "the dead letter's delivery count");
+    assert!(!letter.reason.is_empty(), "a dead letter says why");
+    assert!(
+        bus.replay_dead(&stream, &letter.id)
+            .await
+            .unwrap_or_else(|e| panic!("replay_dead failed: {e}")),
+        "replay_dead did not find the dead letter it listed"
+    );
+    let d = next(&mut sub, cx.ms(DEADLINE_MS), "the replayed dead letter").await;
+    assert_eq!(
+        (text(&d).as_str(), d.attempt),
+        ("poison", 1),
+        "a replayed dead letter comes back as a first delivery"
+    );
+    d.ack();
+    let left = bus
+        .dead_letters(&stream, 100)
+        .await
+        .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
+    assert!(
+        left.iter().all(|l| l.id != letter.id),
+        "a replayed dead letter is still listed: {left:?}"
+    );
     Verdict::Pass
+}
+
+/// Waits for the dead letter whose payload is `payload` (adapters may copy
+/// it to the dead letters after the nack returned).
+async fn dead_letter(cx: &BusCx, bus: &dyn crate::Bus, payload: &str) -> crate::DeadLetter {
+    let deadline = Instant::now() + cx.ms(DEADLINE_MS);
+    loop {
+        let listed = bus
+            .dead_letters(&cx.stream_config(), 100)
+            .await
+            .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
+        if let Some(l) = listed.into_iter().find(|l| l.message.payload == payload) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{payload:?} is not in the dead letters after its last delivery was nacked"
+        );
+        tokio::time::sleep(cx.ms(100)).await;
+    }
 }
 
 /// A message nacked with a delay is redelivered no sooner than the delay, and
@@ -197,13 +250,15 @@ pub async fn ack_after_subscription_closed(cx: Arc<BusCx>) -> Verdict {
     Verdict::Pass
 }
 
-/// A member that closes with deliveries in flight gives them back: another
-/// member of the group gets every message, including those.
+/// A member that closes with deliveries in flight gives them back at once:
+/// another member of the group gets every message, including those, well
+/// before the ack wait would have returned them.
 pub async fn close_with_deliveries_in_flight(cx: Arc<BusCx>) -> Verdict {
     let bus = cx.connect().await;
     cx.ensure_stream(&*bus).await;
     let subject = cx.subject("inflight");
-    let ack_wait = cx.ms(1000);
+    // Longer than the wait below: only a give-back on close passes.
+    let ack_wait = cx.ms(LONG_MS);
     let all = names("m", cx.count(20, 10));
     let mut leaving = group(&*bus, &subject, &cx.group("g"), ack_wait, 5).await;
     for p in &all {
@@ -221,7 +276,7 @@ pub async fn close_with_deliveries_in_flight(cx: Arc<BusCx>) -> Verdict {
     gather(
         &mut rx,
         &set(&all),
-        ack_wait + cx.ms(DEADLINE_MS),
+        cx.ms(DEADLINE_MS),
         "after a member closed with deliveries in flight",
     )
     .await;

@@ -2,6 +2,7 @@
 //! take deliveries, ack, nack, extend, dead-letter.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::{PULL_MEMBER, Stream, duration_ms, wall_ms};
 use crate::GroupOptions;
 use crate::Message;
 use crate::embedded::record::{DeadLetter, Record};
+use crate::subject;
 
 /// How far past blocked keys a group looks for a deliverable message; beyond
 /// this a hot key makes others wait rather than cost a scan per wake-up.
@@ -364,6 +366,8 @@ impl Stream {
             stored: m.clone(),
             deliveries: g.deliveries.get(&seq).copied().unwrap_or(0),
             notes: g.notes.get(&seq).cloned().unwrap_or_default(),
+            reason: reason.to_string(),
+            dead_at_ms: wall_ms(),
         };
         tracing::warn!(
             stream = %self.name,
@@ -396,6 +400,45 @@ impl Stream {
         });
         self.apply_dead_removed(gi, seq);
         Some(letter)
+    }
+
+    /// Every group's dead letters: (group index, group name, letter).
+    pub(crate) fn all_dead_letters(&self) -> Vec<(usize, &str, &DeadLetter)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, g)| g.dead.values().map(move |d| (gi, g.name.as_str(), d)))
+            .collect()
+    }
+
+    /// Gives dead letter `seq` back to group `gi` alone: the message is stored
+    /// again under a new sequence, the other groups reading its subject settle
+    /// that copy at once, and the dead letter goes. Returns the new sequence,
+    /// `None` if the group has no such dead letter.
+    pub(crate) fn replay_dead(&mut self, gi: usize, seq: u64) -> io::Result<Option<u64>> {
+        let Some(letter) = self.groups.get(gi).and_then(|g| g.dead.get(&seq)) else {
+            return Ok(None);
+        };
+        let msg = letter.stored.msg.clone();
+        let subject = msg.subject.clone();
+        // Not deduplicated: its id was seen when it was first published.
+        let Some(new_seq) = self.append(msg, false)? else {
+            return Ok(None);
+        };
+        let others: Vec<usize> = (0..self.groups.len())
+            .filter(|&o| o != gi && subject::matches(&self.groups[o].filter, &subject))
+            .collect();
+        for o in others {
+            self.log(&Record::Ack {
+                group: o as u32,
+                seq: new_seq,
+            });
+            self.apply_ack(o, new_seq);
+        }
+        self.remove_dead(gi, seq);
+        tracing::info!(stream = %self.name, group = %self.groups[gi].name, seq, new_seq,
+            "dead letter replayed to its group");
+        Ok(Some(new_seq))
     }
 
     pub(crate) fn counts(&self, gi: usize) -> GroupCounts {
