@@ -11,8 +11,9 @@ use orderly_bus::conformance::{
 };
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{
-    Bus, BusError, DeadJob, Features, GroupOptions, Job, JobQueue, Message, NewJob, QueueError,
-    QueueStats, RetryOutcome, RetryPolicy, StreamConfig, Subscription,
+    AckKind, Acker, Bus, BusError, DeadJob, Delivery, Features, GroupOptions, Job, JobQueue,
+    Message, NewJob, QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig,
+    Subscription,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -22,6 +23,8 @@ enum Fault {
     HalveAckWait,
     ForgetDedup,
     IgnoreExtend,
+    IgnoreInProgress,
+    ReleaseSpendsAnAttempt,
 }
 
 struct FaultyBus {
@@ -78,7 +81,11 @@ impl Bus for FaultyBus {
         if self.fault == Fault::HalveAckWait {
             options.ack_wait /= 2;
         }
-        self.inner.subscribe_group(subject, group, options).await
+        let sub = self.inner.subscribe_group(subject, group, options).await?;
+        if self.fault == Fault::IgnoreInProgress {
+            return Ok(deaf_to_in_progress(sub));
+        }
+        Ok(sub)
     }
 
     async fn check(&self) -> Result<(), BusError> {
@@ -88,6 +95,33 @@ impl Bus for FaultyBus {
     async fn close(&self) {
         self.inner.close().await
     }
+}
+
+/// Settles the real delivery; `in_progress` does nothing.
+struct DeafAcker(Delivery);
+
+impl Acker for DeafAcker {
+    fn settle(&self, kind: AckKind) {
+        match kind {
+            AckKind::Ack => self.0.ack(),
+            AckKind::Nack(delay) => self.0.nack(delay),
+        };
+    }
+}
+
+/// The same deliveries, through an acker that ignores `in_progress`.
+fn deaf_to_in_progress(mut sub: Subscription) -> Subscription {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(d) = sub.next().await {
+            let (message, attempt) = (d.message.clone(), d.attempt);
+            let outer = Delivery::with_acker(message, attempt, Arc::new(DeafAcker(d)));
+            if tx.send(outer).await.is_err() {
+                break;
+            }
+        }
+    });
+    Subscription::new(rx, None)
 }
 
 struct FaultyQueue {
@@ -126,6 +160,13 @@ impl JobQueue for FaultyQueue {
             return Ok(());
         }
         self.inner.extend(job, visibility).await
+    }
+
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        if self.fault == Fault::ReleaseSpendsAnAttempt {
+            return self.inner.fail(job, "released").await.map(|_| ());
+        }
+        self.inner.release(job, after).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
@@ -267,6 +308,32 @@ fn a_queue_whose_extend_does_nothing_fails_extend_keeps_it_reserved() {
         )
     });
     assert!(why.contains("reserved again"), "{why}");
+}
+
+#[test]
+fn a_bus_whose_in_progress_does_nothing_fails_in_progress_holds_a_delivery() {
+    let why = fails(|| {
+        conformance::run_bus_case(
+            "in_progress_holds_a_delivery",
+            bus::in_progress_holds_a_delivery,
+            || Factory::new(Fault::IgnoreInProgress),
+            caps(),
+        )
+    });
+    assert!(why.contains("did not restart the ack wait"), "{why}");
+}
+
+#[test]
+fn a_queue_whose_release_spends_an_attempt_fails_release_spends_no_attempt() {
+    let why = fails(|| {
+        conformance::run_queue_case(
+            "release_spends_no_attempt",
+            queue::release_spends_no_attempt,
+            || Factory::new(Fault::ReleaseSpendsAnAttempt),
+            QueueCaps::new("faulty"),
+        )
+    });
+    assert!(why.contains("spent an attempt"), "{why}");
 }
 
 #[test]

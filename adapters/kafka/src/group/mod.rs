@@ -123,6 +123,8 @@ struct Settle {
 enum Outcome {
     Ack,
     Nack(Duration),
+    /// Still being worked on: the ack wait starts again, no delivery counted.
+    InProgress,
     /// The dead-letter copy was attempted; the record counts as done.
     DeadLettered,
 }
@@ -141,6 +143,16 @@ impl orderly_bus::Acker for Acker {
             orderly_bus::AckKind::Ack => Outcome::Ack,
             orderly_bus::AckKind::Nack(d) => Outcome::Nack(d),
         };
+        self.send(kind);
+    }
+
+    fn in_progress(&self) {
+        self.send(Outcome::InProgress);
+    }
+}
+
+impl Acker {
+    fn send(&self, kind: Outcome) {
         // The loop is gone once the subscription ended; the record then goes
         // back to the group uncommitted, which is the documented outcome.
         let _ = self.tx.send(Settle {
@@ -280,6 +292,16 @@ impl GroupState {
                 if entry.state != State::Done {
                     entry.state = State::Done;
                     p.advance();
+                }
+                None
+            }
+            Outcome::InProgress => {
+                if entry.deliveries == s.delivery
+                    && matches!(entry.state, State::InFlight { .. })
+                {
+                    entry.state = State::InFlight {
+                        deadline: Instant::now() + self.options.ack_wait,
+                    };
                 }
                 None
             }
