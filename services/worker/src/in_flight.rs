@@ -28,15 +28,15 @@ impl InFlight {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds `job`, reserved just now; returns its key.
-    pub(crate) fn insert(&self, job: Job) -> u64 {
+    /// Holds `job`, reserved by a call made at `reserved_at`; returns its key.
+    pub(crate) fn insert(&self, job: Job, reserved_at: Instant) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let mut jobs = self.jobs();
         jobs.insert(
             key,
             Entry {
                 job,
-                kept_at: Instant::now(),
+                kept_at: reserved_at,
                 task: None,
             },
         );

@@ -185,9 +185,10 @@ impl Worker {
         }
     }
 
-    /// Runs `job` as a task of its own, holding `permit` until it is settled.
-    fn start(self: &Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
-        let key = self.in_flight.insert(job.clone());
+    /// Runs `job`, reserved by a call made at `reserved_at`, as a task of its
+    /// own, holding `permit` until it is settled.
+    fn start(self: &Arc<Self>, job: Job, reserved_at: Instant, permit: OwnedSemaphorePermit) {
+        let key = self.in_flight.insert(job.clone(), reserved_at);
         let worker = self.clone();
         let task = tokio::spawn(async move {
             worker.process(&job).await;
@@ -224,6 +225,8 @@ impl Worker {
             }
             // Not raced against the shutdown: a call cut short could leave
             // jobs reserved that nobody runs until their visibility timeout.
+            // The reservations run from (at the latest) the call's start.
+            let asked = Instant::now();
             match self
                 .queue
                 .reserve_many(PROCESS_ORDER, permits.len(), visibility, RESERVE_WAIT)
@@ -232,7 +235,7 @@ impl Worker {
                 Ok(jobs) => {
                     for job in jobs {
                         match permits.pop() {
-                            Some(permit) => self.start(job, permit),
+                            Some(permit) => self.start(job, asked, permit),
                             // More than asked for: back at once, unspent.
                             None => {
                                 let _ = self.queue.release(&job, Duration::ZERO).await;
