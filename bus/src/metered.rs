@@ -256,11 +256,7 @@ impl JobQueue for MeteredQueue {
         )
     }
 
-    async fn extend_many(
-        &self,
-        jobs: &[Job],
-        visibility: Duration,
-    ) -> Vec<Result<(), QueueError>> {
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
         let results = self.inner.extend_many(jobs, visibility).await;
         for (job, r) in jobs.iter().zip(&results) {
             if r.is_err() {
@@ -272,11 +268,7 @@ impl JobQueue for MeteredQueue {
     }
 
     async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
-        observe(
-            &job.queue,
-            "release",
-            self.inner.release(job, after).await,
-        )?;
+        observe(&job.queue, "release", self.inner.release(job, after).await)?;
         count("jobs_released_total", &job.queue);
         Ok(())
     }

@@ -264,11 +264,7 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// [`JobQueue::extend`] for many jobs; one result per job, in order. The
     /// default extends one by one; adapters override it to save round trips.
-    async fn extend_many(
-        &self,
-        jobs: &[Job],
-        visibility: Duration,
-    ) -> Vec<Result<(), QueueError>> {
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             results.push(self.extend(job, visibility).await);

@@ -12,8 +12,7 @@ use orderly_bus::conformance::{
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{
     AckKind, Acker, Bus, BusError, DeadJob, Delivery, Features, GroupOptions, Job, JobQueue,
-    Message, NewJob, QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig,
-    Subscription,
+    Message, NewJob, QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig, Subscription,
 };
 
 #[derive(Clone, Copy, PartialEq)]

@@ -564,7 +564,11 @@ async fn a_worker_stopped_past_its_grace_hands_its_jobs_back_for_another_at_once
             tail(&logs, 40)
         )
     });
-    assert!(status.success(), "W1 exit status {status}; logs:\n{}", tail(&logs, 40));
+    assert!(
+        status.success(),
+        "W1 exit status {status}; logs:\n{}",
+        tail(&logs, 40)
+    );
     assert!(
         logs.contains(&format!(
             "handed {} unfinished jobs back to the queue",
@@ -586,7 +590,10 @@ async fn a_worker_stopped_past_its_grace_hands_its_jobs_back_for_another_at_once
     }
     // A's own job goes back when A stops, and W2 pays it too.
     let stopped = tokio::task::block_in_place(|| app.terminate(EXIT_BOUND));
-    assert!(stopped.is_some_and(|s| s.success()), "A did not stop cleanly");
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "A did not stop cleanly"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let not_once = pending_to_paid(&db, &ids).await;

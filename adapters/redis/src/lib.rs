@@ -360,8 +360,7 @@ impl RedisQueue {
         let mut results = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(EXTEND_BATCH) {
             let mut inv = Self::invocation(&self.inner.scripts.extend_many, &k);
-            inv.arg(&self.inner.consumer)
-                .arg(millis(visibility).max(1));
+            inv.arg(&self.inner.consumer).arg(millis(visibility).max(1));
             let mut handles = Vec::with_capacity(chunk.len());
             for job in chunk {
                 match parse_receipt(job) {
@@ -545,11 +544,7 @@ impl JobQueue for RedisQueue {
         }
     }
 
-    async fn extend_many(
-        &self,
-        jobs: &[Job],
-        visibility: Duration,
-    ) -> Vec<Result<(), QueueError>> {
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
         let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
         queues.sort_unstable();
         queues.dedup();

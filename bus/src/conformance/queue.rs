@@ -473,7 +473,11 @@ pub async fn release_spends_no_attempt(cx: Arc<QueueCx>) -> Verdict {
         q.release(&held, Duration::ZERO).await.is_err(),
         "a reservation released already was released again"
     );
-    assert_eq!(stats(&*q, cx.queue()).await.dead, 0, "released jobs never die");
+    assert_eq!(
+        stats(&*q, cx.queue()).await.dead,
+        0,
+        "released jobs never die"
+    );
     // A failed attempt stays counted; a release after it keeps the count.
     let second = reserve(&cx, &*q, cx.ms(LONG_MS), "the job once more").await;
     match q.fail(&second, "boom").await {

@@ -260,11 +260,7 @@ impl JobQueue for EmbeddedQueue {
         }
     }
 
-    async fn extend_many(
-        &self,
-        jobs: &[Job],
-        visibility: Duration,
-    ) -> Vec<Result<(), QueueError>> {
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
         let deadline = Instant::now() + visibility;
         let handles: Vec<_> = jobs
             .iter()

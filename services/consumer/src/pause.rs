@@ -23,7 +23,10 @@ impl Pause {
 
     /// Take no new deliveries until [`Pause::resume`]; `why` is logged once per pause.
     pub(crate) fn pause(&self, why: &str) {
-        if self.paused.send_if_modified(|p| !std::mem::replace(p, true)) {
+        if self
+            .paused
+            .send_if_modified(|p| !std::mem::replace(p, true))
+        {
             *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             metrics::gauge!("consumer_paused").set(1.0);
             metrics::counter!("consumer_pauses_total").increment(1);
@@ -32,7 +35,10 @@ impl Pause {
     }
 
     pub(crate) fn resume(&self) {
-        if self.paused.send_if_modified(|p| std::mem::replace(p, false)) {
+        if self
+            .paused
+            .send_if_modified(|p| std::mem::replace(p, false))
+        {
             let paused_for = self
                 .since
                 .lock()

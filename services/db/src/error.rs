@@ -33,10 +33,7 @@ impl DbError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(db) => {
-                    if db
-                        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-                        .is_some()
-                    {
+                    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                         // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
                         return db
                             .code()

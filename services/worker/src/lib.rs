@@ -315,7 +315,11 @@ impl Worker {
                     }
                 }
             }
-            tracing::debug!(extended = jobs.len() - lost, lost, "reservations kept alive");
+            tracing::debug!(
+                extended = jobs.len() - lost,
+                lost,
+                "reservations kept alive"
+            );
         }
     }
 

@@ -28,7 +28,10 @@ impl Pause {
 
     /// Stop reserving until a probe succeeds; `why` is logged once per pause.
     pub(crate) fn pause(&self, why: &str) {
-        if self.paused.send_if_modified(|p| !std::mem::replace(p, true)) {
+        if self
+            .paused
+            .send_if_modified(|p| !std::mem::replace(p, true))
+        {
             *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             metrics::gauge!("worker_paused").set(1.0);
             metrics::counter!("worker_pauses_total").increment(1);
@@ -37,7 +40,10 @@ impl Pause {
     }
 
     pub(crate) fn resume(&self) {
-        if self.paused.send_if_modified(|p| std::mem::replace(p, false)) {
+        if self
+            .paused
+            .send_if_modified(|p| std::mem::replace(p, false))
+        {
             let paused_for = self
                 .since
                 .lock()

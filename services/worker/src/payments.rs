@@ -9,8 +9,11 @@ use uuid::Uuid;
 #[async_trait]
 pub trait Payments: Send + Sync + 'static {
     /// PENDING→PAID once, however often it is called for one order.
-    async fn pay(&self, order_id: Uuid, traceparent: Option<&str>)
-    -> Result<PayOutcome, OrdersError>;
+    async fn pay(
+        &self,
+        order_id: Uuid,
+        traceparent: Option<&str>,
+    ) -> Result<PayOutcome, OrdersError>;
 
     /// Whether the orders database answers (the probe that ends a pause).
     async fn check(&self) -> Result<(), String>;

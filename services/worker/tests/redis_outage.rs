@@ -46,7 +46,14 @@ impl DurableRedis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -100,7 +107,11 @@ async fn a_queue_outage_spends_no_attempt_and_every_order_is_paid_once() {
     let ids = enqueue_orders(&*q, JOBS).await;
     let ledger = Ledger::new();
     ledger.set_gate_open(false);
-    let w = run(q.clone(), ledger.clone(), config(10, 200, Duration::from_secs(3)));
+    let w = run(
+        q.clone(),
+        ledger.clone(),
+        config(10, 200, Duration::from_secs(3)),
+    );
     wait_until(Duration::from_secs(30), "every job in flight", || {
         let n = ledger.waiting.load(std::sync::atomic::Ordering::SeqCst);
         (n == JOBS).then_some(()).ok_or(format!("{n} of {JOBS}"))
@@ -132,7 +143,10 @@ async fn a_queue_outage_spends_no_attempt_and_every_order_is_paid_once() {
         if s.waiting == 0 && s.running == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "jobs left after the outage: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "jobs left after the outage: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Paid before the outage (its ack lost, so run again) or after it.

@@ -44,11 +44,20 @@ async fn thousands_of_jobs_are_in_flight_at_once_and_each_order_is_paid_once() {
     ledger.set_gate_open(false);
     let visibility = Duration::from_secs(3);
     let w = run(q.clone(), ledger.clone(), config(10, 4_000, visibility));
-    wait_until(Duration::from_secs(60), "all jobs in flight at once", || {
-        let n = ledger.waiting.load(Ordering::SeqCst);
-        assert!(n <= JOBS, "{n} payments for {JOBS} jobs: reservations expired and were taken again");
-        (n == JOBS).then_some(()).ok_or(format!("{n} of {JOBS} in flight"))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "all jobs in flight at once",
+        || {
+            let n = ledger.waiting.load(Ordering::SeqCst);
+            assert!(
+                n <= JOBS,
+                "{n} payments for {JOBS} jobs: reservations expired and were taken again"
+            );
+            (n == JOBS)
+                .then_some(())
+                .ok_or(format!("{n} of {JOBS} in flight"))
+        },
+    )
     .await;
     // Held past several visibility timeouts: only the keep-alive keeps them.
     tokio::time::sleep(visibility * 3).await;
@@ -60,14 +69,20 @@ async fn thousands_of_jobs_are_in_flight_at_once_and_each_order_is_paid_once() {
     ledger.set_gate_open(true);
     wait_until(Duration::from_secs(60), "every order PAID", || {
         let n = ledger.paid_count();
-        (n == JOBS).then_some(()).ok_or(format!("{n} of {JOBS} paid"))
+        (n == JOBS)
+            .then_some(())
+            .ok_or(format!("{n} of {JOBS} paid"))
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats(&*q).await != QueueStats::default() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(stats(&*q).await, QueueStats::default(), "jobs left in the queue");
+    assert_eq!(
+        stats(&*q).await,
+        QueueStats::default(),
+        "jobs left in the queue"
+    );
     assert_paid_once(&ledger, &ids);
     assert_eq!(
         ledger.calls.load(Ordering::SeqCst),
@@ -85,7 +100,11 @@ async fn a_database_outage_pauses_the_worker_and_spends_no_attempt() {
     let ledger = Ledger::new();
     ledger.set_down(true);
     let ids = enqueue_orders(&*q, JOBS).await;
-    let w = run(q.clone(), ledger.clone(), config(10, 100, Duration::from_secs(30)));
+    let w = run(
+        q.clone(),
+        ledger.clone(),
+        config(10, 100, Duration::from_secs(30)),
+    );
     wait_until(Duration::from_secs(30), "the worker paused", || {
         w.worker
             .is_paused()
@@ -100,12 +119,21 @@ async fn a_database_outage_pauses_the_worker_and_spends_no_attempt() {
     assert_eq!(during.retrying, 0, "an outage spent attempts: {during:?}");
     assert!(w.worker.is_paused(), "resumed while the database is down");
     ledger.set_down(false);
-    wait_until(Duration::from_secs(60), "every order PAID after the outage", || {
-        let n = ledger.paid_count();
-        (n == JOBS).then_some(()).ok_or(format!("{n} of {JOBS} paid"))
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "every order PAID after the outage",
+        || {
+            let n = ledger.paid_count();
+            (n == JOBS)
+                .then_some(())
+                .ok_or(format!("{n} of {JOBS} paid"))
+        },
+    )
     .await;
-    assert!(!w.worker.is_paused(), "still paused once the database answers");
+    assert!(
+        !w.worker.is_paused(),
+        "still paused once the database answers"
+    );
     assert_paid_once(&ledger, &ids);
     let after = stats(&*q).await;
     assert_eq!(after.dead, 0, "{after:?}");
@@ -127,7 +155,10 @@ async fn a_stop_past_its_grace_hands_jobs_back_and_another_worker_takes_them_at_
     let first = run(q.clone(), ledger.clone(), slow);
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats(&*q).await.running < JOBS as u64 {
-        assert!(Instant::now() < deadline, "the first worker never took every job");
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never took every job"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.shutdown.trigger();
@@ -143,10 +174,16 @@ async fn a_stop_past_its_grace_hands_jobs_back_and_another_worker_takes_them_at_
         "every unfinished job is waiting again"
     );
     let second = run(q.clone(), ledger.clone(), config(10, 16, visibility));
-    wait_until(Duration::from_secs(20), "the second worker paid every order", || {
-        let n = ledger.paid_count();
-        (n == JOBS).then_some(()).ok_or(format!("{n} of {JOBS} paid"))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the second worker paid every order",
+        || {
+            let n = ledger.paid_count();
+            (n == JOBS)
+                .then_some(())
+                .ok_or(format!("{n} of {JOBS} paid"))
+        },
+    )
     .await;
     assert_paid_once(&ledger, &ids);
     assert_eq!(stats(&*q).await.dead, 0);

@@ -159,14 +159,21 @@ pub fn run(queue: Arc<dyn JobQueue>, ledger: Arc<Ledger>, config: WorkerConfig) 
 }
 
 /// Polls `cond` until it holds; panics with `what` (and its last value) after `within`.
-pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
+pub async fn wait_until(
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<(), String>,
+) {
     let deadline = Instant::now() + within;
     loop {
         let last = match cond() {
             Ok(()) => return,
             Err(last) => last,
         };
-        assert!(Instant::now() < deadline, "{what} not within {within:?}: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {within:?}: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -184,7 +191,11 @@ pub fn assert_paid_once(ledger: &Ledger, ids: &[Uuid]) {
         wrong.is_empty(),
         "orders not paid by exactly one run (id, runs): {wrong:?}"
     );
-    assert_eq!(paid.len(), ids.len(), "orders paid that were never enqueued");
+    assert_eq!(
+        paid.len(),
+        ids.len(),
+        "orders paid that were never enqueued"
+    );
 }
 
 /// Every order of `ids` PAID (by one run or more: the store makes one
@@ -193,5 +204,9 @@ pub fn assert_all_paid(ledger: &Ledger, ids: &[Uuid]) {
     let paid = ledger.paid();
     let missing = ids.iter().filter(|id| !paid.contains_key(id)).count();
     assert_eq!(missing, 0, "orders never paid");
-    assert_eq!(paid.len(), ids.len(), "orders paid that were never enqueued");
+    assert_eq!(
+        paid.len(),
+        ids.len(),
+        "orders paid that were never enqueued"
+    );
 }

@@ -296,9 +296,7 @@ impl GroupState {
                 None
             }
             Outcome::InProgress => {
-                if entry.deliveries == s.delivery
-                    && matches!(entry.state, State::InFlight { .. })
-                {
+                if entry.deliveries == s.delivery && matches!(entry.state, State::InFlight { .. }) {
                     entry.state = State::InFlight {
                         deadline: Instant::now() + self.options.ack_wait,
                     };
