@@ -65,6 +65,12 @@ pub enum AckKind {
 pub trait Acker: Send + Sync + 'static {
     /// Called once, with the receiver's decision.
     fn settle(&self, kind: AckKind);
+
+    /// The receiver is still working on it: restart the ack wait without
+    /// counting a delivery (JetStream's `+WPI`). Called any number of times
+    /// before `settle`. The conformance kit fails an adapter where this does
+    /// nothing.
+    fn in_progress(&self) {}
 }
 
 const OPEN: u8 = 0;
@@ -131,6 +137,20 @@ impl Delivery {
     /// Deliver it again after `delay`; `false` if it was acked already.
     pub fn nack(&self, delay: Duration) -> bool {
         self.settle(NACKED, AckKind::Nack(delay))
+    }
+
+    /// Still working on it: the ack wait starts again from now, and no
+    /// delivery is counted, so a receiver that holds a delivery while a
+    /// dependency is down neither loses it to a redelivery nor spends its
+    /// `max_deliveries`. `false` once it was acked or nacked.
+    pub fn in_progress(&self) -> bool {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return false;
+        }
+        if let Some(acker) = &self.acker {
+            acker.in_progress();
+        }
+        true
     }
 
     fn settle(&self, to: u8, kind: AckKind) -> bool {

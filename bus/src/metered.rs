@@ -18,6 +18,7 @@
 //! | `jobs_completed_total` | queue | acked jobs |
 //! | `jobs_retried_total`, `jobs_dead_total` | queue | failed attempts: retry scheduled / dead-lettered |
 //! | `jobs_requeued_total` | queue | dead jobs sent back |
+//! | `jobs_released_total` | queue | reservations handed back unfinished, no attempt spent |
 //! | `job_queue_errors_total` | queue, op | calls the queue failed |
 //! | `job_queue_depth` | queue, state | waiting, running, retrying, dead ([`watch_queue_depth`]) |
 
@@ -74,6 +75,10 @@ impl Acker for MeteredAcker {
         };
         metrics::counter!(name, "subject" => self.subject.clone()).increment(1);
         self.inner.settle(kind);
+    }
+
+    fn in_progress(&self) {
+        self.inner.in_progress();
     }
 }
 
@@ -240,12 +245,48 @@ impl JobQueue for MeteredQueue {
         Ok(outcome)
     }
 
+    async fn reserve_many(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        let jobs = observe(
+            queue,
+            "reserve",
+            self.inner.reserve_many(queue, max, visibility, wait).await,
+        )?;
+        if !jobs.is_empty() {
+            metrics::counter!("jobs_reserved_total", "queue" => queue.to_string())
+                .increment(jobs.len() as u64);
+        }
+        Ok(jobs)
+    }
+
     async fn extend(&self, job: &Job, visibility: Duration) -> Result<(), QueueError> {
         observe(
             &job.queue,
             "extend",
             self.inner.extend(job, visibility).await,
         )
+    }
+
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
+        let results = self.inner.extend_many(jobs, visibility).await;
+        for (job, r) in jobs.iter().zip(&results) {
+            if r.is_err() {
+                metrics::counter!("job_queue_errors_total", "queue" => job.queue.clone(), "op" => "extend")
+                    .increment(1);
+            }
+        }
+        results
+    }
+
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        observe(&job.queue, "release", self.inner.release(job, after).await)?;
+        count("jobs_released_total", &job.queue);
+        Ok(())
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {

@@ -279,8 +279,58 @@ pub trait JobQueue: Send + Sync + 'static {
     /// The attempt failed with `error`: retry later or dead-letter.
     async fn fail(&self, job: &Job, error: &str) -> Result<RetryOutcome, QueueError>;
 
+    /// Up to `max` jobs of `queue` at once: waits up to `wait` for the first,
+    /// then takes what is available without waiting. Empty after the wait.
+    ///
+    /// The default reserves one by one; adapters that can take a batch in one
+    /// round trip override it.
+    async fn reserve_many(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        let mut jobs = Vec::new();
+        let Some(first) = self.reserve(queue, visibility, wait).await? else {
+            return Ok(jobs);
+        };
+        jobs.push(first);
+        while jobs.len() < max {
+            // What was taken is held now: a failure ends the batch, not the call.
+            match self.reserve(queue, visibility, Duration::ZERO).await {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Keep a long-running job reserved for another `visibility`.
     async fn extend(&self, job: &Job, visibility: Duration) -> Result<(), QueueError>;
+
+    /// [`JobQueue::extend`] for many jobs; one result per job, in order. The
+    /// default extends one by one; adapters override it to save round trips.
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(self.extend(job, visibility).await);
+        }
+        results
+    }
+
+    /// Hand a reserved job back unfinished, without spending an attempt: it
+    /// can be reserved again after `after` (at once for zero), with the same
+    /// attempt number and errors. For a stopping worker, or one whose
+    /// dependencies are down: the job itself did not fail. `UnknownJob` if
+    /// this reservation is no longer current.
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        let _ = after;
+        Err(QueueError::Other(format!(
+            "this job queue adapter cannot hand job {} back",
+            job.id
+        )))
+    }
 
     /// How many jobs of `queue` are in each state.
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;

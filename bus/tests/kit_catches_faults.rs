@@ -11,8 +11,9 @@ use orderly_bus::conformance::{
 };
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::{
-    Bus, BusError, DeadJob, DeadLetter, Features, GroupOptions, Job, JobQueue, Message, NewJob,
-    QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig, Subscription,
+    AckKind, Acker, Bus, BusError, DeadJob, DeadLetter, Delivery, Features, GroupOptions, Job,
+    JobQueue, Message, NewJob, QueueError, QueueStats, RetryOutcome, RetryPolicy, StreamConfig,
+    Subscription,
 };
 use tokio::sync::mpsc;
 
@@ -33,6 +34,8 @@ enum Fault {
     PublishTwice,
     /// Claims durability, but a restart comes back empty.
     ForgetOnRestart,
+    IgnoreInProgress,
+    ReleaseSpendsAnAttempt,
 }
 
 struct FaultyBus {
@@ -103,6 +106,9 @@ impl Bus for FaultyBus {
         if self.fault == Fault::KeepLeftMembersDeliveries {
             return Ok(never_leaves(sub));
         }
+        if self.fault == Fault::IgnoreInProgress {
+            return Ok(deaf_to_in_progress(sub));
+        }
         Ok(sub)
     }
 
@@ -151,6 +157,33 @@ fn never_leaves(mut inner: Subscription) -> Subscription {
     Subscription::new(rx, None)
 }
 
+/// Settles the real delivery; `in_progress` does nothing.
+struct DeafAcker(Delivery);
+
+impl Acker for DeafAcker {
+    fn settle(&self, kind: AckKind) {
+        match kind {
+            AckKind::Ack => self.0.ack(),
+            AckKind::Nack(delay) => self.0.nack(delay),
+        };
+    }
+}
+
+/// The same deliveries, through an acker that ignores `in_progress`.
+fn deaf_to_in_progress(mut sub: Subscription) -> Subscription {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(d) = sub.next().await {
+            let (message, attempt) = (d.message.clone(), d.attempt);
+            let outer = Delivery::with_acker(message, attempt, Arc::new(DeafAcker(d)));
+            if tx.send(outer).await.is_err() {
+                break;
+            }
+        }
+    });
+    Subscription::new(rx, None)
+}
+
 struct FaultyQueue {
     inner: EmbeddedQueue,
     fault: Fault,
@@ -187,6 +220,13 @@ impl JobQueue for FaultyQueue {
             return Ok(());
         }
         self.inner.extend(job, visibility).await
+    }
+
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        if self.fault == Fault::ReleaseSpendsAnAttempt {
+            return self.inner.fail(job, "released").await.map(|_| ());
+        }
+        self.inner.release(job, after).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
@@ -350,6 +390,32 @@ fn a_queue_whose_extend_does_nothing_fails_extend_keeps_it_reserved() {
         )
     });
     assert!(why.contains("reserved again"), "{why}");
+}
+
+#[test]
+fn a_bus_whose_in_progress_does_nothing_fails_in_progress_holds_a_delivery() {
+    let why = fails(|| {
+        conformance::run_bus_case(
+            "in_progress_holds_a_delivery",
+            bus::in_progress_holds_a_delivery,
+            || Factory::new(Fault::IgnoreInProgress),
+            caps(),
+        )
+    });
+    assert!(why.contains("did not restart the ack wait"), "{why}");
+}
+
+#[test]
+fn a_queue_whose_release_spends_an_attempt_fails_release_spends_no_attempt() {
+    let why = fails(|| {
+        conformance::run_queue_case(
+            "release_spends_no_attempt",
+            queue::release_spends_no_attempt,
+            || Factory::new(Fault::ReleaseSpendsAnAttempt),
+            QueueCaps::new("faulty"),
+        )
+    });
+    assert!(why.contains("spent an attempt"), "{why}");
 }
 
 #[test]

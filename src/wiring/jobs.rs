@@ -73,6 +73,7 @@ pub fn start_worker(
             payment_delay: w.payment_delay,
             concurrency: w.concurrency,
             visibility_timeout: w.visibility_timeout,
+            stop_grace: w.stop_grace,
         },
     ));
     let stop = shutdown.clone();

@@ -491,3 +491,126 @@ async fn a_worker_sigtermed_with_jobs_in_flight_exits_0_and_no_job_is_lost() {
     );
     drop((w2, app));
 }
+
+/// A stop waits for jobs in flight only up to `WORKER_STOP_GRACE`, then hands
+/// them back. With payments far longer than the test and a visibility timeout
+/// far longer than the test, the stopped worker exits soon after its grace and
+/// another worker pays every order it had started, which only a hand-back
+/// allows; each order ends with one PENDING -> PAID change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_stopped_past_its_grace_hands_its_jobs_back_for_another_at_once() {
+    if orderly_testkit::shared_redis().await.is_none() {
+        return;
+    }
+    const ORDERS: usize = 8;
+    let keys = RedisKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", tmp.path().join("orders.db").display());
+    let common: Vec<(String, String)> = vec![
+        ("JOB_QUEUE".into(), "redis".into()),
+        ("CELERY_BROKER_URL".into(), keys.queue_url()),
+        ("JOB_QUEUE_PREFIX".into(), keys.prefix.clone()),
+        ("ORDERS_DATABASE_URL".into(), db.clone()),
+        ("ORDERS_RATE_LIMIT".into(), "1000000/minute".into()),
+        ("WORKER_VISIBILITY_TIMEOUT_SECONDS".into(), "600".into()),
+        ("WORKER_PAYMENT_DELAY_MS".into(), "600000".into()),
+    ];
+    // A: the API, the relay and the consumer; its own worker holds at most
+    // one job and hands it back the moment A stops.
+    let mut env_a = common.clone();
+    env_a.push(("WORKER_CONCURRENCY".into(), "1".into()));
+    env_a.push(("WORKER_STOP_GRACE".into(), "0".into()));
+    let mut app = start_role("all", &tmp.path().join("a"), &as_refs(&env_a), 0).await;
+    let mut env_w1 = common.clone();
+    env_w1.push(("WORKER_STOP_GRACE".into(), "1".into()));
+    let mut w1 = start_role("worker", &tmp.path().join("w1"), &as_refs(&env_w1), 0).await;
+
+    let (_, token) = app.user("worker-grace@example.com").await;
+    let mut ids = HashSet::new();
+    for _ in 0..ORDERS {
+        let order: Value = app
+            .create_order(&token, one_item_order())
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.insert(order["id"].as_str().unwrap().to_string());
+    }
+    let started = |logs: &str| -> HashSet<String> {
+        logs.lines()
+            .filter_map(|l| order_after(l, "Starting to process order "))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started(&w1.logs()).len() + started(&app.logs()).len() < ORDERS {
+        assert!(
+            Instant::now() < deadline,
+            "the workers never took every job; logs:\n{}\n{}",
+            tail(&w1.logs(), 30),
+            tail(&app.logs(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held_by_w1 = started(&w1.logs());
+    assert!(!held_by_w1.is_empty(), "W1 took no job");
+
+    let signal_at = Instant::now();
+    let status = tokio::task::block_in_place(|| w1.terminate(EXIT_BOUND));
+    let exited_after = signal_at.elapsed();
+    let logs = w1.logs();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "W1 did not exit within {EXIT_BOUND:?} of SIGTERM (its payments take 600 s); logs:\n{}",
+            tail(&logs, 40)
+        )
+    });
+    assert!(
+        status.success(),
+        "W1 exit status {status}; logs:\n{}",
+        tail(&logs, 40)
+    );
+    assert!(
+        logs.contains(&format!(
+            "handed {} unfinished jobs back to the queue",
+            held_by_w1.len()
+        )),
+        "W1 did not hand back its {} jobs; logs:\n{}",
+        held_by_w1.len(),
+        tail(&logs, 30)
+    );
+
+    // W2 pays at once what W1 handed back (their reservations had 600 s to go).
+    let mut env_w2 = common.clone();
+    env_w2.retain(|(k, _)| k != "WORKER_PAYMENT_DELAY_MS");
+    env_w2.push(("WORKER_PAYMENT_DELAY_MS".into(), "20".into()));
+    let w2 = start_role("worker", &tmp.path().join("w2"), &as_refs(&env_w2), 0).await;
+    for id in &held_by_w1 {
+        app.wait_for_status(&token, id, "PAID", Duration::from_secs(60))
+            .await;
+    }
+    // A's own job goes back when A stops, and W2 pays it too.
+    let stopped = tokio::task::block_in_place(|| app.terminate(EXIT_BOUND));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "A did not stop cleanly"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let not_once = pending_to_paid(&db, &ids).await;
+        if not_once.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orders without exactly one PENDING -> PAID: {not_once:?}; W2 logs:\n{}",
+            tail(&w2.logs(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "worker stop grace: W1 held {} jobs, exited 0 after {exited_after:?} with a 1 s grace; \
+         W2 paid them at once; all {ORDERS} orders PAID once",
+        held_by_w1.len()
+    );
+    drop(w2);
+}

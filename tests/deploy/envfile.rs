@@ -76,7 +76,11 @@ fn env_example_lists_exactly_what_the_binary_reads() {
 fn the_env_example_check_can_fail() {
     let ctx = Ctx::new();
     let text = read(".env.example");
-    let bad = mutate(&text, "# WORKER_CONCURRENCY=4", "# WORKER_CONCURENCY=4");
+    let bad = mutate(
+        &text,
+        "# WORKER_CONCURRENCY=8000",
+        "# WORKER_CONCURENCY=8000",
+    );
     let findings = check(&bad, &ctx, &profiles());
     assert_reported(&findings, &["WORKER_CONCURENCY is not a variable"]);
     assert_reported(

@@ -259,6 +259,12 @@ impl Acker for JsAcker {
         };
         self.send(body);
     }
+
+    fn in_progress(&self) {
+        if !self.settled.load(Ordering::Acquire) {
+            self.send(Bytes::from_static(b"+WPI"));
+        }
+    }
 }
 
 #[cfg(test)]

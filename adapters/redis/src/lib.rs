@@ -53,6 +53,10 @@ pub use maintenance::{SweepReport, TrimReport};
 
 /// Dead letters deleted per script call by `purge_dead` (keeps Redis responsive).
 const PURGE_BATCH: usize = 500;
+/// Most jobs one reserve script call takes.
+const RESERVE_BATCH_MAX: usize = 256;
+/// Jobs per keep-alive script call.
+const EXTEND_BATCH: usize = 500;
 
 /// The Redis Streams job queue. Cheap to clone.
 #[derive(Clone)]
@@ -87,6 +91,16 @@ fn to_queue_error(e: redis::RedisError) -> QueueError {
         QueueError::Unavailable(e.to_string())
     } else {
         QueueError::Other(format!("redis: {e}"))
+    }
+}
+
+/// The same error again, for each job of a batch that failed as a whole.
+fn clone_error(e: &QueueError) -> QueueError {
+    match e {
+        QueueError::Closed => QueueError::Closed,
+        QueueError::Unavailable(s) => QueueError::Unavailable(s.clone()),
+        QueueError::UnknownJob(s) => QueueError::UnknownJob(s.clone()),
+        other => QueueError::Other(other.to_string()),
     }
 }
 
@@ -271,6 +285,117 @@ impl RedisQueue {
         conn.get(self.result_key(id)).await.map_err(to_queue_error)
     }
 
+    /// Up to `max` jobs per script call; waits up to `wait` while there are none.
+    async fn take(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        let k = self.keys(queue)?;
+        let give_up = Instant::now() + wait;
+        loop {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let reply: Vec<Vec<u8>> = Self::invocation(&self.inner.scripts.reserve, &k)
+                .arg(&self.inner.consumer)
+                .arg(millis(visibility).max(1))
+                .arg(&token)
+                .arg(self.inner.config.max_deliveries.max(1))
+                .arg(max.clamp(1, RESERVE_BATCH_MAX))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(to_queue_error)?;
+            match reply.first().map(Vec::as_slice) {
+                Some(b"job") if reply.len() % 7 == 0 => {
+                    return Ok(reply
+                        .chunks_exact(7)
+                        .map(|f| Job {
+                            queue: queue.to_string(),
+                            id: text(&f[1]),
+                            payload: Bytes::from(f[4].clone()),
+                            attempt: text(&f[3]).parse().unwrap_or(1),
+                            errors: decode_errors(&f[5]),
+                            receipt: format!("{} {}", text(&f[2]), text(&f[6])),
+                        })
+                        .collect());
+                }
+                Some(b"wait") if reply.len() == 3 => {
+                    let now = Instant::now();
+                    if now >= give_up {
+                        return Ok(Vec::new());
+                    }
+                    let mut block = give_up - now;
+                    if let Ok(due_ms) = text(&reply[1]).parse::<i64>()
+                        && due_ms >= 0
+                    {
+                        block = block.min(Duration::from_millis(due_ms as u64));
+                    }
+                    if block >= Duration::from_millis(1) {
+                        self.wait_for_entry(&k.stream, &text(&reply[2]), block)
+                            .await?;
+                    }
+                }
+                _ => {
+                    return Err(QueueError::Other(format!(
+                        "unexpected reply of the reserve script ({} parts)",
+                        reply.len()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Extends `jobs` (all of `queue`) in script calls of [`EXTEND_BATCH`].
+    async fn extend_batch(
+        &self,
+        queue: &str,
+        jobs: &[&Job],
+        visibility: Duration,
+    ) -> Vec<Result<(), QueueError>> {
+        let k = match self.keys(queue) {
+            Ok(k) => k,
+            Err(e) => return jobs.iter().map(|_| Err(clone_error(&e))).collect(),
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(EXTEND_BATCH) {
+            let mut inv = Self::invocation(&self.inner.scripts.extend_many, &k);
+            inv.arg(&self.inner.consumer).arg(millis(visibility).max(1));
+            let mut handles = Vec::with_capacity(chunk.len());
+            for job in chunk {
+                match parse_receipt(job) {
+                    Ok((entry, token)) => {
+                        inv.arg(&job.id).arg(entry).arg(token);
+                        handles.push(true);
+                    }
+                    Err(_) => handles.push(false),
+                }
+            }
+            let held: Result<Vec<i64>, QueueError> = if handles.iter().any(|h| *h) {
+                inv.invoke_async(&mut self.conn())
+                    .await
+                    .map_err(to_queue_error)
+            } else {
+                Ok(Vec::new())
+            };
+            match held {
+                Ok(held) => {
+                    let mut held = held.into_iter();
+                    for (job, sent) in chunk.iter().zip(handles) {
+                        let ok = sent && held.next() == Some(1);
+                        results.push(if ok {
+                            Ok(())
+                        } else {
+                            Err(QueueError::UnknownJob(job.id.clone()))
+                        });
+                    }
+                }
+                Err(e) => results.extend(chunk.iter().map(|_| Err(clone_error(&e)))),
+            }
+        }
+        results
+    }
+
     /// Wait until an entry newer than `after` arrives in `stream`, or `block` passes.
     async fn wait_for_entry(
         &self,
@@ -342,53 +467,17 @@ impl JobQueue for RedisQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<Job>, QueueError> {
-        let k = self.keys(queue)?;
-        let give_up = Instant::now() + wait;
-        loop {
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let reply: Vec<Vec<u8>> = Self::invocation(&self.inner.scripts.reserve, &k)
-                .arg(&self.inner.consumer)
-                .arg(millis(visibility).max(1))
-                .arg(&token)
-                .arg(self.inner.config.max_deliveries.max(1))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(to_queue_error)?;
-            match reply.first().map(Vec::as_slice) {
-                Some(b"job") if reply.len() == 7 => {
-                    return Ok(Some(Job {
-                        queue: queue.to_string(),
-                        id: text(&reply[1]),
-                        payload: Bytes::from(reply[4].clone()),
-                        attempt: text(&reply[3]).parse().unwrap_or(1),
-                        errors: decode_errors(&reply[5]),
-                        receipt: format!("{} {}", text(&reply[2]), text(&reply[6])),
-                    }));
-                }
-                Some(b"wait") if reply.len() == 3 => {
-                    let now = Instant::now();
-                    if now >= give_up {
-                        return Ok(None);
-                    }
-                    let mut block = give_up - now;
-                    if let Ok(due_ms) = text(&reply[1]).parse::<i64>()
-                        && due_ms >= 0
-                    {
-                        block = block.min(Duration::from_millis(due_ms as u64));
-                    }
-                    if block >= Duration::from_millis(1) {
-                        self.wait_for_entry(&k.stream, &text(&reply[2]), block)
-                            .await?;
-                    }
-                }
-                _ => {
-                    return Err(QueueError::Other(format!(
-                        "unexpected reply of the reserve script ({} parts)",
-                        reply.len()
-                    )));
-                }
-            }
-        }
+        Ok(self.take(queue, 1, visibility, wait).await?.pop())
+    }
+
+    async fn reserve_many(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        self.take(queue, max, visibility, wait).await
     }
 
     async fn ack(&self, job: &Job) -> Result<(), QueueError> {
@@ -449,6 +538,46 @@ impl JobQueue for RedisQueue {
             .await
             .map_err(to_queue_error)?;
         if held == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::UnknownJob(job.id.clone()))
+        }
+    }
+
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
+        let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let mut results: Vec<Option<Result<(), QueueError>>> = jobs.iter().map(|_| None).collect();
+        for queue in queues {
+            let (at, of_queue): (Vec<usize>, Vec<&Job>) = jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.queue == queue)
+                .unzip();
+            let done = self.extend_batch(queue, &of_queue, visibility).await;
+            for (i, r) in at.into_iter().zip(done) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(QueueError::Other("not extended".into()))))
+            .collect()
+    }
+
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        let k = self.keys(&job.queue)?;
+        let (entry, token) = parse_receipt(job)?;
+        let released: i64 = Self::invocation(&self.inner.scripts.release, &k)
+            .arg(&job.id)
+            .arg(entry)
+            .arg(token)
+            .arg(retry_delay_millis(after))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(to_queue_error)?;
+        if released == 1 {
             Ok(())
         } else {
             Err(QueueError::UnknownJob(job.id.clone()))

@@ -124,31 +124,49 @@ return 1
 "#;
 
 const RESERVE: &str = r#"
--- ARGV: base, consumer, visibility (ms), token, max deliveries
+-- ARGV: base, consumer, visibility (ms), token, max deliveries, batch size.
+-- Returns the jobs taken (7 fields each, 'job' first), or a wait hint.
 local consumer, vis, token = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local max_deliveries = tonumber(ARGV[5])
+local want = tonumber(ARGV[6] or '1')
+if want < 1 then want = 1 end
 local now = now_ms()
-move_due(now, 100)
-local job = expired(now, 20, consumer, vis, token, max_deliveries)
-if job then return job end
-for _ = 1, 20 do
-  local r = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', stream, '>')
+local out, got = {}, 0
+local function add(job)
+  for _, v in ipairs(job) do out[#out + 1] = v end
+  got = got + 1
+end
+move_due(now, math.max(100, want))
+while got < want do
+  local job = expired(now, 20, consumer, vis, token, max_deliveries)
+  if not job then break end
+  add(job)
+end
+local misses = 0
+while got < want and misses < 20 do
+  local r = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', want - got, 'STREAMS', stream, '>')
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'NOGROUP') then return redis.error_reply(r.err) end
     -- From 0: jobs enqueued before any worker came are delivered too.
     redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
-    r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', 1, 'STREAMS', stream, '>')
+    r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', want - got, 'STREAMS', stream, '>')
   end
   if not r then break end
-  local entry = r[1][2][1]
-  local eid, fields = entry[1], entry[2]
-  redis.call('DECR', ready)
-  local id = fields[2]
-  local h = redis.call('HMGET', jobkey(id), 'state', 'entry')
-  if h[1] == 'waiting' and h[2] == eid then return start(id, eid, now, vis, token) end
-  -- An entry whose job moved on (purged, or requeued elsewhere): nothing to run.
-  redis.call('XACK', stream, GROUP, eid)
+  for _, entry in ipairs(r[1][2]) do
+    local eid, fields = entry[1], entry[2]
+    redis.call('DECR', ready)
+    local id = fields[2]
+    local h = redis.call('HMGET', jobkey(id), 'state', 'entry')
+    if h[1] == 'waiting' and h[2] == eid then
+      add(start(id, eid, now, vis, token))
+    else
+      -- An entry whose job moved on (purged, or requeued elsewhere): nothing to run.
+      redis.call('XACK', stream, GROUP, eid)
+      misses = misses + 1
+    end
+  end
 end
+if got > 0 then return out end
 -- Nothing now: when the next retry or lease is due, and the newest entry to
 -- wait behind (XREAD BLOCK from it wakes on the next enqueue).
 local next_due = -1
@@ -206,6 +224,47 @@ if not holds(jk, eid, token) then return 0 end
 -- JUSTID: resets the entry's idle time without counting a delivery.
 redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'JUSTID')
 redis.call('ZADD', leases, now_ms() + vis, id)
+return 1
+"#;
+
+const EXTEND_MANY: &str = r#"
+-- ARGV: base, consumer, visibility (ms), then id, entry, token of each job.
+-- One 1 (extended) or 0 (not held) per job.
+local consumer, vis = ARGV[2], tonumber(ARGV[3])
+local deadline = now_ms() + vis
+local out = {}
+for i = 4, #ARGV, 3 do
+  local id, eid, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if holds(jobkey(id), eid, token) then
+    redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'JUSTID')
+    redis.call('ZADD', leases, deadline, id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#;
+
+const RELEASE: &str = r#"
+-- ARGV: base, id, entry, token, delay ms. Hands the reservation back without
+-- counting it: the next reservation gets the same attempt number. 1 =
+-- released, 0 = not held.
+local id, eid, token, delay = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local jk = jobkey(id)
+if not holds(jk, eid, token) then return 0 end
+redis.call('XACK', stream, GROUP, eid)
+redis.call('ZREM', leases, id)
+local attempts = tonumber(redis.call('HGET', jk, 'attempts')) or 0
+if attempts > 0 then redis.call('HSET', jk, 'attempts', attempts - 1) end
+redis.call('HDEL', jk, 'token')
+if delay > 0 then
+  redis.call('HDEL', jk, 'entry')
+  redis.call('HSET', jk, 'state', 'retrying')
+  redis.call('ZADD', retry, now_ms() + delay, id)
+else
+  push(id)
+end
 return 1
 "#;
 
@@ -290,6 +349,8 @@ pub(crate) struct Scripts {
     pub ack: redis::Script,
     pub fail: redis::Script,
     pub extend: redis::Script,
+    pub extend_many: redis::Script,
+    pub release: redis::Script,
     pub requeue: redis::Script,
     pub purge_dead: redis::Script,
     pub move_due: redis::Script,
@@ -309,6 +370,8 @@ impl Scripts {
             ack: with_prelude(ACK),
             fail: with_prelude(FAIL),
             extend: with_prelude(EXTEND),
+            extend_many: with_prelude(EXTEND_MANY),
+            release: with_prelude(RELEASE),
             requeue: with_prelude(REQUEUE),
             purge_dead: with_prelude(PURGE_DEAD),
             move_due: with_prelude(MOVE_DUE),

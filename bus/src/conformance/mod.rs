@@ -452,6 +452,7 @@ macro_rules! bus_conformance {
             nack_redelivers
             max_deliveries_ends_redelivery
             nack_with_delay
+            in_progress_holds_a_delivery
             ack_after_subscription_closed
             close_with_deliveries_in_flight
             durable_resume_after_restart
@@ -489,6 +490,8 @@ macro_rules! queue_conformance {
             stats_count
             concurrent_workers_never_share_a_job
             restart_keeps_queued_work
+            release_spends_no_attempt
+            reserve_many_takes_a_batch
             // QUEUE CASES END
         }
     };

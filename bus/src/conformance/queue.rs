@@ -439,3 +439,103 @@ pub async fn restart_keeps_queued_work(cx: Arc<QueueCx>) -> Verdict {
     assert_empty(&cx, &*q, cx.queue(), "every job ran").await;
     Verdict::Pass
 }
+
+/// `release` hands a reservation back without spending an attempt: the job
+/// is reserved again with the same attempt number and errors (after the
+/// given delay, at once for zero), the old reservation can no longer be
+/// released, and many releases in a row never dead-letter it, whatever the
+/// retry budget.
+pub async fn release_spends_no_attempt(cx: Arc<QueueCx>) -> Verdict {
+    let q = cx.connect(quick(&cx, 1)).await;
+    assert!(enqueue(&*q, cx.queue(), "r", "x").await);
+    let first = reserve(&cx, &*q, cx.ms(LONG_MS), "the job").await;
+    assert_eq!(first.attempt, 1);
+    q.release(&first, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("release failed: {e}"));
+    // More releases than the retries and deliveries any adapter allows.
+    let mut held = None;
+    for round in 0..12 {
+        let again = reserve(&cx, &*q, cx.ms(LONG_MS), "the released job").await;
+        assert_eq!(
+            (again.id.as_str(), again.attempt),
+            ("r", 1),
+            "release {round} spent an attempt"
+        );
+        assert!(again.errors.is_empty(), "a release is not an error");
+        q.release(&again, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("release {round} failed: {e}"));
+        held = Some(again);
+    }
+    let held = held.expect("twelve rounds ran");
+    assert!(
+        q.release(&held, Duration::ZERO).await.is_err(),
+        "a reservation released already was released again"
+    );
+    assert_eq!(
+        stats(&*q, cx.queue()).await.dead,
+        0,
+        "released jobs never die"
+    );
+    // A failed attempt stays counted; a release after it keeps the count.
+    let second = reserve(&cx, &*q, cx.ms(LONG_MS), "the job once more").await;
+    match q.fail(&second, "boom").await {
+        Ok(RetryOutcome::Retry(_)) => {}
+        other => panic!("the first failure should retry: {other:?}"),
+    }
+    let retried = reserve(&cx, &*q, cx.ms(LONG_MS), "the retry").await;
+    assert_eq!((retried.attempt, retried.errors.len()), (2, 1));
+    q.release(&retried, cx.ms(1_000))
+        .await
+        .unwrap_or_else(|e| panic!("release with a delay failed: {e}"));
+    assert_empty(&cx, &*q, cx.queue(), "released with a delay").await;
+    let later = reserve(&cx, &*q, cx.ms(LONG_MS), "the job after the delay").await;
+    assert_eq!(
+        (later.attempt, later.errors.as_slice()),
+        (2, &["boom".to_string()][..]),
+        "attempt and errors survive a release"
+    );
+    ack(&*q, &later).await;
+    assert_eq!(stats(&*q, cx.queue()).await, QueueStats::default());
+    Verdict::Pass
+}
+
+/// `reserve_many` takes up to `max` distinct jobs at once, then what is left,
+/// and answers empty after the wait on an empty queue.
+pub async fn reserve_many_takes_a_batch(cx: Arc<QueueCx>) -> Verdict {
+    let q = cx.connect(quick(&cx, 3)).await;
+    for i in 0..5 {
+        assert!(enqueue(&*q, cx.queue(), &format!("b{i}"), "x").await);
+    }
+    let first = q
+        .reserve_many(cx.queue(), 3, cx.ms(LONG_MS), cx.ms(DEADLINE_MS))
+        .await
+        .unwrap_or_else(|e| panic!("reserve_many failed: {e}"));
+    assert_eq!(first.len(), 3, "five waiting, three asked for");
+    let mut rest = Vec::new();
+    let deadline = Instant::now() + cx.ms(DEADLINE_MS);
+    while rest.len() < 2 && Instant::now() < deadline {
+        rest.extend(
+            q.reserve_many(cx.queue(), 10, cx.ms(LONG_MS), cx.ms(DEADLINE_MS))
+                .await
+                .unwrap_or_else(|e| panic!("reserve_many failed: {e}")),
+        );
+    }
+    let ids: BTreeSet<String> = first.iter().chain(&rest).map(|j| j.id.clone()).collect();
+    assert_eq!(
+        ids,
+        (0..5).map(|i| format!("b{i}")).collect(),
+        "each job exactly once"
+    );
+    assert_eq!(first.len() + rest.len(), 5);
+    let none = q
+        .reserve_many(cx.queue(), 10, cx.ms(LONG_MS), cx.ms(EMPTY_MS))
+        .await
+        .unwrap_or_else(|e| panic!("reserve_many failed: {e}"));
+    assert!(none.is_empty(), "{} jobs from an empty queue", none.len());
+    for j in first.iter().chain(&rest) {
+        ack(&*q, j).await;
+    }
+    Verdict::Pass
+}

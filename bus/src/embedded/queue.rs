@@ -129,6 +129,57 @@ impl EmbeddedQueue {
         Ok(gi)
     }
 
+    /// Up to `max` jobs under one lock; waits up to `wait` while there are none.
+    async fn take(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        let gi = self.group(queue)?;
+        let notify = self.inner.stream.lock().group_notify(gi);
+        let give_up = Instant::now() + wait;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            let (taken, deadline) = {
+                let mut s = self.inner.stream.lock();
+                // Registered under the lock: an enqueue after this look wakes us.
+                notified.as_mut().enable();
+                if s.is_closed() {
+                    return Err(QueueError::Closed);
+                }
+                let now = Instant::now();
+                s.tick(gi, now);
+                let taken = s.take(gi, PULL_MEMBER, max.max(1), now + visibility);
+                (taken, s.next_deadline(gi))
+            };
+            if !taken.is_empty() {
+                return Ok(taken
+                    .into_iter()
+                    .map(|t| Job {
+                        queue: queue.to_string(),
+                        id: t.msg.header(JOB_ID).unwrap_or_default().to_string(),
+                        payload: t.msg.payload,
+                        attempt: t.attempt,
+                        errors: t.notes,
+                        receipt: receipt(t.seq, t.attempt),
+                    })
+                    .collect());
+            }
+            if Instant::now() >= give_up {
+                return Ok(Vec::new());
+            }
+            // Also wake when a delay or a reservation of someone else runs out.
+            let until = deadline.map_or(give_up, |d| d.min(give_up));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
     fn job_message(queue: &str, id: &str, payload: bytes::Bytes) -> Result<Message, QueueError> {
         let mut m = Message::new(Self::subject(queue)?, payload);
         m.headers.insert(MSG_ID.into(), format!("{queue}/{id}"));
@@ -156,45 +207,17 @@ impl JobQueue for EmbeddedQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<Job>, QueueError> {
-        let gi = self.group(queue)?;
-        let notify = self.inner.stream.lock().group_notify(gi);
-        let give_up = Instant::now() + wait;
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            let (taken, deadline) = {
-                let mut s = self.inner.stream.lock();
-                // Registered under the lock: an enqueue after this look wakes us.
-                notified.as_mut().enable();
-                if s.is_closed() {
-                    return Err(QueueError::Closed);
-                }
-                let now = Instant::now();
-                s.tick(gi, now);
-                let taken = s.take(gi, PULL_MEMBER, 1, now + visibility).pop();
-                (taken, s.next_deadline(gi))
-            };
-            if let Some(t) = taken {
-                let id = t.msg.header(JOB_ID).unwrap_or_default().to_string();
-                return Ok(Some(Job {
-                    queue: queue.to_string(),
-                    id,
-                    payload: t.msg.payload,
-                    attempt: t.attempt,
-                    errors: t.notes,
-                    receipt: receipt(t.seq, t.attempt),
-                }));
-            }
-            if Instant::now() >= give_up {
-                return Ok(None);
-            }
-            // Also wake when a delay or a reservation of someone else runs out.
-            let until = deadline.map_or(give_up, |d| d.min(give_up));
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+        Ok(self.take(queue, 1, visibility, wait).await?.pop())
+    }
+
+    async fn reserve_many(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        self.take(queue, max, visibility, wait).await
     }
 
     async fn ack(&self, job: &Job) -> Result<(), QueueError> {
@@ -231,6 +254,39 @@ impl JobQueue for EmbeddedQueue {
         let (seq, attempt) = parse_receipt(job)?;
         let deadline = Instant::now() + visibility;
         if self.inner.stream.lock().extend(gi, seq, attempt, deadline) {
+            Ok(())
+        } else {
+            Err(QueueError::UnknownJob(job.id.clone()))
+        }
+    }
+
+    async fn extend_many(&self, jobs: &[Job], visibility: Duration) -> Vec<Result<(), QueueError>> {
+        let deadline = Instant::now() + visibility;
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| Ok::<_, QueueError>((self.group(&job.queue)?, parse_receipt(job)?)))
+            .collect();
+        // One lock for the whole batch: the keep-alive of thousands of jobs
+        // is one pass, not thousands of lock round trips.
+        let mut s = self.inner.stream.lock();
+        handles
+            .into_iter()
+            .zip(jobs)
+            .map(|(handle, job)| {
+                let (gi, (seq, attempt)) = handle?;
+                if s.extend(gi, seq, attempt, deadline) {
+                    Ok(())
+                } else {
+                    Err(QueueError::UnknownJob(job.id.clone()))
+                }
+            })
+            .collect()
+    }
+
+    async fn release(&self, job: &Job, after: Duration) -> Result<(), QueueError> {
+        let gi = self.group(&job.queue)?;
+        let (seq, attempt) = parse_receipt(job)?;
+        if self.inner.stream.lock().release(gi, seq, attempt, after) {
             Ok(())
         } else {
             Err(QueueError::UnknownJob(job.id.clone()))

@@ -29,6 +29,14 @@ pub enum OrdersError {
     Store(#[from] StoreError),
 }
 
+impl OrdersError {
+    /// The database cannot serve for now: nothing is wrong with the order or
+    /// the request, a later try can succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, OrdersError::Store(StoreError::Unavailable(_)))
+    }
+}
+
 /// Who asks: the service decides ownership and the status policy from this
 /// alone, so it needs no HTTP type (the API's authenticated user implements it).
 pub trait Caller: Sync {

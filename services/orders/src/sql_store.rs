@@ -56,6 +56,7 @@ impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Corrupt(what) => StoreError::Corrupt(what),
+            other if other.is_unavailable() => StoreError::Unavailable(other.to_string()),
             other => StoreError::Database(other.to_string()),
         }
     }

@@ -11,6 +11,10 @@ use crate::events::OutboxEvent;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot serve for now (unreachable, shutting down, busy):
+    /// worth a retry later, the request itself is not at fault.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }

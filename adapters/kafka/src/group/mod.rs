@@ -145,6 +145,8 @@ struct Settle {
 enum Outcome {
     Ack,
     Nack(Duration),
+    /// Still being worked on: the ack wait starts again, no delivery counted.
+    InProgress,
     /// The broker acknowledged the dead-letter copy; the record counts as done.
     DeadLettered,
     /// The dead-letter copy failed; the record stays uncommitted and is copied again later.
@@ -165,6 +167,16 @@ impl orderly_bus::Acker for Acker {
             orderly_bus::AckKind::Ack => Outcome::Ack,
             orderly_bus::AckKind::Nack(d) => Outcome::Nack(d),
         };
+        self.send(kind);
+    }
+
+    fn in_progress(&self) {
+        self.send(Outcome::InProgress);
+    }
+}
+
+impl Acker {
+    fn send(&self, kind: Outcome) {
         // The loop is gone once the subscription ended; the record then goes
         // back to the group uncommitted, which is the documented outcome.
         let _ = self.tx.send(Settle {
@@ -316,6 +328,14 @@ impl GroupState {
                     // `fire_timers` sends it back to the copy, not to a member.
                     entry.state = State::Delayed {
                         until: Instant::now() + dead_letter_retry_delay(entry.dead_letter_failures),
+                    };
+                }
+                None
+            }
+            Outcome::InProgress => {
+                if entry.deliveries == s.delivery && matches!(entry.state, State::InFlight { .. }) {
+                    entry.state = State::InFlight {
+                        deadline: Instant::now() + self.options.ack_wait,
                     };
                 }
                 None

@@ -10,6 +10,7 @@ mod basics;
 mod groups;
 mod lifecycle;
 mod payloads;
+mod progress;
 mod redelivery;
 
 use std::collections::BTreeSet;
@@ -33,6 +34,7 @@ pub use self::lifecycle::{
     ensure_stream_is_idempotent,
 };
 pub use self::payloads::{headers_round_trip, payload_near_limit, payload_over_limit};
+pub use self::progress::in_progress_holds_a_delivery;
 pub use self::redelivery::{
     ack_after_subscription_closed, close_with_deliveries_in_flight, max_deliveries_ends_redelivery,
     nack_redelivers, nack_with_delay, no_ack_redelivers,

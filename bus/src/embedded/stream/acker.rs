@@ -1,6 +1,9 @@
 //! Settling push deliveries, and leaving a group when a subscription goes.
 
 use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::StreamShared;
 use crate::message::{AckKind, Acker};
@@ -11,6 +14,8 @@ pub(super) struct GroupAcker {
     pub(super) group: usize,
     pub(super) seq: u64,
     pub(super) attempt: u32,
+    /// How long a `+WPI`-style keep-alive holds it from now.
+    pub(super) ack_wait: Duration,
 }
 
 impl Acker for GroupAcker {
@@ -27,6 +32,16 @@ impl Acker for GroupAcker {
                 s.nack(self.group, self.seq, self.attempt, delay);
             }
         }
+    }
+
+    fn in_progress(&self) {
+        let Some(stream) = self.stream.upgrade() else {
+            return;
+        };
+        let deadline = Instant::now() + self.ack_wait;
+        stream
+            .lock()
+            .extend(self.group, self.seq, self.attempt, deadline);
     }
 }
 

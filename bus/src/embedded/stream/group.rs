@@ -344,6 +344,42 @@ impl Stream {
         }
     }
 
+    /// Hands delivery `attempt` of `seq` back uncounted: available again after
+    /// `delay`, and its next delivery carries the same attempt number. `false`
+    /// if that delivery is not the one in flight.
+    pub(crate) fn release(&mut self, gi: usize, seq: u64, attempt: u32, delay: Duration) -> bool {
+        let held = self.groups[gi]
+            .in_flight
+            .get(&seq)
+            .is_some_and(|f| f.attempt == attempt);
+        if self.closed || !held || !self.is_current(gi, seq, attempt) {
+            return false;
+        }
+        let uncounted = attempt.saturating_sub(1);
+        // The delivery count as it was before this delivery, also after a restart.
+        self.log(&Record::Delivered {
+            group: gi as u32,
+            seq,
+            count: uncounted,
+        });
+        self.groups[gi].deliveries.insert(seq, uncounted);
+        if delay.is_zero() {
+            let g = &mut self.groups[gi];
+            g.take_in_flight(seq);
+            g.pending.insert(seq);
+        } else {
+            let not_before_ms = wall_ms().saturating_add(duration_ms(delay) + 1);
+            self.log(&Record::Nack {
+                group: gi as u32,
+                seq,
+                not_before_ms,
+            });
+            self.apply_delay(gi, seq, Instant::now() + delay);
+        }
+        self.groups[gi].notify.notify_waiters();
+        true
+    }
+
     pub(crate) fn note(&mut self, gi: usize, seq: u64, text: &str) {
         if self.closed || !self.msgs.contains_key(&seq) {
             return;

@@ -43,6 +43,7 @@ pub(crate) async fn pump(
                 group,
                 seq: t.seq,
                 attempt: t.attempt,
+                ack_wait: options.ack_wait,
             });
             // The channel holds max_in_flight and everything in it is in flight,
             // so it only fails once the subscriber is gone (the guard then gives

@@ -517,7 +517,12 @@ pub const VARIABLES: &[Variable] = &[
         "`2000`",
         "how long the simulated payment takes",
     ),
-    var("WORKER_CONCURRENCY", Worker, "`4`", "jobs run at once"),
+    var(
+        "WORKER_CONCURRENCY",
+        Worker,
+        "`8000`",
+        "most jobs in flight at once (a payment is a wait; see [docs/worker.md](worker.md))",
+    ),
     var(
         "WORKER_VISIBILITY_TIMEOUT_SECONDS",
         Worker,
@@ -615,6 +620,12 @@ pub const VARIABLES: &[Variable] = &[
         Kafka,
         "unset",
         "the consumer's static group membership (`group.instance.id`), unique per consumer process",
+    ),
+    var(
+        "WORKER_STOP_GRACE",
+        Worker,
+        "`15`",
+        "seconds a stop waits for jobs in flight before handing the rest back to the queue",
     ),
 ];
 
