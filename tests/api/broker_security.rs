@@ -301,5 +301,16 @@ async fn roles_started_before_the_broker_reach_paid_once_it_is_up() {
             ("ORDERLY_BROKER_TOKEN", "late-token"),
         ],
     );
+    // The old script waits a fixed 3 s for payment: start it once the
+    // consumer is through (its retries back off up to seconds apart).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !app.logs().contains("consumer started") {
+        assert!(
+            Instant::now() < deadline,
+            "the roles never connected once the broker was up:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_paid(&app, &app, "").await;
 }
