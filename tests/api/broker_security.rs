@@ -175,16 +175,44 @@ fn a_client_declaring_a_huge_msg_cannot_grow_the_broker() {
 #[test]
 fn the_broker_refuses_to_listen_openly_without_authentication() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_orderly"))
+    let child = Command::new(env!("CARGO_BIN_EXE_orderly"))
         .arg("broker")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ORDERLY_DATA_DIR", tmp.path())
         .env("ORDERLY_BROKER_LISTEN", "0.0.0.0:0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
+    // Killed on drop if it listens instead of refusing.
+    let mut broker = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = broker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orderly broker listens on 0.0.0.0 without authentication"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr_text = String::new();
+    broker
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr_text)
+        .unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: stderr_text.into_bytes(),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("ORDERLY_BROKER_TOKEN") && stderr.contains("0.0.0.0:0"),
