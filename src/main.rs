@@ -44,7 +44,11 @@ enum Command {
     /// Apply database migrations for auth and orders, then exit
     Migrate,
     /// The embedded broker alone, speaking the NATS client protocol (ORDERLY_BROKER_LISTEN, default 127.0.0.1:4223)
-    Broker,
+    Broker {
+        /// Read a password on stdin, print its bcrypt hash for ORDERLY_BROKER_AUTH_FILE, and exit
+        #[arg(long)]
+        hash_password: bool,
+    },
     /// Write a new RS256 token-signing key pair (README, "Key rotation")
     Keygen {
         /// Directory for private.pem (mode 0600) and public.pem; an existing pair is never overwritten
@@ -99,9 +103,15 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::All);
-    // The healthcheck answers on stdout only; every other command logs.
-    let logs = (!matches!(command, Command::Healthcheck { .. }))
-        .then(|| orderly_core::telemetry::init("info,sqlx=warn"));
+    // These answer on stdout only; every other command logs.
+    let quiet = matches!(
+        command,
+        Command::Healthcheck { .. }
+            | Command::Broker {
+                hash_password: true
+            }
+    );
+    let logs = (!quiet).then(|| orderly_core::telemetry::init("info,sqlx=warn"));
     let outcome = runtime.block_on(run(command));
     drop(runtime);
     match outcome {
@@ -134,12 +144,15 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::User { action } => return cli::user::run(&wiring::settings()?, &action).await,
         Command::Migrate => return wiring::migrate(&wiring::settings()?).await,
+        Command::Broker {
+            hash_password: true,
+        } => return cli::hash_password::run(),
         Command::All => Role::All,
         Command::Auth => Role::Auth,
         Command::Orders => Role::Orders,
         Command::Consumer => Role::Consumer,
         Command::Worker => Role::Worker,
-        Command::Broker => Role::Broker,
+        Command::Broker { .. } => Role::Broker,
     };
     wiring::run(role, wiring::settings()?).await
 }

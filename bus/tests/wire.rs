@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker};
-use orderly_bus::wire::{BrokerListener, ServerConfig, serve};
+use orderly_bus::wire::{Authorization, BrokerListener, ServerConfig, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -332,7 +332,9 @@ async fn an_invalid_subject_is_refused_but_the_connection_stays() {
 #[tokio::test]
 async fn a_wrong_or_missing_token_is_an_authorization_violation() {
     let (_b, l) = listener(ServerConfig {
-        auth_token: Some("s3cret".into()),
+        auth: Some(std::sync::Arc::new(
+            Authorization::with_token("s3cret").unwrap(),
+        )),
         ..ServerConfig::default()
     })
     .await;

@@ -2,6 +2,7 @@
 //! the queue or the databases, but start no role.
 
 pub mod events;
+pub mod hash_password;
 pub mod healthcheck;
 pub mod jobs;
 pub mod keygen;

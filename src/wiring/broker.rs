@@ -1,11 +1,15 @@
 //! `orderly broker`: the embedded broker on the data directory, served over
 //! TCP to NATS clients until Ctrl-C.
 
-use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
 
 use orderly_bus::Bus;
+use orderly_bus::wire::{Authorization, ServerConfig};
 use orderly_core::Shutdown;
-use orderly_core::config::Settings;
+use orderly_core::config::{BrokerSecurity, Settings};
 
 use super::queue;
 
@@ -14,29 +18,101 @@ use super::queue;
 const DEFAULT_LISTEN: &str = "127.0.0.1:4223";
 
 pub async fn run(settings: &Settings, shutdown: Shutdown) -> Result<()> {
-    let broker = queue::open_broker(settings).await?;
     let listen = settings
         .broker_listen
         .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let security = &settings.broker_security;
+    refuse_open_listener(&listen, security)?;
+    let auth = authorization(security)?;
+    let tls = match &security.tls {
+        Some((cert, key)) => Some(
+            orderly_bus::wire::tls::server_config(cert, key, security.tls_client_ca.as_deref())
+                .context("broker TLS (ORDERLY_BROKER_TLS_CERT, ORDERLY_BROKER_TLS_KEY)")?,
+        ),
+        None => None,
+    };
+    let broker = queue::open_broker(settings).await?;
+    let limits = &settings.broker_limits;
     let listener = orderly_bus::wire::serve(
         broker.clone(),
-        orderly_bus::wire::ServerConfig {
+        ServerConfig {
             listen,
-            max_connections: settings.broker_limits.max_connections,
-            max_connections_per_ip: settings.broker_limits.max_connections_per_ip,
-            max_subscriptions: settings.broker_limits.max_subscriptions,
-            max_pending: settings.broker_limits.max_pending_bytes,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_subscriptions: limits.max_subscriptions,
+            max_pending: limits.max_pending_bytes,
+            max_pending_total: limits.max_pending_total_bytes,
+            tls: tls.clone(),
+            auth: auth.clone(),
             ..Default::default()
         },
     )
     .await
     .context("broker listener")?;
-    let url = format!("nats://{}", listener.local_addr());
-    tracing::info!(%url, "broker listening");
+    let scheme = if tls.is_some() { "tls" } else { "nats" };
+    let url = format!("{scheme}://{}", listener.local_addr());
+    let auth_kind = match &auth {
+        Some(a) if a.has_users() => "users",
+        Some(_) => "token",
+        None => "none",
+    };
+    tracing::info!(%url, auth = auth_kind, tls = tls.is_some(), "broker listening");
     println!("broker: {url}");
     shutdown.wait().await;
     listener.shutdown().await;
     broker.close().await;
     Ok(())
+}
+
+/// Anyone who reaches an unauthenticated listener reads and forges every
+/// event: only the loopback interface may have one.
+fn refuse_open_listener(listen: &str, security: &BrokerSecurity) -> Result<()> {
+    if security.authenticates() {
+        return Ok(());
+    }
+    let loopback = listen
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    if !loopback {
+        bail!(
+            "ORDERLY_BROKER_LISTEN={listen} is not a loopback address and the broker has no \
+             authentication: set ORDERLY_BROKER_TOKEN or ORDERLY_BROKER_AUTH_FILE \
+             (docs/broker-security.md), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+fn authorization(security: &BrokerSecurity) -> Result<Option<Arc<Authorization>>> {
+    let token = security.token.as_ref().map(|t| t.expose());
+    let auth = match (&security.auth_file, token) {
+        (Some(file), token) => Authorization::from_file(file, token)?,
+        (None, Some(token)) => Authorization::with_token(token)
+            .map_err(|e| anyhow::anyhow!("ORDERLY_BROKER_TOKEN: {e}"))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Arc::new(auth)))
+}
+
+#[cfg(test)]
+mod tests {
+    use orderly_core::config::Secret;
+
+    use super::*;
+
+    #[test]
+    fn only_loopback_listens_without_authentication() {
+        let open = BrokerSecurity::default();
+        assert!(refuse_open_listener("127.0.0.1:4223", &open).is_ok());
+        assert!(refuse_open_listener("[::1]:4223", &open).is_ok());
+        let e = refuse_open_listener("0.0.0.0:4223", &open).unwrap_err();
+        assert!(e.to_string().contains("ORDERLY_BROKER_TOKEN"), "{e}");
+        let token = BrokerSecurity {
+            token: Some(Secret::new("t")),
+            ..Default::default()
+        };
+        assert!(refuse_open_listener("0.0.0.0:4223", &token).is_ok());
+    }
 }

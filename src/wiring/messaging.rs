@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use orderly_bus::Bus;
 use orderly_bus::metered::{MeteredBus, MeteredQueue};
-use orderly_core::config::{BusKind, KafkaSettings, Settings};
+use orderly_core::config::{BusKind, KafkaSettings, NatsClientSettings, Settings};
 use orderly_kafka::{KafkaBus, KafkaConfig};
 use orderly_nats::{NatsBus, NatsConfig};
 
@@ -69,14 +69,27 @@ async fn open_remote_bus(settings: &Settings) -> Result<Arc<dyn Bus>> {
         }
         BusKind::Embedded => anyhow::bail!("the embedded broker is opened in process"),
         BusKind::Nats => {
-            let mut config = NatsConfig::new(&settings.nats_url);
-            config.client_name = "orderly".into();
-            let bus = NatsBus::connect(config)
+            // A broker not up yet is waited for in the background, as with Kafka.
+            let config = nats_config(&settings.nats_url, &settings.nats_client);
+            let bus = NatsBus::connect_in_background(config)
                 .await
-                .with_context(|| format!("NATS at {}", settings.nats_url))?;
+                .context("NATS bus (NATS_URL, NATS_CA_FILE, NATS_CLIENT_CERT)")?;
             Ok(Arc::new(bus))
         }
     }
+}
+
+fn nats_config(url: &str, s: &NatsClientSettings) -> NatsConfig {
+    let mut c = NatsConfig::new(url);
+    c.client_name = "orderly".into();
+    c.token = s.token.as_ref().map(|t| t.expose().to_string());
+    c.user = s.user.clone().map(|u| {
+        let pass = s.password.as_ref().map(|p| p.expose().to_string());
+        (u, pass.unwrap_or_default())
+    });
+    c.ca_file = s.ca_file.clone();
+    c.client_cert = s.client_cert.clone();
+    c
 }
 
 fn kafka_config(s: &KafkaSettings) -> KafkaConfig {

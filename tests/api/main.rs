@@ -2,6 +2,7 @@
 //! directory with OS-chosen ports and talks HTTP to it.
 
 mod auth_security;
+mod broker_security;
 mod chaos;
 mod cli;
 mod contract;

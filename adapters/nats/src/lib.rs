@@ -10,21 +10,26 @@
 //!   publish is a core publish with a reply inbox, so plain subscribers get
 //!   those messages too.
 //! - The key travels as the [`KEY_HEADER`] header; other headers as NATS headers.
+//! - Credentials (token, user and password, also as `user:pass@` in the URL)
+//!   and TLS (`tls://`, a CA file on top of the system's trust store, a client
+//!   certificate) come from [`NatsConfig`]; see `connect`.
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod connect;
 mod dead_letters;
 mod group;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use async_nats::jetstream::{self, context::GetStreamByNameErrorKind, context::PublishErrorKind};
-use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -51,9 +56,10 @@ const NOT_CAPTURED_TTL: Duration = Duration::from_secs(1);
 const CAPTURE_CACHE_MAX: usize = 4096;
 
 /// How the adapter connects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// `nats://host:port` (several comma-separated for a cluster).
+    /// `nats://host:port` or `tls://host:port` (several comma-separated for a
+    /// cluster); `user:password@` in it is used when [`Self::user`] is unset.
     pub url: String,
     /// Shown by the server (`connz`), to tell the roles apart.
     pub client_name: String,
@@ -61,6 +67,27 @@ pub struct NatsConfig {
     pub connect_timeout: Duration,
     /// JetStream API requests and publish acks.
     pub request_timeout: Duration,
+    /// A shared token (nats-server's `--auth`).
+    pub token: Option<String>,
+    /// A user and its password.
+    pub user: Option<(String, String)>,
+    /// Trust this CA (PEM) too, besides the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &connect::redact(&self.url))
+            .field("client_name", &self.client_name)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NatsConfig {
@@ -71,6 +98,10 @@ impl NatsConfig {
             client_name: "orderly".into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            token: None,
+            user: None,
+            ca_file: None,
+            client_cert: None,
         }
     }
 }
@@ -84,9 +115,15 @@ pub struct NatsBus {
 pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) js: jetstream::Context,
-    max_payload: usize,
-    /// The server announced JetStream; without it only plain subjects work.
-    jetstream: bool,
+    /// What the server announced, from its first INFO on.
+    server: OnceLock<ServerFacts>,
+    /// Goes `true` on each connection, `false` on each loss of it.
+    connected: watch::Receiver<bool>,
+    /// The URL without its password, for messages.
+    url: String,
+    /// How long set-up calls wait for a connection before they fail as
+    /// unavailable (and their caller retries).
+    connect_timeout: Duration,
     closed: AtomicBool,
     /// Flips to `true` on close; every subscription task watches it.
     pub(crate) shutdown: watch::Sender<bool>,
@@ -94,50 +131,117 @@ pub(crate) struct Inner {
     captured: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
+/// The parts of the server's INFO the adapter works with.
+#[derive(Debug, Clone, Copy)]
+struct ServerFacts {
+    max_payload: usize,
+    /// Without JetStream only plain subjects work.
+    jetstream: bool,
+}
+
 impl std::fmt::Debug for NatsBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsBus")
-            .field("max_payload", &self.inner.max_payload)
+            .field("url", &self.inner.url)
+            .field("server", &self.inner.server.get())
             .finish_non_exhaustive()
     }
 }
 
 impl NatsBus {
-    /// Connects (failing if the server is unreachable); later disconnects are
-    /// retried by async-nats in the background.
+    /// Connects (failing if the server is unreachable or refuses the
+    /// credentials); later disconnects are retried by async-nats in the
+    /// background.
     pub async fn connect(config: NatsConfig) -> Result<Self, BusError> {
-        let client = ConnectOptions::new()
-            .name(&config.client_name)
-            .connection_timeout(config.connect_timeout)
-            .request_timeout(Some(config.request_timeout))
-            .connect(config.url.as_str())
-            .await
-            .map_err(|e| {
-                BusError::Unavailable(format!("cannot connect to NATS at {}: {e}", config.url))
-            })?;
-        let max_payload = client.server_info().max_payload;
-        if max_payload == 0 {
+        let bus = Self::open(config, false).await?;
+        if bus.server().is_none() {
             return Err(BusError::Unavailable(format!(
                 "the NATS server at {} announced no max_payload",
-                config.url
+                bus.inner.url
             )));
         }
-        let jetstream = client.server_info().jetstream;
+        Ok(bus)
+    }
+
+    /// Returns at once and connects in the background, retrying with backoff
+    /// (and a log line per failed attempt) until the server answers: a
+    /// process started before its broker waits for it instead of exiting.
+    /// Until then publishes fail as unavailable, and stream and group set-up
+    /// wait for the connection up to `connect_timeout`, then fail as
+    /// unavailable (their callers retry).
+    pub async fn connect_in_background(config: NatsConfig) -> Result<Self, BusError> {
+        Self::open(config, true).await
+    }
+
+    async fn open(config: NatsConfig, background: bool) -> Result<Self, BusError> {
+        let url = connect::redact(&config.url);
+        let (connected_tx, connected) = watch::channel(false);
+        let options = connect::options(&config, connected_tx, background)?;
+        let client = options
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());
         let (shutdown, _) = watch::channel(false);
-        Ok(Self {
+        let bus = Self {
             inner: Arc::new(Inner {
                 client,
                 js,
-                max_payload,
-                jetstream,
+                server: OnceLock::new(),
+                connected,
+                url,
+                connect_timeout: config.connect_timeout,
                 closed: AtomicBool::new(false),
                 shutdown,
                 captured: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        let _ = bus.server();
+        Ok(bus)
+    }
+
+    /// The server's limits, once it has said them (`None` before the first
+    /// connection).
+    fn server(&self) -> Option<ServerFacts> {
+        if let Some(facts) = self.inner.server.get() {
+            return Some(*facts);
+        }
+        let info = self.inner.client.server_info();
+        if info.max_payload == 0 {
+            return None;
+        }
+        Some(*self.inner.server.get_or_init(|| ServerFacts {
+            max_payload: info.max_payload,
+            jetstream: info.jetstream,
+        }))
+    }
+
+    /// The server's limits once connected, waiting up to `connect_timeout`
+    /// for the first connection.
+    async fn connected(&self) -> Result<ServerFacts, BusError> {
+        let deadline = tokio::time::Instant::now() + self.inner.connect_timeout;
+        loop {
+            self.ensure_open()?;
+            if let Some(facts) = self.server() {
+                return Ok(facts);
+            }
+            let mut connected = self.inner.connected.clone();
+            let mut shutdown = self.inner.shutdown.subscribe();
+            tokio::select! {
+                _ = connected.wait_for(|c| *c) => {}
+                _ = closed(&mut shutdown) => return Err(BusError::Closed),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BusError::Unavailable(format!(
+                        "not connected to NATS at {} yet",
+                        self.inner.url
+                    )));
+                }
+            }
+            // The INFO lands just after the connected event.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The underlying client (for tests and tools).
@@ -154,8 +258,8 @@ impl NatsBus {
     }
 
     /// Durable streams and groups need JetStream.
-    fn ensure_jetstream(&self) -> Result<(), BusError> {
-        if self.inner.jetstream {
+    async fn ensure_jetstream(&self) -> Result<(), BusError> {
+        if self.connected().await?.jetstream {
             Ok(())
         } else {
             Err(BusError::Unavailable(
@@ -165,8 +269,8 @@ impl NatsBus {
     }
 
     /// Whether a stream captures `subject`; cached (see [`CAPTURED_TTL`]).
-    async fn captured(&self, subject: &str) -> Result<bool, BusError> {
-        if !self.inner.jetstream {
+    async fn captured(&self, subject: &str, jetstream: bool) -> Result<bool, BusError> {
+        if !jetstream {
             return Ok(false);
         }
         if let Some((yes, at)) = self.capture_cache().get(subject).copied() {
@@ -272,22 +376,26 @@ pub(crate) async fn closed(rx: &mut watch::Receiver<bool>) {
 #[async_trait]
 impl Bus for NatsBus {
     fn features(&self) -> Features {
+        // Before the first connection: nothing is known, nothing is promised.
+        let (jetstream, max_payload) = self
+            .server()
+            .map_or((false, 0), |s| (s.jetstream, s.max_payload));
         Features {
             // JetStream file storage.
-            durable: self.inner.jetstream,
+            durable: jetstream,
             // Several pull members and redeliveries interleave a key's messages.
             ordered_per_key: false,
-            consumer_groups: self.inner.jetstream,
-            redelivery_delay: self.inner.jetstream,
+            consumer_groups: jetstream,
+            redelivery_delay: jetstream,
             // NATS can, but the Bus port has no request call to offer it through.
             headers: true,
-            max_payload: self.inner.max_payload,
+            max_payload,
         }
     }
 
     async fn ensure_stream(&self, config: StreamConfig) -> Result<(), BusError> {
         self.ensure_open()?;
-        self.ensure_jetstream()?;
+        self.ensure_jetstream().await?;
         config.check()?;
         for s in &config.subjects {
             subject::check_filter(s)?;
@@ -333,8 +441,14 @@ impl Bus for NatsBus {
     async fn publish(&self, message: Message) -> Result<(), BusError> {
         self.ensure_open()?;
         subject::check_literal(&message.subject)?;
+        let Some(server) = self.server() else {
+            return Err(BusError::Unavailable(format!(
+                "not connected to NATS at {} yet",
+                self.inner.url
+            )));
+        };
         let size = message.payload.len() + header_len(&message);
-        let max = self.inner.max_payload;
+        let max = server.max_payload;
         if message.payload.len() > max || size > max {
             return Err(BusError::PayloadTooLarge {
                 size: size.max(message.payload.len() + 1),
@@ -342,7 +456,7 @@ impl Bus for NatsBus {
             });
         }
         let headers = to_header_map(&message)?;
-        if self.captured(&message.subject).await? {
+        if self.captured(&message.subject, server.jetstream).await? {
             let ack = self
                 .inner
                 .js
@@ -401,16 +515,19 @@ impl Bus for NatsBus {
         self.ensure_open()?;
         subject::check_filter(subject)?;
         GroupOptions::check_name(group)?;
-        self.ensure_jetstream()?;
+        self.ensure_jetstream().await?;
         group::subscribe(&self.inner, subject, group, options).await
     }
 
     async fn check(&self) -> Result<(), BusError> {
         self.ensure_open()?;
         if self.inner.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(BusError::Unavailable("not connected to NATS".into()));
+            return Err(BusError::Unavailable(format!(
+                "not connected to NATS at {}",
+                self.inner.url
+            )));
         }
-        if !self.inner.jetstream {
+        if !self.server().is_some_and(|s| s.jetstream) {
             return Ok(());
         }
         // The account info request: answered only when JetStream is up. Read as

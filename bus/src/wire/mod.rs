@@ -8,6 +8,8 @@
 //! - `outbound`: a client's outbound buffer and write task.
 //! - `framing`: `MSG`/`HMSG` encoded into that buffer.
 //! - `server`: the accept loop, the connection cap, shutdown.
+//! - [`auth`]: tokens, users with hashed passwords, subject permissions.
+//! - [`tls`]: TLS on the listener (rustls).
 //!
 //! Messages keep their NATS extras in the broker as headers: the reply
 //! subject as [`REPLY_HEADER`], a status (the no-responders 503) as
@@ -18,8 +20,9 @@
 //! (streams, durable pull consumers, acks) from the broker's durable streams.
 //!
 //! Not served: the rest of JetStream (push consumers, KV, object store,
-//! direct get, purge/delete), TLS, `echo: false`.
+//! direct get, purge/delete), `echo: false`, nkeys and JWT accounts.
 
+pub mod auth;
 pub mod cmd;
 mod framing;
 mod jetstream;
@@ -27,13 +30,17 @@ mod outbound;
 pub mod parser;
 mod server;
 mod session;
+pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use auth::{AuthConfigError, Authorization, Permissions, SubjectRules};
 pub use server::{BrokerListener, serve};
 pub use session::Flow;
+pub use tls::TlsConfigError;
 
 /// The message key on the wire (as the NATS adapter sends it).
 pub const KEY_HEADER: &str = "Orderly-Key";
@@ -46,7 +53,7 @@ pub const STATUS_HEADER: &str = "Orderly-Status";
 pub const SUBJECT_HEADER: &str = "Orderly-Subject";
 
 /// The listener's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// `host:port`; port 0 lets the OS choose.
     pub listen: String,
@@ -59,14 +66,22 @@ pub struct ServerConfig {
     /// Subscriptions one client may hold; more are refused with
     /// `-ERR 'Maximum Subscriptions Exceeded'` (the connection stays).
     pub max_subscriptions: usize,
-    /// Required in CONNECT when set.
-    pub auth_token: Option<String>,
+    /// Who may connect and what each client may do; `None`: anyone, everything.
+    pub auth: Option<Arc<Authorization>>,
+    /// TLS on every connection (see [`tls::server_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A client that has not sent CONNECT (and finished its TLS handshake)
+    /// this long after connecting is closed (`Authentication Timeout`).
+    pub connect_timeout: Duration,
     /// Largest payload a client may publish (announced in INFO).
     pub max_payload: usize,
     /// Longest protocol line a client may send.
     pub max_control_line: usize,
     /// Bytes queued for one client before it counts as a slow consumer.
     pub max_pending: usize,
+    /// Bytes queued for all clients together; past it, a client with more
+    /// than 1 MiB queued counts as a slow consumer.
+    pub max_pending_total: usize,
     /// We ping each client this often ...
     pub ping_interval: Duration,
     /// ... and close it when this many pings are unanswered.
@@ -84,10 +99,13 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_ip: 64,
             max_subscriptions: 1024,
-            auth_token: None,
+            auth: None,
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
             max_payload: 1024 * 1024,
             max_control_line: parser::MAX_CONTROL_LINE,
             max_pending: 64 * 1024 * 1024,
+            max_pending_total: 512 * 1024 * 1024,
             ping_interval: Duration::from_secs(120),
             max_pings_out: 2,
             server_id: format!("ORDERLY{}", uuid::Uuid::new_v4().simple()).to_uppercase(),
@@ -105,7 +123,8 @@ impl ServerConfig {
             "proto": 1,
             "headers": true,
             "max_payload": self.max_payload,
-            "auth_required": self.auth_token.is_some(),
+            "auth_required": self.auth.is_some(),
+            "tls_required": self.tls.is_some(),
             "jetstream": true,
         });
         Bytes::from(format!("INFO {info}\r\n"))

@@ -7,12 +7,11 @@
 //! task. A publisher never waits for a slow reader: a client whose buffer is
 //! over its byte limit is a slow consumer and is disconnected, nobody else stalls.
 
-use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, ErrorKind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Buf, BytesMut};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -22,6 +21,60 @@ const BUFFER_START: usize = 4 * 1024;
 const KEEP_BUFFER: usize = 1024 * 1024;
 /// An inline writer hands over to the write task after this many buffers.
 const INLINE_ROUNDS: usize = 2;
+/// While every client's output together is over its cap, a client may still
+/// queue up to this much: one that keeps up is not cut off for the others.
+const SHARE_WHEN_FULL: usize = 1024 * 1024;
+
+/// The socket a client's output goes to: TCP, or the local end of a TLS
+/// connection's pump (see `tls`).
+pub(super) enum WriteSocket {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Local(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl WriteSocket {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteSocket::Tcp(s) => s.try_write(buf),
+            WriteSocket::Local(s) => s.try_write(buf),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            WriteSocket::Tcp(s) => s.writable().await,
+            WriteSocket::Local(s) => s.writable().await,
+        }
+    }
+}
+
+/// Output queued for every client of a listener together, against its cap.
+#[derive(Debug)]
+pub(crate) struct TotalPending {
+    bytes: AtomicUsize,
+    max: usize,
+}
+
+impl TotalPending {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            bytes: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn over(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > self.max
+    }
+
+    fn adjust(&self, from: usize, to: usize) {
+        if to > from {
+            self.bytes.fetch_add(to - from, Ordering::AcqRel);
+        } else {
+            self.bytes.fetch_sub(from - to, Ordering::AcqRel);
+        }
+    }
+}
 
 /// Who is writing a client's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +96,15 @@ struct OutState {
     writer: Writer,
     /// Takes no more frames: the connection is ending or its socket failed.
     closed: bool,
+    /// `buf` and `in_flight` as last counted in the listener's total.
+    counted: usize,
 }
 
 impl OutState {
+    fn pending(&self) -> usize {
+        self.buf.len() + self.in_flight
+    }
+
     fn take(&mut self) -> BytesMut {
         let batch = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
         self.in_flight = batch.len();
@@ -72,13 +131,32 @@ impl OutState {
 
 struct OutShared {
     state: Mutex<OutState>,
-    socket: OwnedWriteHalf,
+    socket: WriteSocket,
     /// Wakes the write task.
     wake: Notify,
     /// Wakes the read loop: the client is a slow consumer.
     kill: Notify,
     slow: AtomicBool,
     max_pending: usize,
+    total: Arc<TotalPending>,
+}
+
+impl OutShared {
+    /// Brings the listener's total in line with this client's queue.
+    fn settle(&self, st: &mut OutState) {
+        let now = st.pending();
+        if now != st.counted {
+            self.total.adjust(st.counted, now);
+            st.counted = now;
+        }
+    }
+}
+
+impl Drop for OutShared {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.total.adjust(st.counted, 0);
+    }
 }
 
 /// Why a frame was not queued.
@@ -93,7 +171,7 @@ pub(super) enum Refused {
 pub(crate) struct Outbound(Arc<OutShared>);
 
 impl Outbound {
-    pub(super) fn new(socket: OwnedWriteHalf, max_pending: usize) -> Self {
+    pub(super) fn new(socket: WriteSocket, max_pending: usize, total: Arc<TotalPending>) -> Self {
         Self(Arc::new(OutShared {
             state: Mutex::new(OutState {
                 buf: BytesMut::with_capacity(BUFFER_START),
@@ -101,12 +179,14 @@ impl Outbound {
                 in_flight: 0,
                 writer: Writer::Idle,
                 closed: false,
+                counted: 0,
             }),
             socket,
             wake: Notify::new(),
             kill: Notify::new(),
             slow: AtomicBool::new(false),
             max_pending,
+            total,
         }))
     }
 
@@ -126,12 +206,14 @@ impl Outbound {
         }
         let before = st.buf.len();
         encode(&mut st.buf);
-        if st.buf.len() + st.in_flight > self.0.max_pending {
+        let pending = st.pending();
+        if pending > self.0.max_pending || (pending > SHARE_WHEN_FULL && self.0.total.over()) {
             st.buf.truncate(before);
             drop(st);
             self.mark_slow();
             return Err(Refused::Slow);
         }
+        self.0.settle(&mut st);
         Ok(())
     }
 
@@ -176,6 +258,7 @@ impl Outbound {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     let mut st = self.state();
                     st.unshift(batch);
+                    self.0.settle(&mut st);
                     st.writer = Writer::Task;
                     drop(st);
                     self.0.wake.notify_one();
@@ -185,6 +268,7 @@ impl Outbound {
             }
             let mut st = self.state();
             st.recycle(batch);
+            self.0.settle(&mut st);
             if st.buf.is_empty() {
                 st.writer = Writer::Idle;
                 let closed = st.closed;
@@ -214,6 +298,7 @@ impl Outbound {
         st.buf.clear();
         st.in_flight = 0;
         st.writer = Writer::Idle;
+        self.0.settle(&mut st);
         drop(st);
         self.0.wake.notify_one();
     }
@@ -260,6 +345,7 @@ pub(super) async fn write_loop(out: Outbound) {
             }
             let mut st = out.state();
             st.recycle(batch);
+            out.0.settle(&mut st);
             if st.buf.is_empty() {
                 st.writer = Writer::Idle;
                 break;

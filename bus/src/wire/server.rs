@@ -12,7 +12,9 @@ use tokio::sync::{Semaphore, broadcast};
 
 use super::ServerConfig;
 use super::jetstream::JetStream;
-use super::session;
+use super::outbound::TotalPending;
+use super::session::{self, ClientSocket, Shared};
+use super::tls;
 use crate::embedded::EmbeddedBroker;
 use crate::{Backoff, BusError};
 
@@ -54,13 +56,13 @@ pub async fn serve(
         .min(crate::Bus::features(&broker).max_payload);
     let (stop, _) = broadcast::channel(1);
     let js = JetStream::new(broker.clone());
-    let task = tokio::spawn(accept_loop(
-        listener,
+    let shared = Arc::new(Shared {
         broker,
-        js.clone(),
-        Arc::new(config),
-        stop.clone(),
-    ));
+        js: js.clone(),
+        total: TotalPending::new(config.max_pending_total),
+        config: Arc::new(config),
+    });
+    let task = tokio::spawn(accept_loop(listener, shared, stop.clone()));
     Ok(BrokerListener {
         local_addr,
         stop,
@@ -69,13 +71,8 @@ pub async fn serve(
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    broker: EmbeddedBroker,
-    js: Arc<JetStream>,
-    config: Arc<ServerConfig>,
-    stop: broadcast::Sender<()>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: broadcast::Sender<()>) {
+    let config = shared.config.clone();
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_ip = PerIp::new(config.max_connections_per_ip);
     let mut stopped = stop.subscribe();
@@ -97,11 +94,11 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = stopped.recv() => break,
         };
-        let (socket, ip_slot) = match accepted {
+        let (socket, peer, ip_slot) = match accepted {
             Ok((socket, peer)) => {
                 backoff.reset();
                 match per_ip.take(peer.ip()) {
-                    Some(slot) => (socket, slot),
+                    Some(slot) => (socket, peer, slot),
                     None => {
                         tracing::warn!(ip = %peer.ip(), "wire client refused: too many connections from its address");
                         conns.spawn(refuse(socket));
@@ -116,10 +113,26 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (broker, js, config, shutdown) =
-            (broker.clone(), js.clone(), config.clone(), stop.subscribe());
+        let (shared, shutdown) = (shared.clone(), stop.subscribe());
         conns.spawn(async move {
-            session::run(socket, broker, js, config, shutdown).await;
+            match shared.config.tls.clone() {
+                None => {
+                    session::run(ClientSocket::Tcp(socket), peer, false, shared, shutdown).await;
+                }
+                Some(tls_config) => {
+                    let info = shared.config.info_frame();
+                    let deadline = shared.config.connect_timeout;
+                    match tls::accept(socket, &info, tls_config, deadline).await {
+                        Ok(local) => {
+                            let socket = ClientSocket::Local(local);
+                            session::run(socket, peer, true, shared, shutdown).await;
+                        }
+                        Err(e) => {
+                            tracing::info!(peer = %peer, error = %e, "wire client's TLS handshake failed");
+                        }
+                    }
+                }
+            }
             drop(ip_slot);
             drop(permit);
         });

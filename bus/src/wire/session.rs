@@ -8,22 +8,24 @@
 //! straight into the subscriber's outbound buffer.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::broadcast;
 
+use super::auth::{Permissions, SubscribeDecision, full_permissions};
 use super::cmd::{CmdError, Command, Connect, HeaderBlock};
 use super::framing::MsgFrame;
 use super::jetstream::JetStream;
-use super::outbound::{Outbound, Refused, write_loop};
+use super::outbound::{Outbound, Refused, TotalPending, WriteSocket, write_loop};
 use super::parser::{ParseError, Parser};
 use super::{KEY_HEADER, REPLY_HEADER, STATUS_HEADER, SUBJECT_HEADER, ServerConfig};
 use crate::embedded::{EmbeddedBroker, FanoutGuard, Offer, Pending, Sink};
-use crate::subject::{validate_filter, validate_literal};
+use crate::subject::{matches, validate_filter, validate_literal};
 use crate::{BusError, Message};
 
 /// On shutdown a client's input is served until it is this long idle ...
@@ -34,6 +36,37 @@ const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 const READ_MIN: usize = 4 * 1024;
 /// ... up to this.
 const READ_MAX: usize = 64 * 1024;
+
+/// A client's connection as the session sees it: TCP, or the plain-text end
+/// of a TLS connection (see `tls`).
+pub(crate) enum ClientSocket {
+    Tcp(TcpStream),
+    Local(UnixStream),
+}
+
+impl ClientSocket {
+    fn split(self) -> (Box<dyn AsyncRead + Send + Unpin>, WriteSocket) {
+        match self {
+            ClientSocket::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                let (r, w) = s.into_split();
+                (Box::new(r), WriteSocket::Tcp(w))
+            }
+            ClientSocket::Local(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), WriteSocket::Local(w))
+            }
+        }
+    }
+}
+
+/// What every session of one listener shares.
+pub(crate) struct Shared {
+    pub(crate) broker: EmbeddedBroker,
+    pub(crate) js: Arc<JetStream>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) total: Arc<TotalPending>,
+}
 
 /// Whether the connection goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +86,8 @@ struct SubSink {
     /// 0: no limit.
     max: AtomicU64,
     delivered: AtomicU64,
+    /// Subjects this client may not see although its filter matches them.
+    deny: Option<Arc<[String]>>,
 }
 
 impl SubSink {
@@ -65,6 +100,13 @@ impl SubSink {
 
 impl Sink for SubSink {
     fn offer(&self, m: &Message) -> Offer {
+        if let Some(deny) = &self.deny {
+            let shown = m.headers.get(SUBJECT_HEADER).unwrap_or(&m.subject);
+            if deny.iter().any(|d| matches(d, shown)) {
+                // Not for this client's eyes: skipped, like nats-server.
+                return Offer::Taken;
+            }
+        }
         let Some(frame) = MsgFrame::of(m, self.headers) else {
             // A status for a client that cannot take one: skipped, not lost.
             return Offer::Taken;
@@ -108,9 +150,13 @@ pub(crate) struct ClientConn {
     broker: EmbeddedBroker,
     js: Arc<JetStream>,
     config: Arc<ServerConfig>,
+    peer: SocketAddr,
     out: Outbound,
     /// `None` until CONNECT.
     options: Option<Connect>,
+    /// What the client may publish and subscribe to (everything until an
+    /// authenticated CONNECT says otherwise, when the listener has no auth).
+    perms: Arc<Permissions>,
     subs: HashMap<String, SubEntry>,
     pings_out: u32,
     /// Subscribers our publishes filled, to flush once the read is handled.
@@ -168,7 +214,7 @@ impl ClientConn {
 
     async fn apply(&mut self, cmd: Command<'_>) -> Flow {
         if self.options.is_none()
-            && self.config.auth_token.is_some()
+            && self.config.auth.is_some()
             && !matches!(cmd, Command::Connect(_))
         {
             return self.close_with("Authorization Violation");
@@ -190,11 +236,29 @@ impl ClientConn {
         }
     }
 
-    pub(crate) fn process_connect(&mut self, options: Connect) -> Flow {
-        if let Some(token) = &self.config.auth_token
-            && options.auth_token.as_deref() != Some(token.as_str())
-        {
-            return self.close_with("Authorization Violation");
+    pub(crate) async fn process_connect(&mut self, options: Connect) -> Flow {
+        if let Some(auth) = self.config.auth.clone() {
+            let found = auth
+                .authenticate(
+                    options.auth_token.as_deref(),
+                    options.user.as_deref(),
+                    options.pass.as_deref(),
+                )
+                .await;
+            match found {
+                Some((who, perms)) => {
+                    tracing::debug!(peer = %self.peer, user = %who, "wire client authenticated");
+                    self.perms = perms;
+                }
+                None => {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        user = options.user.as_deref().unwrap_or(""),
+                        "wire client refused: wrong or missing credentials"
+                    );
+                    return self.close_with("Authorization Violation");
+                }
+            }
         }
         self.options = Some(options);
         self.ok();
@@ -208,6 +272,13 @@ impl ClientConn {
         block: Option<HeaderBlock>,
         payload: &[u8],
     ) -> Flow {
+        if !self.perms.may_publish(subject) {
+            tracing::debug!(peer = %self.peer, subject, "wire publish refused by permissions");
+            self.send(err_frame(&format!(
+                "Permissions Violation for Publish to {subject:?}"
+            )));
+            return Flow::Continue;
+        }
         // API subjects carry filters (`CONSUMER.CREATE.s.c.orders.>`): not
         // literals, and not published anywhere.
         if JetStream::handles(subject) {
@@ -302,6 +373,21 @@ impl ClientConn {
             self.send(err_frame("Invalid Subject"));
             return Flow::Continue;
         }
+        let deny = match self.perms.subscribe(subject) {
+            SubscribeDecision::Allowed => None,
+            SubscribeDecision::Filtered(deny) => Some(deny),
+            SubscribeDecision::Refused => {
+                tracing::debug!(peer = %self.peer, subject, "wire subscription refused by permissions");
+                let text = match queue {
+                    Some(q) => format!(
+                        "Permissions Violation for Subscription to {subject:?} using queue {q:?}"
+                    ),
+                    None => format!("Permissions Violation for Subscription to {subject:?}"),
+                };
+                self.send(err_frame(&text));
+                return Flow::Continue;
+            }
+        };
         // Auto-unsubscribed entries are already out of the broker: forget them here.
         self.subs.retain(|_, e| !e.sink.done());
         if self.subs.len() >= self.config.max_subscriptions && !self.subs.contains_key(sid) {
@@ -315,6 +401,7 @@ impl ClientConn {
             headers,
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            deny,
         });
         let guard = match self.broker.subscribe_sink(subject, queue, sink.clone()) {
             Ok(g) => g,
@@ -375,29 +462,40 @@ impl ClientConn {
 }
 
 /// Serves one client until it leaves, misbehaves, or the server shuts down.
+/// `info_sent`: the INFO already went out (before a TLS handshake).
 pub(crate) async fn run(
-    socket: TcpStream,
-    broker: EmbeddedBroker,
-    js: Arc<JetStream>,
-    config: Arc<ServerConfig>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    info_sent: bool,
+    shared: Arc<Shared>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let _ = socket.set_nodelay(true);
-    let (mut reader, writer) = socket.into_split();
-    let out = Outbound::new(writer, config.max_pending);
+    let config = shared.config.clone();
+    let (mut reader, writer) = socket.split();
+    let out = Outbound::new(writer, config.max_pending, shared.total.clone());
     let mut writer = tokio::spawn(write_loop(out.clone()));
     let mut conn = ClientConn {
-        broker,
-        js,
+        broker: shared.broker.clone(),
+        js: shared.js.clone(),
         config: config.clone(),
+        peer,
         out: out.clone(),
         options: None,
+        perms: full_permissions(),
         subs: HashMap::new(),
         pings_out: 0,
         pending: Pending::default(),
     };
-    conn.send(config.info_frame());
-    conn.flush();
+    if !info_sent {
+        conn.send(config.info_frame());
+        conn.flush();
+    }
+    // The client has this long to CONNECT (nats-server's auth timeout): an
+    // idle socket must not hold a connection slot.
+    let connect_deadline = tokio::time::sleep(config.connect_timeout);
+    tokio::pin!(connect_deadline);
+    // The read buffer never holds more than one operation and one read.
+    let max_buffered = config.max_control_line + config.max_payload + 2 + READ_MAX;
     let mut buf = BytesMut::with_capacity(READ_MIN);
     let mut read_size = READ_MIN;
     let mut parser = Parser::with_limits(config.max_control_line, config.max_payload);
@@ -428,6 +526,12 @@ pub(crate) async fn run(
         }
         // Everything read is handled: now the writes, one per client touched.
         conn.flush();
+        if buf.len() > max_buffered {
+            // The parser bounds what it waits for; this is the backstop.
+            tracing::warn!(peer = %peer, bytes = buf.len(), "wire client's input over the read buffer cap");
+            conn.close_with("Maximum Payload Violation");
+            break;
+        }
         // Like nats-server: reads grow while they fill the buffer.
         buf.reserve(read_size);
         let room = buf.capacity() - buf.len();
@@ -458,6 +562,11 @@ pub(crate) async fn run(
             }
             _ = shutdown.recv() => {
                 draining = Some(tokio::time::Instant::now() + DRAIN_MAX);
+            }
+            _ = &mut connect_deadline, if conn.options.is_none() => {
+                tracing::debug!(peer = %peer, "wire client sent no CONNECT in time");
+                conn.close_with("Authentication Timeout");
+                break;
             }
         }
     }

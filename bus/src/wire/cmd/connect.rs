@@ -15,6 +15,12 @@ pub struct Connect {
     /// Compared with the listener's token, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+    /// A user of the listener's authorization …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// … and its password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
     /// The client takes `HMSG`.
     pub headers: bool,
     /// A request nobody subscribes to gets a 503 status message.
@@ -34,6 +40,8 @@ impl Default for Connect {
             verbose: false,
             pedantic: false,
             auth_token: None,
+            user: None,
+            pass: None,
             headers: false,
             no_responders: false,
             echo: true,
@@ -50,7 +58,7 @@ impl Connect {
     }
 
     pub(crate) async fn apply(self, conn: &mut ClientConn) -> Flow {
-        conn.process_connect(self)
+        conn.process_connect(self).await
     }
 
     /// Appends the command as a client sends it.

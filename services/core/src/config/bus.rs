@@ -1,10 +1,11 @@
 //! The event bus: which one (`BUS`), the Kafka cluster, the NATS server, and
 //! where the embedded broker listens.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::env::{Env, bind_addr, invalid, millis, positive};
+use super::env::{Env, Secret, bind_addr, invalid, millis, positive};
 
 /// Which event bus carries the events (`BUS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +105,9 @@ pub struct BrokerLimits {
     /// `ORDERLY_BROKER_MAX_PENDING_BYTES` (64 MiB): output queued for one
     /// client before it is cut off as a slow consumer.
     pub max_pending_bytes: usize,
+    /// `ORDERLY_BROKER_MAX_PENDING_TOTAL_BYTES` (512 MiB): output queued for
+    /// all clients together; past it, clients with over 1 MiB queued are cut off.
+    pub max_pending_total_bytes: usize,
 }
 
 /// The `ORDERLY_BROKER_MAX_*` limits; each at least 1.
@@ -116,5 +120,138 @@ pub(super) fn broker_limits(env: &Env) -> Result<BrokerLimits, ConfigError> {
         max_connections_per_ip: limit("ORDERLY_BROKER_MAX_CONNECTIONS_PER_IP", 64)?,
         max_subscriptions: limit("ORDERLY_BROKER_MAX_SUBSCRIPTIONS", 1024)?,
         max_pending_bytes: limit("ORDERLY_BROKER_MAX_PENDING_BYTES", 64 * 1024 * 1024)?,
+        max_pending_total_bytes: limit(
+            "ORDERLY_BROKER_MAX_PENDING_TOTAL_BYTES",
+            512 * 1024 * 1024,
+        )?,
+    })
+}
+
+/// Who may use `orderly broker`'s NATS listener, and its TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerSecurity {
+    /// `ORDERLY_BROKER_TOKEN`: a shared token every client presents (plain,
+    /// or a bcrypt hash of it), as nats-server's `--auth`.
+    pub token: Option<Secret>,
+    /// `ORDERLY_BROKER_AUTH_FILE`: users with hashed passwords and their
+    /// subject permissions (docs/broker-security.md).
+    pub auth_file: Option<PathBuf>,
+    /// `ORDERLY_BROKER_TLS_CERT` and `ORDERLY_BROKER_TLS_KEY` (PEM): TLS on
+    /// the listener; both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `ORDERLY_BROKER_TLS_CLIENT_CA`: client certificates required, checked
+    /// against this CA (needs the certificate and key).
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl BrokerSecurity {
+    /// Whether clients must authenticate.
+    pub fn authenticates(&self) -> bool {
+        self.token.is_some() || self.auth_file.is_some()
+    }
+}
+
+fn path(env: &Env, name: &str) -> Option<PathBuf> {
+    env.value(&[name])
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The `ORDERLY_BROKER_TOKEN`, `_AUTH_FILE` and `_TLS_*` settings.
+pub(super) fn broker_security(env: &Env) -> Result<BrokerSecurity, ConfigError> {
+    let token = env
+        .value(&["ORDERLY_BROKER_TOKEN"])
+        .filter(|v| !v.is_empty())
+        .map(Secret::new);
+    let cert = path(env, "ORDERLY_BROKER_TLS_CERT");
+    let key = path(env, "ORDERLY_BROKER_TLS_KEY");
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(c), None) => {
+            return Err(invalid(
+                "ORDERLY_BROKER_TLS_KEY",
+                "",
+                format!("ORDERLY_BROKER_TLS_CERT={} needs its key", c.display()),
+            ));
+        }
+        (None, Some(k)) => {
+            return Err(invalid(
+                "ORDERLY_BROKER_TLS_CERT",
+                "",
+                format!(
+                    "ORDERLY_BROKER_TLS_KEY={} needs its certificate",
+                    k.display()
+                ),
+            ));
+        }
+    };
+    let tls_client_ca = path(env, "ORDERLY_BROKER_TLS_CLIENT_CA");
+    if let (Some(ca), None) = (&tls_client_ca, &tls) {
+        return Err(invalid(
+            "ORDERLY_BROKER_TLS_CLIENT_CA",
+            &ca.display().to_string(),
+            "client certificates need TLS: set ORDERLY_BROKER_TLS_CERT and ORDERLY_BROKER_TLS_KEY too",
+        ));
+    }
+    Ok(BrokerSecurity {
+        token,
+        auth_file: path(env, "ORDERLY_BROKER_AUTH_FILE"),
+        tls,
+        tls_client_ca,
+    })
+}
+
+/// How a NATS client (`BUS=nats`) proves who it is and checks the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsClientSettings {
+    /// `NATS_TOKEN`.
+    pub token: Option<Secret>,
+    /// `NATS_USER` …
+    pub user: Option<String>,
+    /// … and `NATS_PASSWORD` (or `user:password@` in `NATS_URL`).
+    pub password: Option<Secret>,
+    /// `NATS_CA_FILE`: trust this CA for `tls://` (on top of the system's
+    /// trust store, which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+    pub ca_file: Option<PathBuf>,
+    /// `NATS_CLIENT_CERT` and `NATS_CLIENT_KEY` (PEM): a client certificate
+    /// for servers that require one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The `NATS_*` credentials and TLS settings.
+pub(super) fn nats_client(env: &Env) -> Result<NatsClientSettings, ConfigError> {
+    let user = env.value(&["NATS_USER"]).filter(|v| !v.is_empty());
+    let password = env
+        .value(&["NATS_PASSWORD"])
+        .filter(|v| !v.is_empty())
+        .map(Secret::new);
+    if password.is_some() && user.is_none() {
+        return Err(invalid(
+            "NATS_USER",
+            "",
+            "NATS_PASSWORD is set: name its user",
+        ));
+    }
+    let client_cert = match (path(env, "NATS_CLIENT_CERT"), path(env, "NATS_CLIENT_KEY")) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "NATS_CLIENT_CERT",
+                "",
+                "NATS_CLIENT_CERT and NATS_CLIENT_KEY go together",
+            ));
+        }
+    };
+    Ok(NatsClientSettings {
+        token: env
+            .value(&["NATS_TOKEN"])
+            .filter(|v| !v.is_empty())
+            .map(Secret::new),
+        user,
+        password,
+        ca_file: path(env, "NATS_CA_FILE"),
+        client_cert,
     })
 }

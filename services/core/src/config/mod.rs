@@ -26,7 +26,7 @@ mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
-pub use bus::{BrokerLimits, BusKind, KafkaSettings};
+pub use bus::{BrokerLimits, BrokerSecurity, BusKind, KafkaSettings, NatsClientSettings};
 pub use cors::CorsOrigins;
 pub use doc::{REGENERATE as REGENERATE_CONFIGURATION_DOC, configuration_markdown};
 pub use env::{ConfigError, Env, Secret, redact_url};
@@ -54,12 +54,18 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// `BUS=nats`: the server (`NATS_URL`, default nats://127.0.0.1:4222).
     pub nats_url: String,
+    /// `NATS_TOKEN`, `NATS_USER`/`NATS_PASSWORD`, `NATS_CA_FILE`…: how a
+    /// `BUS=nats` client authenticates and checks the server's TLS.
+    pub nats_client: NatsClientSettings,
     /// `ORDERLY_BROKER_LISTEN`: where the embedded broker serves the NATS
     /// protocol (`orderly broker` defaults to 127.0.0.1:4223; `orderly all`
     /// only listens when it is set).
     pub broker_listen: Option<String>,
     /// `ORDERLY_BROKER_MAX_*`: what the broker's NATS listener lets clients take.
     pub broker_limits: BrokerLimits,
+    /// `ORDERLY_BROKER_TOKEN`, `_AUTH_FILE`, `_TLS_*`: who may use the
+    /// broker's NATS listener, and its TLS.
+    pub broker_security: BrokerSecurity,
     /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
     /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
     pub ops_bind: Option<String>,
@@ -84,6 +90,8 @@ impl Settings {
         let nats_url = bus::nats_url(env);
         let broker_listen = bus::broker_listen(env)?;
         let broker_limits = bus::broker_limits(env)?;
+        let broker_security = bus::broker_security(env)?;
+        let nats_client = bus::nats_client(env)?;
         let ops_bind = ops::ops_bind(env)?;
         let jobs = queue::job_queue_settings(env)?;
         let http = http::http_settings(env)?;
@@ -95,8 +103,10 @@ impl Settings {
             bus,
             kafka,
             nats_url,
+            nats_client,
             broker_listen,
             broker_limits,
+            broker_security,
             ops_bind,
             auth,
             orders,

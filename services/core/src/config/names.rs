@@ -627,6 +627,78 @@ pub const VARIABLES: &[Variable] = &[
         "`15`",
         "seconds a stop waits for jobs in flight before handing the rest back to the queue",
     ),
+    var(
+        "NATS_TOKEN",
+        Bus,
+        "unset",
+        "`BUS=nats`: the credentials the services present",
+    ),
+    var(
+        "NATS_USER",
+        Bus,
+        "unset",
+        "`BUS=nats`: a user the services present, with `NATS_PASSWORD`",
+    ),
+    var(
+        "NATS_PASSWORD",
+        Bus,
+        "unset",
+        "`BUS=nats`: the password of `NATS_USER`",
+    ),
+    var(
+        "NATS_CA_FILE",
+        Bus,
+        "unset",
+        "`BUS=nats` TLS: a CA trusted on top of the system store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), a client certificate and key",
+    ),
+    var(
+        "NATS_CLIENT_CERT",
+        Bus,
+        "unset",
+        "`BUS=nats` TLS: a client certificate (PEM), with `NATS_CLIENT_KEY`",
+    ),
+    var(
+        "NATS_CLIENT_KEY",
+        Bus,
+        "unset",
+        "`BUS=nats` TLS: the key of `NATS_CLIENT_CERT` (PEM)",
+    ),
+    var(
+        "ORDERLY_BROKER_MAX_PENDING_TOTAL_BYTES",
+        Bus,
+        "`536870912`",
+        "output queued for all of `orderly broker`'s clients together; past it, clients with over 1 MiB queued are cut off",
+    ),
+    var(
+        "ORDERLY_BROKER_TOKEN",
+        Bus,
+        "unset",
+        "a token every client of `orderly broker` presents (plain or bcrypt), as nats-server's `--auth` (see [docs/broker-security.md](docs/broker-security.md))",
+    ),
+    var(
+        "ORDERLY_BROKER_AUTH_FILE",
+        Bus,
+        "unset",
+        "JSON file of users (bcrypt/Argon2 password hashes) and their publish/subscribe permissions; `orderly broker --hash-password` makes hashes",
+    ),
+    var(
+        "ORDERLY_BROKER_TLS_CERT",
+        Bus,
+        "unset",
+        "PEM certificate chain and key: TLS on the broker's listener; with the CA, client certificates are required",
+    ),
+    var(
+        "ORDERLY_BROKER_TLS_KEY",
+        Bus,
+        "unset",
+        "the key of `ORDERLY_BROKER_TLS_CERT` (PEM)",
+    ),
+    var(
+        "ORDERLY_BROKER_TLS_CLIENT_CA",
+        Bus,
+        "unset",
+        "with it the broker requires client certificates signed by this CA",
+    ),
 ];
 
 /// Every name in [`VARIABLES`], in its order.

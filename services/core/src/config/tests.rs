@@ -123,6 +123,7 @@ fn the_broker_limits_have_safe_defaults_and_refuse_zero() {
             max_connections_per_ip: 64,
             max_subscriptions: 1024,
             max_pending_bytes: 64 * 1024 * 1024,
+            max_pending_total_bytes: 512 * 1024 * 1024,
         }
     );
     let env = Env::from_pairs([
