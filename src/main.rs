@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use cli::jobs::JobsAction;
 use cli::user::UserAction;
-use wiring::Role;
+use wiring::{BrokerFlags, Role};
 
 /// Order processing: auth, orders API, event bus, consumer and worker.
 ///
@@ -31,7 +31,10 @@ struct Cli {
 #[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Command {
     /// Everything in one process: auth (:8001), orders (:8000), consumer, worker, broker (default)
-    All,
+    All {
+        #[command(flatten)]
+        broker: BrokerFlags,
+    },
     /// The auth service: register, tokens, Google login (AUTH_BIND, default 0.0.0.0:8001)
     Auth,
     /// The orders REST API and its outbox relay (ORDERS_BIND, default 0.0.0.0:8000)
@@ -43,7 +46,10 @@ enum Command {
     /// Apply database migrations for auth and orders, then exit
     Migrate,
     /// The embedded broker alone, speaking the NATS client protocol (ORDERLY_BROKER_LISTEN, default 127.0.0.1:4223)
-    Broker,
+    Broker {
+        #[command(flatten)]
+        broker: BrokerFlags,
+    },
     /// Write a new RS256 token-signing key pair (README, "Key rotation")
     Keygen {
         /// Directory for private.pem (mode 0600) and public.pem; an existing pair is never overwritten
@@ -87,7 +93,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let command = cli.command.unwrap_or(Command::All);
+    let command = cli.command.unwrap_or(Command::All {
+        broker: BrokerFlags::default(),
+    });
     // The healthcheck answers on stdout only; every other command logs.
     let logs = (!matches!(command, Command::Healthcheck { .. }))
         .then(|| orderly_core::telemetry::init("info,sqlx=warn"));
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<()> {
+    let mut broker_flags = BrokerFlags::default();
     let role = match command {
         Command::Healthcheck { targets, timeout } => {
             return cli::healthcheck::run(&targets, Duration::from_secs(timeout)).await;
@@ -114,12 +123,20 @@ async fn run(command: Command) -> Result<()> {
         Command::Jobs { action } => return cli::jobs::run(&wiring::settings()?, &action).await,
         Command::User { action } => return cli::user::run(&wiring::settings()?, &action).await,
         Command::Migrate => return wiring::migrate(&wiring::settings()?).await,
-        Command::All => Role::All,
+        Command::All { broker } => {
+            broker_flags = broker;
+            Role::All
+        }
         Command::Auth => Role::Auth,
         Command::Orders => Role::Orders,
         Command::Consumer => Role::Consumer,
         Command::Worker => Role::Worker,
-        Command::Broker => Role::Broker,
+        Command::Broker { broker } => {
+            broker_flags = broker;
+            Role::Broker
+        }
     };
-    wiring::run(role, wiring::settings()?).await
+    let mut settings = wiring::settings()?;
+    broker_flags.apply(&mut settings);
+    wiring::run(role, settings).await
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 mod auth;
+mod broker;
 mod bus;
 mod cors;
 mod env;
@@ -22,6 +23,7 @@ mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
+pub use broker::{BrokerStorage, BrokerSync, DEFAULT_BROKER_SYNC, DEFAULT_DEDUP_WINDOW};
 pub use bus::{BrokerLimits, BusKind, KafkaSettings};
 pub use cors::CorsOrigins;
 pub use env::{ConfigError, Env, Secret, redact_url};
@@ -50,6 +52,9 @@ pub struct Settings {
     pub broker_listen: Option<String>,
     /// `ORDERLY_BROKER_MAX_*`: what the broker's NATS listener lets clients take.
     pub broker_limits: BrokerLimits,
+    /// `ORDERLY_BROKER_SYNC`, `ORDERLY_BROKER_DEDUP_WINDOW_SECONDS`: how the
+    /// embedded broker keeps its files.
+    pub broker_storage: BrokerStorage,
     /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
     /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
     pub ops_bind: Option<String>,
@@ -74,6 +79,7 @@ impl Settings {
         let nats_url = bus::nats_url(env);
         let broker_listen = bus::broker_listen(env)?;
         let broker_limits = bus::broker_limits(env)?;
+        let broker_storage = broker::broker_storage(env)?;
         let ops_bind = ops::ops_bind(env)?;
         let jobs = queue::job_queue_settings(env)?;
         let http = http::http_settings(env)?;
@@ -87,6 +93,7 @@ impl Settings {
             nats_url,
             broker_listen,
             broker_limits,
+            broker_storage,
             ops_bind,
             auth,
             orders,
