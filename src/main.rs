@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use cli::events::EventsAction;
 use cli::jobs::JobsAction;
 use cli::user::UserAction;
-use wiring::Role;
+use wiring::{BrokerFlags, Role};
 
 /// Order processing: auth, orders API, event bus, consumer and worker.
 ///
@@ -32,7 +32,10 @@ struct Cli {
 #[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Command {
     /// Everything in one process: auth (:8001), orders (:8000), consumer, worker, broker (default)
-    All,
+    All {
+        #[command(flatten)]
+        broker: BrokerFlags,
+    },
     /// The auth service: register, tokens, Google login (AUTH_BIND, default 0.0.0.0:8001)
     Auth,
     /// The orders REST API and its outbox relay (ORDERS_BIND, default 0.0.0.0:8000)
@@ -48,6 +51,8 @@ enum Command {
         /// Read a password on stdin, print its bcrypt hash for ORDERLY_BROKER_AUTH_FILE, and exit
         #[arg(long)]
         hash_password: bool,
+        #[command(flatten)]
+        broker: BrokerFlags,
     },
     /// Write a new RS256 token-signing key pair (README, "Key rotation")
     Keygen {
@@ -102,13 +107,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let command = cli.command.unwrap_or(Command::All);
+    let command = cli.command.unwrap_or(Command::All {
+        broker: BrokerFlags::default(),
+    });
     // These answer on stdout only; every other command logs.
     let quiet = matches!(
         command,
         Command::Healthcheck { .. }
             | Command::Broker {
-                hash_password: true
+                hash_password: true,
+                ..
             }
     );
     let logs = (!quiet).then(|| orderly_core::telemetry::init("info,sqlx=warn"));
@@ -127,6 +135,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<()> {
+    let mut broker_flags = BrokerFlags::default();
     let role = match command {
         Command::Healthcheck {
             targets,
@@ -146,13 +155,22 @@ async fn run(command: Command) -> Result<()> {
         Command::Migrate => return wiring::migrate(&wiring::settings()?).await,
         Command::Broker {
             hash_password: true,
+            ..
         } => return cli::hash_password::run(),
-        Command::All => Role::All,
+        Command::All { broker } => {
+            broker_flags = broker;
+            Role::All
+        }
         Command::Auth => Role::Auth,
         Command::Orders => Role::Orders,
         Command::Consumer => Role::Consumer,
         Command::Worker => Role::Worker,
-        Command::Broker { .. } => Role::Broker,
+        Command::Broker { broker, .. } => {
+            broker_flags = broker;
+            Role::Broker
+        }
     };
-    wiring::run(role, wiring::settings()?).await
+    let mut settings = wiring::settings()?;
+    broker_flags.apply(&mut settings);
+    wiring::run(role, settings).await
 }

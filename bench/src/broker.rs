@@ -29,13 +29,22 @@ impl Drop for BrokerProcess {
 
 /// Starts `orderly broker` on a free port (it prints `broker: nats://…`); `Ok(None)` when this build has no such command.
 pub(crate) async fn start(bin: &Path) -> Result<Option<BrokerProcess>> {
+    start_with_sync(bin, None).await
+}
+
+/// [`start`] with `ORDERLY_BROKER_SYNC=sync` (the broker's default when `None`).
+pub(crate) async fn start_with_sync(
+    bin: &Path,
+    sync: Option<&str>,
+) -> Result<Option<BrokerProcess>> {
     let bin = bin.to_path_buf();
-    tokio::task::spawn_blocking(move || start_blocking(&bin))
+    let sync = sync.map(str::to_string);
+    tokio::task::spawn_blocking(move || start_blocking(&bin, sync.as_deref()))
         .await
         .context("broker start task")?
 }
 
-fn start_blocking(bin: &Path) -> Result<Option<BrokerProcess>> {
+fn start_blocking(bin: &Path, sync: Option<&str>) -> Result<Option<BrokerProcess>> {
     let help = Command::new(bin)
         .args(["broker", "--help"])
         .env_clear()
@@ -56,6 +65,7 @@ fn start_blocking(bin: &Path) -> Result<Option<BrokerProcess>> {
     }
     cmd.env("ORDERLY_DATA_DIR", data_dir.path())
         .env("ORDERLY_BROKER_LISTEN", "127.0.0.1:0")
+        .env("ORDERLY_BROKER_SYNC", sync.unwrap_or("interval:50"))
         .current_dir(data_dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -2,6 +2,15 @@
 //! messages in flight (every broker drops a slow plain subscriber's messages,
 //! so unbounded publishing would measure the drops). Each payload carries its
 //! send time; the subscriber records the delivery latency.
+//!
+//! Publishes are pipelined: the publisher does not wait for one publish to
+//! return before it starts the next, only for room in the window. A publish
+//! that waits for its broker's confirmation (Kafka's delivery report, a
+//! JetStream PubAck) would otherwise measure one round trip per message.
+//!
+//! The durable runs ([`run_bus_durable`], [`run_jetstream_durable`]) publish
+//! to a stream and wait for each publish to be stored; a durable group with
+//! explicit acks consumes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use orderly_bus::{Bus, Message};
+use orderly_bus::{Bus, GroupOptions, Message, StreamConfig};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::report::{Counted, micros_histogram};
@@ -34,6 +44,8 @@ pub struct BusSpec {
 enum Publisher {
     Bus(Arc<dyn Bus>, String),
     Nats(async_nats::Client, String),
+    /// A JetStream publish, done once the PubAck says it is stored.
+    JetStream(async_nats::jetstream::Context, String),
     /// No broker at all: the harness's own ceiling.
     Channel(tokio::sync::mpsc::UnboundedSender<Bytes>),
 }
@@ -44,6 +56,13 @@ impl Publisher {
             Publisher::Bus(bus, subject) => Ok(bus.publish(Message::new(subject, payload)).await?),
             Publisher::Nats(client, subject) => {
                 Ok(client.publish(subject.clone(), payload).await?)
+            }
+            Publisher::JetStream(js, subject) => {
+                js.publish(subject.clone(), payload)
+                    .await?
+                    .await
+                    .context("no PubAck")?;
+                Ok(())
             }
             Publisher::Channel(tx) => tx
                 .send(payload)
@@ -169,26 +188,37 @@ async fn measure(
     probe.end_ns.store(end, Ordering::Relaxed);
     let mut errors = 0u64;
     let mut sent = 0u64;
-    while probe.now_ns() < end {
-        let left = Duration::from_nanos(end.saturating_sub(probe.now_ns()));
-        let permit = match tokio::time::timeout(left, probe.window.acquire()).await {
-            Ok(Ok(p)) => p,
-            _ => break,
-        };
-        permit.forget();
-        match publisher.publish(probe.payload(REAL, spec.payload)).await {
-            Ok(()) => {
-                sent += 1;
-                if sent.is_multiple_of(256) {
-                    done.store(probe.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-            }
-            Err(_) => {
-                errors += 1;
-                probe.window.add_permits(1);
+    let mut publishing = FuturesUnordered::new();
+    let mut settle = |result: Result<()>| match result {
+        Ok(()) => {
+            sent += 1;
+            if sent.is_multiple_of(256) {
+                done.store(probe.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
+        Err(_) => {
+            errors += 1;
+            probe.window.add_permits(1);
+        }
+    };
+    while probe.now_ns() < end {
+        let left = Duration::from_nanos(end.saturating_sub(probe.now_ns()));
+        let permit = tokio::select! {
+            biased;
+            Some(result) = publishing.next(), if !publishing.is_empty() => {
+                settle(result);
+                continue;
+            }
+            permit = tokio::time::timeout(left, probe.window.acquire()) => match permit {
+                Ok(Ok(p)) => p,
+                _ => break,
+            },
+        };
+        permit.forget();
+        publishing.push(publisher.publish(probe.payload(REAL, spec.payload)));
     }
+    // Publishes still waiting for their confirmation end with the run.
+    drop(publishing);
     // Deliveries still in flight when the window closes are not counted: give
     // the subscriber a moment so the last in-window ones are.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -283,4 +313,121 @@ pub async fn run_channel(spec: BusSpec, done: Arc<AtomicU64>) -> Result<Counted>
         done,
     )
     .await
+}
+
+/// Options of the durable group the durable runs consume with.
+fn durable_group(window: usize) -> GroupOptions {
+    GroupOptions {
+        ack_wait: Duration::from_secs(30),
+        max_deliveries: 5,
+        max_in_flight: window.max(1),
+    }
+}
+
+/// Publish (stored in a stream) → deliver to a durable group → explicit ack,
+/// through a [`Bus`] (the embedded broker in process, Kafka …).
+pub async fn run_bus_durable(
+    bus: Arc<dyn Bus>,
+    spec: BusSpec,
+    done: Arc<AtomicU64>,
+) -> Result<Counted> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let subject = format!("benchdurable.{id}");
+    bus.ensure_stream(StreamConfig::new(
+        format!("bench_{id}"),
+        &[subject.as_str()],
+    ))
+    .await
+    .context("create the stream")?;
+    let mut sub = bus
+        .subscribe_group(&subject, "bench", durable_group(spec.window))
+        .await
+        .context("join the durable group")?;
+    run(
+        Publisher::Bus(bus, subject),
+        move |probe| async move {
+            Ok(tokio::spawn(async move {
+                while let Some(d) = sub.next().await {
+                    d.ack();
+                    probe.on_payload(&d.message.payload);
+                }
+            }))
+        },
+        spec,
+        done,
+    )
+    .await
+}
+
+/// The same with async-nats's JetStream API: a file-storage stream, PubAcks,
+/// a durable pull consumer with explicit acks; publisher and consumer on
+/// their own connections.
+pub async fn run_jetstream_durable(
+    url: &str,
+    spec: BusSpec,
+    done: Arc<AtomicU64>,
+) -> Result<Counted> {
+    use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull, stream};
+    let connect = |name: &'static str| {
+        async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url.to_string())
+    };
+    let publisher = connect("orderly-bench-durable-pub")
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let subscriber = connect("orderly-bench-durable-sub")
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("bench_{id}");
+    let subject = format!("benchdurable.{id}");
+    let js = jetstream::new(publisher.clone());
+    let created = js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("create stream {name}: {e}"))?;
+    drop(created);
+    let sub_js = jetstream::new(subscriber);
+    let consumer = sub_js
+        .get_stream(&name)
+        .await
+        .map_err(|e| anyhow!("stream {name}: {e}"))?
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: i64::try_from(spec.window.max(1) * 2).unwrap_or(i64::MAX),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("create consumer: {e}"))?;
+    let result = run(
+        Publisher::JetStream(js.clone(), subject),
+        move |probe| async move {
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(256)
+                .messages()
+                .await
+                .map_err(|e| anyhow!("pull: {e}"))?;
+            Ok(tokio::spawn(async move {
+                while let Some(Ok(m)) = messages.next().await {
+                    let _ = m.ack().await;
+                    probe.on_payload(&m.payload);
+                }
+            }))
+        },
+        spec,
+        done,
+    )
+    .await;
+    let _ = js.delete_stream(&name).await;
+    result
 }

@@ -113,6 +113,47 @@ impl BusTarget {
     }
 }
 
+/// What stores the messages of a durable bus run (a stream with PubAcks, a
+/// durable group with explicit acks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableTarget {
+    /// The embedded broker in this process, fsync every 50 ms (the default).
+    EmbeddedInterval,
+    /// The embedded broker in this process, fsync before every PubAck.
+    EmbeddedAlways,
+    /// `orderly broker` over its NATS listener, fsync every 50 ms (the default).
+    EmbeddedTcpInterval,
+    /// `orderly broker` over its NATS listener, fsync before every PubAck.
+    EmbeddedTcpAlways,
+    /// nats-server with JetStream file storage.
+    Nats,
+    /// The Kafka adapter.
+    Kafka,
+}
+
+impl DurableTarget {
+    /// Every durable target, in the order they run.
+    pub const ALL: [DurableTarget; 6] = [
+        DurableTarget::EmbeddedInterval,
+        DurableTarget::EmbeddedAlways,
+        DurableTarget::EmbeddedTcpInterval,
+        DurableTarget::EmbeddedTcpAlways,
+        DurableTarget::Nats,
+        DurableTarget::Kafka,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            DurableTarget::EmbeddedInterval => "embedded.interval",
+            DurableTarget::EmbeddedAlways => "embedded.always",
+            DurableTarget::EmbeddedTcpInterval => "embedded_tcp.interval",
+            DurableTarget::EmbeddedTcpAlways => "embedded_tcp.always",
+            DurableTarget::Nats => "nats",
+            DurableTarget::Kafka => "kafka",
+        }
+    }
+}
+
 /// The two runs of every bus target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusRun {
@@ -206,6 +247,8 @@ pub enum MeasurementId {
         /// Which of the two runs.
         run: BusRun,
     },
+    /// Publish to a stream → durable group → ack, through one target.
+    Durable(DurableTarget),
     /// Enqueue → reserve → ack of no-op jobs.
     Queue(QueueTarget),
     /// Order → PAID through `orderly all`.
@@ -220,7 +263,7 @@ impl MeasurementId {
         match self {
             MeasurementId::HttpBare { .. } | MeasurementId::Http { .. } => "http",
             MeasurementId::PgInserts { .. } => "postgres",
-            MeasurementId::Bus { .. } => "bus",
+            MeasurementId::Bus { .. } | MeasurementId::Durable(_) => "bus",
             MeasurementId::Queue(_) => "queue",
             MeasurementId::Paid => "paid",
             MeasurementId::Footprint(_) => "footprint",
@@ -232,7 +275,7 @@ impl MeasurementId {
         match self {
             MeasurementId::HttpBare { .. } | MeasurementId::Http { .. } => "req/s",
             MeasurementId::PgInserts { .. } => "tps",
-            MeasurementId::Bus { .. } => "msgs/s",
+            MeasurementId::Bus { .. } | MeasurementId::Durable(_) => "msgs/s",
             MeasurementId::Queue(_) => "jobs/s",
             MeasurementId::Paid => "orders/s",
             MeasurementId::Footprint(Footprint::StartCold | Footprint::StartWarm) => "ms",
@@ -252,6 +295,7 @@ impl fmt::Display for MeasurementId {
             } => write!(f, "http.{}.{}.c{connections}", workload.key(), target.key()),
             MeasurementId::PgInserts { connections } => write!(f, "pg.inserts.c{connections}"),
             MeasurementId::Bus { target, run } => write!(f, "bus.{}.{}", target.key(), run.key()),
+            MeasurementId::Durable(target) => write!(f, "bus.durable.{}", target.key()),
             MeasurementId::Queue(QueueTarget::Embedded) => f.write_str("queue.embedded"),
             MeasurementId::Queue(QueueTarget::Redis) => f.write_str("queue.redis"),
             MeasurementId::Paid => f.write_str("paid.embedded"),
@@ -292,6 +336,10 @@ mod tests {
                     run: BusRun::Latency,
                 },
                 "bus.embedded_tcp.latency",
+            ),
+            (
+                MeasurementId::Durable(DurableTarget::EmbeddedTcpAlways),
+                "bus.durable.embedded_tcp.always",
             ),
             (MeasurementId::Queue(QueueTarget::Redis), "queue.redis"),
             (MeasurementId::Paid, "paid.embedded"),

@@ -13,6 +13,7 @@ mod clock;
 mod cpu;
 mod http;
 pub mod ids;
+mod natsd;
 mod postgres;
 mod progress;
 mod queue;

@@ -1,5 +1,6 @@
 //! `orderly broker`: the embedded broker on the data directory, served over
-//! TCP to NATS clients until Ctrl-C.
+//! TCP to NATS clients until Ctrl-C; and the broker's storage settings and
+//! flags, which `orderly all` shares.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +8,53 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use orderly_bus::Bus;
+use orderly_bus::embedded::{BrokerConfig, SyncPolicy};
 use orderly_bus::wire::{Authorization, ServerConfig};
 use orderly_core::Shutdown;
-use orderly_core::config::{BrokerSecurity, Settings};
+use orderly_core::config::{BrokerSecurity, BrokerSync, Settings};
 
 use super::queue;
 
 /// Where the broker listens without `ORDERLY_BROKER_LISTEN` (4222 is usually
 /// a real nats-server).
 const DEFAULT_LISTEN: &str = "127.0.0.1:4223";
+
+/// Flags of the commands that run the embedded broker (`orderly broker`, `orderly all`).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerFlags {
+    /// When the embedded broker fsyncs its stream and job files: `always`
+    /// (before a publish is acknowledged; concurrent publishes share an
+    /// fsync) or `interval:<ms>` (default interval:50). See docs/durability.md
+    #[arg(
+        long = "broker-sync",
+        env = "ORDERLY_BROKER_SYNC",
+        value_name = "always|interval:<ms>"
+    )]
+    pub sync: Option<BrokerSync>,
+}
+
+impl BrokerFlags {
+    /// Puts the flags given over what the environment said.
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(sync) = self.sync {
+            settings.broker_storage.sync = sync;
+        }
+    }
+}
+
+/// The embedded broker's configuration on the data directory.
+pub fn broker_config(settings: &Settings) -> BrokerConfig {
+    let storage = &settings.broker_storage;
+    BrokerConfig {
+        data_dir: Some(settings.data_dir.clone()),
+        sync: match storage.sync {
+            BrokerSync::Always => SyncPolicy::Always,
+            BrokerSync::Interval(every) => SyncPolicy::Interval(every),
+        },
+        dedup_window: storage.dedup_window,
+        ..BrokerConfig::default()
+    }
+}
 
 pub async fn run(settings: &Settings, shutdown: Shutdown) -> Result<()> {
     let listen = settings
@@ -57,7 +96,7 @@ pub async fn run(settings: &Settings, shutdown: Shutdown) -> Result<()> {
         Some(_) => "token",
         None => "none",
     };
-    tracing::info!(%url, auth = auth_kind, tls = tls.is_some(), "broker listening");
+    tracing::info!(%url, auth = auth_kind, tls = tls.is_some(), sync = %settings.broker_storage.sync, "broker listening");
     println!("broker: {url}");
     shutdown.wait().await;
     listener.shutdown().await;

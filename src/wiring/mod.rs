@@ -20,6 +20,7 @@ use orderly_core::Shutdown;
 use orderly_core::config::{Env, Settings};
 
 pub use messaging::open_bus_for_inspection;
+pub use broker::BrokerFlags;
 pub use queue::open_for_inspection as open_queue_for_inspection;
 pub use roles::Role;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
+use orderly_bus::embedded::{EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_bus::{JobQueue, Lease, LocalLease, RetryPolicy};
 use orderly_core::config::{JobQueueKind, Settings, redact_url};
@@ -33,12 +33,9 @@ fn policy(settings: &Settings) -> RetryPolicy {
 
 /// The embedded broker on the data directory (`ORDERLY_DATA_DIR`).
 pub async fn open_broker(settings: &Settings) -> Result<EmbeddedBroker> {
-    EmbeddedBroker::open(BrokerConfig {
-        data_dir: Some(settings.data_dir.clone()),
-        ..BrokerConfig::default()
-    })
-    .await
-    .context("embedded broker")
+    EmbeddedBroker::open(super::broker::broker_config(settings))
+        .await
+        .context("embedded broker")
 }
 
 /// The configured queue. `broker` is the embedded broker if the bus already

@@ -1,6 +1,8 @@
 //! The bus section: publish → deliver, throughput and latency, through the
 //! harness alone, the embedded broker in process and over its NATS listener,
-//! nats-server, and the Kafka adapter.
+//! nats-server, and the Kafka adapter; then the durable path: publish to a
+//! file-backed stream with a PubAck, a durable group with explicit acks,
+//! 1 KiB messages, each target named with its fsync policy.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +11,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use orderly_bus::Bus;
-use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker};
+use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, SyncPolicy};
 use orderly_kafka::{KafkaBus, KafkaConfig};
 
 use crate::bus::{self, BusSpec};
-use crate::ids::{BusRun, BusTarget, MeasurementId};
+use crate::ids::{BusRun, BusTarget, DurableTarget, MeasurementId};
 use crate::progress::Progress;
 use crate::report::{Counted, Measurement, Report, micros_histogram};
 use crate::sections::{Config, skip_reason_no_bin, summary};
@@ -21,6 +23,9 @@ use crate::sections::{Config, skip_reason_no_bin, summary};
 /// The Kafka adapter's `fetch.wait.max.ms` in its second run: tansu holds
 /// each fetch that long, so the default mostly measures the wait.
 const SHORT_FETCH_WAIT: Duration = Duration::from_millis(10);
+
+/// Bytes per message of the durable runs.
+const DURABLE_PAYLOAD: usize = 1024;
 
 pub(super) async fn section(cfg: &Config, r: &mut Report) {
     run_pair(
@@ -45,6 +50,9 @@ pub(super) async fn section(cfg: &Config, r: &mut Report) {
             kafka(cfg, r, addr, BusTarget::Kafka).await;
             kafka(cfg, r, addr, BusTarget::KafkaShortFetch).await;
         }
+    }
+    for target in DurableTarget::ALL {
+        durable(cfg, r, target).await;
     }
 }
 
@@ -207,5 +215,138 @@ async fn kafka(cfg: &Config, r: &mut Report, addr: &str, target: BusTarget) {
             bus.close().await;
         }
         Err(e) => skip(r, target, "Kafka adapter", &format!("{e}")),
+    }
+}
+
+/// What a durable target is called in the report, with its fsync policy.
+fn durable_name(target: DurableTarget, cfg: &Config) -> String {
+    let interval = "fsync every 50 ms (ORDERLY_BROKER_SYNC=interval:50, the default)";
+    let always = "fsync before each PubAck (ORDERLY_BROKER_SYNC=always, group commit)";
+    match target {
+        DurableTarget::EmbeddedInterval => format!("embedded broker (in process), {interval}"),
+        DurableTarget::EmbeddedAlways => format!("embedded broker (in process), {always}"),
+        DurableTarget::EmbeddedTcpInterval => {
+            format!("embedded broker (NATS listener), {interval}")
+        }
+        DurableTarget::EmbeddedTcpAlways => format!("embedded broker (NATS listener), {always}"),
+        DurableTarget::Nats => format!(
+            "nats-server JetStream, file storage, {}",
+            crate::natsd::NATS_FSYNC
+        ),
+        DurableTarget::Kafka => format!(
+            "Kafka adapter (acks=all, 3 partitions, fetch.wait.max.ms=10) → {}, tansu memory storage: no fsync",
+            cfg.kafka.as_deref().unwrap_or("no broker")
+        ),
+    }
+}
+
+/// One durable run: the target started, measured, stopped.
+async fn durable(cfg: &Config, r: &mut Report, target: DurableTarget) {
+    let name = durable_name(target, cfg);
+    let what = format!(
+        "durable publish (PubAck) → group → ack ({} in flight, {} B)",
+        BusRun::THROUGHPUT_WINDOW,
+        DURABLE_PAYLOAD
+    );
+    let spec = BusSpec {
+        payload: DURABLE_PAYLOAD,
+        ..spec(cfg, BusRun::Throughput)
+    };
+    let p = Progress::start(
+        &format!("bus durable {name}"),
+        spec.warmup + spec.duration,
+        cfg.quiet,
+    );
+    let res = tokio::time::timeout(
+        spec.warmup + spec.duration + Duration::from_secs(120),
+        durable_run(cfg, target, spec, p.done.clone()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    let m = Measurement::new(MeasurementId::Durable(target), &what, &name);
+    let m = match res {
+        Ok(Some(counted)) => m.counted(Ok(counted), "no message delivered in the measured window"),
+        Ok(None) => m.skipped(durable_skip_reason(cfg, target)),
+        Err(e) => m.counted(Err(e), ""),
+    };
+    p.finish(&summary(&m));
+    r.measurements.push(m);
+}
+
+fn durable_skip_reason(cfg: &Config, target: DurableTarget) -> String {
+    match target {
+        DurableTarget::Kafka if cfg.kafka.is_none() => {
+            "no Kafka broker given (ORDERLY_BENCH_KAFKA=host:port; scripts/bench starts tansu)"
+                .into()
+        }
+        DurableTarget::EmbeddedTcpInterval | DurableTarget::EmbeddedTcpAlways
+            if cfg.orderly_bin.is_none() =>
+        {
+            skip_reason_no_bin()
+        }
+        _ => "this orderly build has no `orderly broker` command".into(),
+    }
+}
+
+/// `Ok(None)`: the target is not available (skipped, not failed).
+async fn durable_run(
+    cfg: &Config,
+    target: DurableTarget,
+    spec: BusSpec,
+    done: Arc<AtomicU64>,
+) -> Result<Option<Counted>> {
+    match target {
+        DurableTarget::EmbeddedInterval | DurableTarget::EmbeddedAlways => {
+            let dir = tempfile::Builder::new()
+                .prefix("orderly-bench-durable-")
+                .tempdir()?;
+            let sync = match target {
+                DurableTarget::EmbeddedAlways => SyncPolicy::Always,
+                _ => SyncPolicy::Interval(Duration::from_millis(50)),
+            };
+            let broker = EmbeddedBroker::open(BrokerConfig {
+                data_dir: Some(dir.path().to_path_buf()),
+                sync,
+                ..BrokerConfig::default()
+            })
+            .await?;
+            let bus: Arc<dyn Bus> = Arc::new(broker);
+            let res = bus::run_bus_durable(bus.clone(), spec, done).await;
+            bus.close().await;
+            res.map(Some)
+        }
+        DurableTarget::EmbeddedTcpInterval | DurableTarget::EmbeddedTcpAlways => {
+            let Some(bin) = cfg.orderly_bin.clone() else {
+                return Ok(None);
+            };
+            let sync = match target {
+                DurableTarget::EmbeddedTcpAlways => "always",
+                _ => "interval:50",
+            };
+            let Some(broker) = crate::broker::start_with_sync(&bin, Some(sync)).await? else {
+                return Ok(None);
+            };
+            let res = bus::run_jetstream_durable(&broker.url, spec, done).await;
+            broker.stop();
+            res.map(Some)
+        }
+        DurableTarget::Nats => {
+            let server = crate::natsd::start().await?;
+            bus::run_jetstream_durable(&server.url, spec, done)
+                .await
+                .map(Some)
+        }
+        DurableTarget::Kafka => {
+            let Some(addr) = &cfg.kafka else {
+                return Ok(None);
+            };
+            let mut kc = KafkaConfig::new(addr.to_string());
+            kc.topic_prefix = format!("bench-{}-", uuid::Uuid::new_v4().simple());
+            kc.fetch_wait_max = SHORT_FETCH_WAIT;
+            let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(kc)?);
+            let res = bus::run_bus_durable(bus.clone(), spec, done).await;
+            bus.close().await;
+            res.map(Some)
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The ratios and absolute targets computed from the measurements (README,
 //! "Performance"; the targets come from the design).
 
-use crate::ids::{ApiTarget, BusRun, BusTarget, Footprint, MeasurementId, QueueTarget, Workload};
+use crate::ids::{
+    ApiTarget, BusRun, BusTarget, DurableTarget, Footprint, MeasurementId, QueueTarget, Workload,
+};
 use crate::report::{Field, Goal, Report};
 use crate::sections::Config;
 
@@ -170,6 +172,42 @@ fn bus_checks(r: &mut Report) {
         bus(KafkaShortFetch, Latency),
         bus(Kafka, Latency),
         Field::P99,
+        None,
+    );
+    durable_checks(r);
+}
+
+/// The durable path: each embedded figure against nats-server JetStream,
+/// whose file store fsyncs every 2 minutes, a weaker policy than either.
+fn durable_checks(r: &mut Report) {
+    use DurableTarget::{EmbeddedAlways, EmbeddedTcpAlways, EmbeddedTcpInterval, Kafka, Nats};
+    let durable = MeasurementId::Durable;
+    r.ratio(
+        "durable: embedded broker over TCP, fsync 50 ms / nats-server JetStream (msgs/s)",
+        durable(EmbeddedTcpInterval),
+        durable(Nats),
+        Field::Throughput,
+        Some((Goal::AtLeast, 1.0)),
+    );
+    r.ratio(
+        "durable: embedded broker over TCP, fsync always / nats-server JetStream (msgs/s)",
+        durable(EmbeddedTcpAlways),
+        durable(Nats),
+        Field::Throughput,
+        None,
+    );
+    r.ratio(
+        "durable: embedded broker in process, fsync always / nats-server JetStream (msgs/s)",
+        durable(EmbeddedAlways),
+        durable(Nats),
+        Field::Throughput,
+        None,
+    );
+    r.ratio(
+        "durable: Kafka adapter / nats-server JetStream (msgs/s)",
+        durable(Kafka),
+        durable(Nats),
+        Field::Throughput,
         None,
     );
 }

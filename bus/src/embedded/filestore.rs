@@ -1,9 +1,18 @@
 //! The append-only log of one stream: `data_dir/broker/<stream>.log`.
 //!
-//! Records are framed `[u32 length][u32 crc32 of body][body]`. A crash can leave
-//! a torn last record; on open the log is cut back to the last record that
-//! checks out, with a warning, and the broker starts anyway. Compaction writes
-//! the live state to `<stream>.log.tmp`, fsyncs it, and renames it over the log.
+//! Records are framed `[u32 length][u32 crc32 of body][body]`. On open:
+//! - a crash can leave a torn last record: the log is cut back to the last
+//!   record that checks out, with a warning, and the broker starts anyway;
+//! - a damaged record with intact records after it (a bad sector, a flipped
+//!   bit) is skipped, and every intact record after it is kept: the reader
+//!   resynchronises on the next frame whose length, checksum and body check
+//!   out, and logs the file, the offset and how many bytes it skipped.
+//!
+//! Compaction writes the live state to `<stream>.log.tmp`, fsyncs it, and
+//! renames it over the log. The new file is written without the stream's lock
+//! ([`RewriteTarget::write`]); records appended meanwhile are captured and
+//! added to its end under the lock, just before the rename
+//! ([`StreamStore::finish_rewrite`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -11,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{FRAME_HEADER, Record};
-use super::store::StreamStore;
+use super::store::{RewriteTarget, Rewritten, StreamStore};
 
 /// No single record is larger than this; a bigger length field is corruption,
 /// not a reason to allocate.
@@ -22,6 +31,28 @@ pub(crate) struct FileStore {
     file: Arc<File>,
     size: u64,
     dirty: bool,
+    /// Records appended since open; never goes back, also not on a rewrite.
+    written: u64,
+    /// Frames appended while a rewrite is written off-lock: they go to the
+    /// end of the new log before it replaces the old one.
+    capture: Option<Vec<u8>>,
+}
+
+/// A stretch of the log that did not check out, with intact records after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+/// What [`parse`] found in a log.
+#[derive(Debug, Default)]
+struct Parsed {
+    records: Vec<Record>,
+    /// Bytes up to the end of the last intact record: anything after is a torn tail.
+    good: usize,
+    /// Damaged stretches in the middle, each followed by intact records.
+    skipped: Vec<Skipped>,
 }
 
 impl FileStore {
@@ -39,13 +70,22 @@ impl FileStore {
             .open(path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
-        let (records, good) = parse(&buf);
+        let parsed = parse(&buf);
+        for s in &parsed.skipped {
+            tracing::error!(
+                path = %path.display(),
+                offset = s.offset,
+                skipped_bytes = s.bytes,
+                "stream log has a damaged record in the middle; skipped it and kept every intact record after it (what the damaged bytes held is lost)"
+            );
+        }
+        let good = parsed.good;
         if good < buf.len() {
             tracing::warn!(
                 path = %path.display(),
                 kept_bytes = good,
                 dropped_bytes = buf.len() - good,
-                records = records.len(),
+                records = parsed.records.len(),
                 "stream log has a torn or corrupt tail; cutting it at the last good record"
             );
             file.set_len(good as u64)?;
@@ -56,39 +96,87 @@ impl FileStore {
             file: Arc::new(file),
             size: good as u64,
             dirty: false,
+            written: 0,
+            capture: None,
         };
-        Ok((store, records))
+        Ok((store, parsed.records))
     }
 }
 
-/// The records that check out, and the byte length they cover.
-fn parse(buf: &[u8]) -> (Vec<Record>, usize) {
-    let mut records = Vec::new();
+/// The intact frame at `pos`: its record and the byte after it.
+fn frame_at(buf: &[u8], pos: usize) -> Option<(Record, usize)> {
+    let header = buf.get(pos..pos.checked_add(FRAME_HEADER)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        return None;
+    }
+    let start = pos + FRAME_HEADER;
+    let body = buf.get(start..start.checked_add(len)?)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let record = Record::decode_body(body)?;
+    Some((record, start + len))
+}
+
+/// Every intact record. A bad frame is skipped when an intact one follows it
+/// somewhere later (found by trying every offset: a frame must match its
+/// length, its checksum and decode); with none after it, it is the torn tail.
+fn parse(buf: &[u8]) -> Parsed {
+    let mut out = Parsed::default();
     let mut pos = 0;
-    while buf.len() - pos >= FRAME_HEADER {
-        let len = u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
-        let crc = u32::from_le_bytes([buf[pos + 4], buf[pos + 5], buf[pos + 6], buf[pos + 7]]);
-        let start = pos + FRAME_HEADER;
-        if len > MAX_RECORD || buf.len() - start < len {
-            break;
+    while pos < buf.len() {
+        if let Some((record, next)) = frame_at(buf, pos) {
+            out.records.push(record);
+            pos = next;
+            out.good = pos;
+            continue;
         }
-        let body = &buf[start..start + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Some(record) = Record::decode_body(body) else {
+        let Some(resume) = (pos + 1..buf.len()).find(|&p| frame_at(buf, p).is_some()) else {
             break;
         };
-        records.push(record);
-        pos = start + len;
+        out.skipped.push(Skipped {
+            offset: pos,
+            bytes: resume - pos,
+        });
+        pos = resume;
     }
-    (records, pos)
+    out
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+/// Makes a rename in `path`'s directory reach the disk.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Writes `frames` (encoded records) to `tmp` and fsyncs it.
+pub(super) fn write_new_log(tmp: &Path, frames: &[u8]) -> io::Result<File> {
+    let mut f = File::create(tmp)?;
+    f.write_all(frames)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
+impl FileStore {
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        Ok(())
+    }
 }
 
 impl StreamStore for FileStore {
@@ -102,34 +190,60 @@ impl StreamStore for FileStore {
         }
         self.size += buf.len() as u64;
         self.dirty = true;
+        self.written += 1;
+        if let Some(tail) = &mut self.capture {
+            tail.extend_from_slice(&buf);
+        }
         Ok(())
     }
 
-    fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for r in records {
-            r.encode_framed(&mut buf);
-        }
+    fn rewrite(&mut self, frames: &[u8]) -> io::Result<()> {
         let tmp = tmp_path(&self.path);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-        }
+        write_new_log(&tmp, frames)?;
         fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            // The rename itself must reach the disk too.
-            File::open(dir)?.sync_all()?;
+        sync_dir(&self.path)?;
+        self.reopen()?;
+        self.size = frames.len() as u64;
+        self.dirty = false;
+        self.capture = None;
+        Ok(())
+    }
+
+    fn begin_rewrite(&mut self) -> Option<RewriteTarget> {
+        if self.capture.is_some() {
+            return None;
         }
-        self.file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&self.path)?,
-        );
-        self.size = buf.len() as u64;
+        self.capture = Some(Vec::new());
+        Some(RewriteTarget {
+            tmp: tmp_path(&self.path),
+        })
+    }
+
+    fn finish_rewrite(&mut self, new: Rewritten) -> io::Result<()> {
+        let tail = self.capture.take().unwrap_or_default();
+        let done = (|| {
+            let mut f = new.file;
+            f.write_all(&tail)?;
+            // Publishes acknowledged since the snapshot are in the tail: it
+            // must be on disk before the new log replaces the old one.
+            f.sync_data()?;
+            fs::rename(&new.tmp, &self.path)?;
+            sync_dir(&self.path)
+        })();
+        if let Err(e) = done {
+            // The old log is untouched and has every record, the tail too.
+            let _ = fs::remove_file(&new.tmp);
+            return Err(e);
+        }
+        self.reopen()?;
+        self.size = new.len + tail.len() as u64;
         self.dirty = false;
         Ok(())
+    }
+
+    fn abort_rewrite(&mut self, tmp: &Path) {
+        self.capture = None;
+        let _ = fs::remove_file(tmp);
     }
 
     fn size(&self) -> u64 {
@@ -139,8 +253,15 @@ impl StreamStore for FileStore {
     fn take_dirty(&mut self) -> Option<Arc<File>> {
         std::mem::take(&mut self.dirty).then(|| self.file.clone())
     }
-}
 
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn file(&self) -> Option<Arc<File>> {
+        Some(self.file.clone())
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +274,14 @@ mod tests {
             ts_ms: 1,
             msg: Message::new("a.b", format!("payload {seq}")),
         })
+    }
+
+    fn frames(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            r.encode_framed(&mut out);
+        }
+        out
     }
 
     #[test]
@@ -230,6 +359,89 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().len() as usize, first);
     }
 
+    /// A damaged record in the middle (a bad sector, a flipped bit) with
+    /// intact records after it: every one of them is kept.
+    #[test]
+    fn a_damaged_record_in_the_middle_loses_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut store, _) = FileStore::open(&path).unwrap();
+        let mut starts = Vec::new();
+        for seq in 1..=6 {
+            starts.push(store.size() as usize);
+            store.append(&msg(seq)).unwrap();
+        }
+        drop(store);
+        let mut bytes = fs::read(&path).unwrap();
+        // The body of record 3 and the length field of record 4.
+        for b in &mut bytes[starts[2] + FRAME_HEADER + 2..starts[3] + 2] {
+            *b ^= 0x5a;
+        }
+        fs::write(&path, &bytes).unwrap();
+
+        let parsed = parse(&bytes);
+        assert_eq!(
+            parsed.skipped,
+            vec![Skipped {
+                offset: starts[2],
+                bytes: starts[4] - starts[2],
+            }]
+        );
+        let (mut store, recs) = FileStore::open(&path).unwrap();
+        assert_eq!(recs, vec![msg(1), msg(2), msg(5), msg(6)]);
+        store.append(&msg(7)).unwrap();
+        drop(store);
+        let (_, recs) = FileStore::open(&path).unwrap();
+        assert_eq!(recs, vec![msg(1), msg(2), msg(5), msg(6), msg(7)]);
+    }
+
+    #[test]
+    fn a_damaged_record_and_a_torn_tail_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut store, _) = FileStore::open(&path).unwrap();
+        store.append(&msg(1)).unwrap();
+        let second = store.size() as usize;
+        store.append(&msg(2)).unwrap();
+        store.append(&msg(3)).unwrap();
+        let torn = store.size();
+        store.append(&msg(4)).unwrap();
+        drop(store);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[second + FRAME_HEADER + 3] ^= 0xff;
+        bytes.truncate(bytes.len() - 5);
+        fs::write(&path, &bytes).unwrap();
+        let (_, recs) = FileStore::open(&path).unwrap();
+        assert_eq!(recs, vec![msg(1), msg(3)]);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            torn,
+            "the torn tail is cut"
+        );
+    }
+
+    #[test]
+    fn records_appended_during_an_off_lock_rewrite_end_up_in_the_new_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let (mut store, _) = FileStore::open(&path).unwrap();
+        for seq in 1..=10 {
+            store.append(&msg(seq)).unwrap();
+        }
+        let target = store.begin_rewrite().expect("a file store rewrites");
+        assert!(store.begin_rewrite().is_none(), "one rewrite at a time");
+        // Appended after the snapshot, before the new log is in place.
+        store.append(&msg(11)).unwrap();
+        let new = target.write(&frames(&[msg(9), msg(10)])).unwrap();
+        store.append(&msg(12)).unwrap();
+        store.finish_rewrite(new).unwrap();
+        store.append(&msg(13)).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), store.size());
+        drop(store);
+        let (_, recs) = FileStore::open(&path).unwrap();
+        assert_eq!(recs, vec![msg(9), msg(10), msg(11), msg(12), msg(13)]);
+    }
+
     #[test]
     fn a_rewrite_replaces_the_log_atomically() {
         let dir = tempfile::tempdir().unwrap();
@@ -238,7 +450,7 @@ mod tests {
         for seq in 1..=10 {
             store.append(&msg(seq)).unwrap();
         }
-        store.rewrite(&[msg(9), msg(10)]).unwrap();
+        store.rewrite(&frames(&[msg(9), msg(10)])).unwrap();
         store.append(&msg(11)).unwrap();
         assert!(!tmp_path(&path).exists());
         drop(store);

@@ -37,6 +37,7 @@ use crate::subject;
 use crate::{
     Bus, BusError, DeadLetter, Features, GroupOptions, Message, StreamConfig, Subscription,
 };
+use tokio::sync::Notify;
 
 pub use self::queue::EmbeddedQueue;
 
@@ -47,8 +48,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// When appended records are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// `publish` returns after the stream log is fsynced. Acks and delivery
-    /// counts are not waited for: losing one only causes a redelivery.
+    /// `publish` returns after the stream log is fsynced (a group commit:
+    /// publishes that arrive while an fsync runs share the next one). Acks and
+    /// delivery counts are not waited for: losing one only causes a redelivery.
     Always,
     /// Records are written at once and fsynced in the background at this
     /// interval; a power cut may lose that much, a process crash loses nothing.
@@ -70,6 +72,10 @@ pub struct BrokerConfig {
     pub max_payload: usize,
     /// When writes reach the disk.
     pub sync: SyncPolicy,
+    /// How long a dedup id (a job id) is remembered after its message was
+    /// published, at most the stream's `max_age`; ids of messages still in a
+    /// stream are kept regardless.
+    pub dedup_window: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +84,7 @@ impl Default for BrokerConfig {
             data_dir: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             sync: SyncPolicy::default(),
+            dedup_window: stream::DEFAULT_DEDUP_WINDOW,
         }
     }
 }
@@ -99,6 +106,8 @@ struct Broker {
     closed: AtomicBool,
     /// Held for the broker's life: one process per data directory.
     lock_file: Mutex<Option<File>>,
+    /// Streams ring it when their log is due for a compaction.
+    compaction_due: Arc<Notify>,
 }
 
 impl Drop for Broker {
@@ -150,7 +159,7 @@ fn lock_data_dir(data_dir: &Path, dir: &Path) -> Result<File, BusError> {
 }
 
 /// Replays every `<name>.log` in `dir`.
-fn load_streams(dir: &Path) -> Result<Vec<Stream>, BusError> {
+fn load_streams(dir: &Path, config: &BrokerConfig) -> Result<Vec<Stream>, BusError> {
     let mut streams = Vec::new();
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -167,6 +176,7 @@ fn load_streams(dir: &Path) -> Result<Vec<Stream>, BusError> {
         }
         let (store, records) = FileStore::open(&path)?;
         let mut stream = Stream::restore(name.to_string(), None, Box::new(store), records);
+        stream.set_dedup_window(config.dedup_window);
         stream.expire(stream::wall_ms());
         // Start every run from a log holding only live state.
         stream.compact()?;
@@ -182,6 +192,7 @@ impl EmbeddedBroker {
         let mut streams = Vec::new();
         let dir = config.data_dir.as_ref().map(|d| d.join("broker"));
         if let (Some(data_dir), Some(dir)) = (config.data_dir.clone(), dir.clone()) {
+            let cfg = config.clone();
             let (file, loaded) = tokio::task::spawn_blocking(move || {
                 // Owner-only: the log holds every event, and the data directory
                 // is often created here first.
@@ -190,14 +201,22 @@ impl EmbeddedBroker {
                     .mode(0o700)
                     .create(&dir)?;
                 let file = lock_data_dir(&data_dir, &dir)?;
-                let loaded = load_streams(&dir)?;
+                let loaded = load_streams(&dir, &cfg)?;
                 Ok::<_, BusError>((file, loaded))
             })
             .await
             .map_err(|e| BusError::Other(format!("broker open task failed: {e}")))??;
             lock_file = Some(file);
-            streams = loaded.into_iter().map(StreamShared::new).collect();
+            streams = loaded;
         }
+        let compaction_due = Arc::new(Notify::new());
+        let streams = streams
+            .into_iter()
+            .map(|mut s| {
+                s.set_compaction_wake(compaction_due.clone());
+                StreamShared::new(s)
+            })
+            .collect();
         let inner = Arc::new(Broker {
             config,
             dir,
@@ -206,6 +225,7 @@ impl EmbeddedBroker {
             create: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(lock_file),
+            compaction_due,
         });
         tokio::spawn(maintain(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -338,16 +358,15 @@ impl EmbeddedBroker {
     ) -> Result<Option<u64>, BusError> {
         self.ensure_open()?;
         self.check_message(&message)?;
-        let (seq, dirty) = {
+        let (seq, mark) = {
             let mut s = stream.lock();
             if s.is_closed() {
                 return Err(BusError::Closed);
             }
-            let seq = s.append(message, dedup)?;
-            (seq, self.dirty_if_always(&mut s))
+            (s.append(message, dedup)?, s.written())
         };
-        if let Some(file) = dirty {
-            sync_file(file).await?;
+        if self.inner.config.sync == SyncPolicy::Always && seq.is_some() {
+            stream.sync_through(mark).await?;
         }
         Ok(seq)
     }
@@ -373,18 +392,27 @@ async fn sync_file(file: Arc<File>) -> Result<(), BusError> {
     Ok(())
 }
 
-/// Background fsync (for [`SyncPolicy::Interval`]) and `max_age` expiry.
+/// Background fsync (for [`SyncPolicy::Interval`]; acks and delivery counts
+/// under [`SyncPolicy::Always`]), `max_age` expiry and compaction.
 async fn maintain(broker: Weak<Broker>) {
-    let every = match broker.upgrade().map(|b| b.config.sync) {
-        Some(SyncPolicy::Interval(d)) => d.max(Duration::from_millis(1)),
-        Some(SyncPolicy::Always) => EXPIRE_EVERY,
+    let (every, compaction_due) = match broker.upgrade() {
+        Some(b) => {
+            let every = match b.config.sync {
+                SyncPolicy::Interval(d) => d.max(Duration::from_millis(1)),
+                SyncPolicy::Always => EXPIRE_EVERY,
+            };
+            (every, b.compaction_due.clone())
+        }
         None => return,
     };
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_expiry = tokio::time::Instant::now();
     loop {
-        ticker.tick().await;
+        let compact = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = compaction_due.notified() => true,
+        };
         let streams = match broker.upgrade() {
             Some(b) if !b.closed.load(Ordering::Acquire) => {
                 b.streams.read().expect("streams lock poisoned").clone()
@@ -404,6 +432,14 @@ async fn maintain(broker: Weak<Broker>) {
             let now_ms = stream::wall_ms();
             for s in &streams {
                 s.lock().expire(now_ms);
+            }
+        }
+        if compact {
+            for s in &streams {
+                let due = s.lock().compaction_due();
+                if due && let Err(e) = s.compact().await {
+                    tracing::warn!(stream = %s.lock().name(), error = %e, "stream log compaction failed");
+                }
             }
         }
     }
@@ -473,6 +509,8 @@ impl Bus for EmbeddedBroker {
             None => Box::new(NullStore),
         };
         let mut stream = Stream::restore(name, None, store, Vec::new());
+        stream.set_dedup_window(self.inner.config.dedup_window);
+        stream.set_compaction_wake(self.inner.compaction_due.clone());
         stream.configure(config)?;
         self.inner
             .streams

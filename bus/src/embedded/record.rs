@@ -103,14 +103,7 @@ pub(crate) enum Record {
 impl Record {
     /// Appends the framed record (header and body) to `out`.
     pub(crate) fn encode_framed(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0u8; FRAME_HEADER]);
-        self.encode_body(out);
-        let body = &out[start + FRAME_HEADER..];
-        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(body);
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        framed(out, |out| self.encode_body(out));
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
@@ -182,11 +175,7 @@ impl Record {
                 put_u32(out, *group);
                 put_u64(out, *seq);
             }
-            Record::Seen { id, ts_ms } => {
-                out.push(SEEN);
-                put_str(out, id);
-                put_u64(out, *ts_ms);
-            }
+            Record::Seen { id, ts_ms } => seen_body(out, id, *ts_ms),
         }
     }
 
@@ -269,6 +258,30 @@ impl Record {
         // Trailing bytes mean the writer and reader disagree: not a record we trust.
         (d.pos == body.len()).then_some(rec)
     }
+}
+
+/// Appends `[length][crc][body]`, the body written by `body`.
+fn framed(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    body(out);
+    let body = &out[start + FRAME_HEADER..];
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The framed `Seen` record of `id`, without building a [`Record`] (a
+/// compaction writes every remembered id).
+pub(crate) fn encode_seen_framed(id: &str, ts_ms: u64, out: &mut Vec<u8>) {
+    framed(out, |out| seen_body(out, id, ts_ms));
+}
+
+fn seen_body(out: &mut Vec<u8>, id: &str, ts_ms: u64) {
+    out.push(SEEN);
+    put_str(out, id);
+    put_u64(out, ts_ms);
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {

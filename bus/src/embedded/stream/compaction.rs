@@ -1,19 +1,54 @@
-//! Keeping the log small: messages and dedup ids past `max_age` go, and a log
-//! that is mostly dead weight is rewritten from the live state.
+//! Keeping the log small: messages past `max_age` and dedup ids past the
+//! dedup window go, and a log that is mostly dead weight is rewritten from
+//! the live state.
+//!
+//! A rewrite copies the live state under the stream's lock ([`Snapshot`]: the
+//! messages are shared bytes, the ids shared strings) and encodes, writes and
+//! fsyncs it without the lock (see [`super::StreamShared::compact`]), so
+//! publishing goes on while a large log is rewritten.
 
+use std::collections::HashSet;
 use std::io;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Stream, duration_ms, seen_size, wall_ms};
-use crate::embedded::record::Record;
+use super::{MSG_ID, Stream, duration_ms, seen_size, wall_ms};
+use crate::embedded::record::{Record, encode_seen_framed};
 
 /// Compaction starts once the log is at least [`super::COMPACT_MIN_BYTES`] large
 /// and live content is below this share of it (1/4 = 25%).
 const COMPACT_LIVE_DIVISOR: u64 = 4;
 
+/// The records that rebuild a stream's state at one moment.
+pub(crate) struct Snapshot {
+    /// The config record, the groups, the messages and what each group did with them.
+    records: Vec<Record>,
+    /// Remembered dedup ids, written right after the config record.
+    seen: Vec<(Arc<str>, u64)>,
+}
+
+impl Snapshot {
+    /// The framed records of the new log.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut records = self.records.iter();
+        if let Some(config) = records.next() {
+            config.encode_framed(&mut out);
+        }
+        for (id, ts) in &self.seen {
+            encode_seen_framed(id, *ts, &mut out);
+        }
+        for r in records {
+            r.encode_framed(&mut out);
+        }
+        out
+    }
+}
+
 impl Stream {
-    /// Drops messages and dedup ids older than `max_age`.
+    /// Drops messages older than `max_age`, and dedup ids older than the
+    /// dedup window whose message is gone.
     pub(crate) fn expire(&mut self, now_ms: u64) {
         let max_age = duration_ms(self.config.max_age);
         let cutoff = now_ms.saturating_sub(max_age);
@@ -29,56 +64,74 @@ impl Stream {
         for seq in old {
             self.remove_msg(seq);
         }
-        if self.seen_oldest_ms < cutoff {
-            let live = &mut self.live_bytes;
+        let window = max_age.min(duration_ms(self.dedup_window));
+        let id_cutoff = now_ms.saturating_sub(window);
+        if self.seen_oldest_ms < id_cutoff {
+            // A job still queued keeps its id: enqueueing it again must stay a no-op.
+            let live: HashSet<&str> = self
+                .msgs
+                .values()
+                .filter_map(|m| m.msg.headers.get(MSG_ID))
+                .map(String::as_str)
+                .collect();
+            let live_bytes = &mut self.live_bytes;
             let mut oldest = u64::MAX;
+            let before = self.seen.len();
             self.seen.retain(|id, ts| {
-                let keep = *ts >= cutoff;
+                let keep = *ts >= id_cutoff || live.contains(&**id);
                 if keep {
                     oldest = oldest.min(*ts);
                 } else {
-                    *live = live.saturating_sub(seen_size(id));
+                    *live_bytes = live_bytes.saturating_sub(seen_size(id));
                 }
                 keep
             });
             self.seen_oldest_ms = oldest;
+            tracing::debug!(stream = %self.name, count = before - self.seen.len(), "dedup ids past the dedup window forgotten");
         }
         self.maybe_compact();
     }
 
-    /// Rewrites the log when it is mostly dead weight.
-    pub(super) fn maybe_compact(&mut self) {
+    /// Whether the log is mostly dead weight and worth rewriting.
+    pub(crate) fn compaction_due(&self) -> bool {
         let size = self.store.size();
-        if size >= self.compact_min_bytes
+        size >= self.compact_min_bytes
             && self.live_bytes * COMPACT_LIVE_DIVISOR < size
             && size >= self.compacted_bytes.saturating_mul(2)
-            && let Err(e) = self.compact()
+    }
+
+    /// Asks the broker's maintenance task for a compaction when one is due.
+    pub(super) fn maybe_compact(&mut self) {
+        if let Some(wake) = &self.compaction_due
+            && self.compaction_due()
         {
-            tracing::warn!(stream = %self.name, error = %e, "stream log compaction failed");
+            wake.notify_one();
         }
     }
 
-    /// Writes the live state as a fresh log, atomically replacing the old one.
+    /// Writes the live state as a fresh log, atomically replacing the old one,
+    /// holding the lock throughout (for startup, when nothing else runs).
     pub(crate) fn compact(&mut self) -> io::Result<()> {
         let before = self.store.size();
-        let records = self.snapshot();
-        self.store.rewrite(&records)?;
+        let frames = self.snapshot().encode();
+        self.store.rewrite(&frames)?;
+        self.compacted(before);
+        Ok(())
+    }
+
+    /// Counts a finished rewrite.
+    pub(super) fn compacted(&mut self, before: u64) {
         self.compacted_bytes = self.store.size();
         self.compactions += 1;
         tracing::debug!(stream = %self.name, before, after = self.store.size(), count = self.compactions, "stream log compacted");
-        Ok(())
     }
 
     /// The records that rebuild the current state. Groups come before messages
     /// so that replaying an ack never deletes a message another group still needs.
-    fn snapshot(&self) -> Vec<Record> {
+    pub(super) fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let now_ms = wall_ms();
         let mut out = vec![self.config_record()];
-        out.extend(self.seen.iter().map(|(id, ts)| Record::Seen {
-            id: id.clone(),
-            ts_ms: *ts,
-        }));
         for (i, g) in self.groups.iter().enumerate() {
             out.push(Record::Group {
                 idx: i as u32,
@@ -114,6 +167,9 @@ impl Stream {
                 letter: letter.clone(),
             }));
         }
-        out
+        Snapshot {
+            records: out,
+            seen: self.seen.iter().map(|(id, ts)| (id.clone(), *ts)).collect(),
+        }
     }
 }

@@ -13,20 +13,24 @@
 //!
 //! One file a job: [`group`] holds a group's bookkeeping and the operations on
 //! it, [`replay`] applies log records to the state, [`compaction`] expires old
-//! messages and rewrites the log, [`acker`] settles push deliveries and
-//! [`pump`] feeds a push subscription.
+//! messages and rewrites the log, [`shared`] is the stream behind its lock
+//! (group commit, compaction without the lock), [`acker`] settles push
+//! deliveries and [`pump`] feeds a push subscription.
 
 mod acker;
 mod compaction;
 mod group;
 mod pump;
 mod replay;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
 
 use super::record::{Record, StoredMsg};
 use super::store::StreamStore;
@@ -36,6 +40,9 @@ use crate::{GroupOptions, Message, StreamConfig};
 pub(crate) use self::acker::MemberGuard;
 use self::group::Group;
 pub(crate) use self::pump::pump;
+#[cfg(test)]
+pub(crate) use self::shared::CompactionGate;
+pub(crate) use self::shared::StreamShared;
 
 /// Header carrying a message's deduplication id (the JetStream name, so NATS
 /// clients can use it too). A second message with an id still remembered is
@@ -44,6 +51,10 @@ pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
 
 /// A log smaller than this is never compacted.
 pub(crate) const COMPACT_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long dedup ids are remembered unless the broker says otherwise
+/// (never longer than the stream's `max_age`).
+pub(crate) const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The member id of pull consumers (the job queue); never has a push channel.
 pub(crate) const PULL_MEMBER: u64 = 0;
@@ -65,8 +76,11 @@ pub(crate) struct Stream {
     msgs: BTreeMap<u64, StoredMsg>,
     last_seq: u64,
     groups: Vec<Group>,
-    /// Deduplication ids and when they were seen (wall ms), kept for `max_age`.
-    seen: HashMap<String, u64>,
+    /// Deduplication ids and when they were seen (wall ms), kept for the
+    /// dedup window (at most `max_age`), and as long as their message is kept.
+    /// Shared strings: a compaction copies them all under the lock.
+    seen: HashMap<Arc<str>, u64>,
+    dedup_window: Duration,
     /// No remembered id is older than this (`u64::MAX`: none), so `expire`
     /// scans the whole set only when some id is due to go.
     seen_oldest_ms: u64,
@@ -80,6 +94,9 @@ pub(crate) struct Stream {
     /// even when `live_bytes` underestimates the snapshot.
     compacted_bytes: u64,
     compactions: u64,
+    /// Told when a compaction is due; the broker's maintenance task runs it
+    /// (without holding the stream's lock while it writes).
+    compaction_due: Option<Arc<Notify>>,
     next_member: u64,
     closed: bool,
 }
@@ -114,12 +131,14 @@ impl Stream {
             last_seq: 0,
             groups: Vec::new(),
             seen: HashMap::new(),
+            dedup_window: DEFAULT_DEDUP_WINDOW,
             seen_oldest_ms: u64::MAX,
             store,
             live_bytes: 0,
             compact_min_bytes: COMPACT_MIN_BYTES,
             compacted_bytes: 0,
             compactions: 0,
+            compaction_due: None,
             next_member: PULL_MEMBER + 1,
             closed: false,
         };
@@ -139,6 +158,16 @@ impl Stream {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// How long dedup ids are remembered (never past `max_age`).
+    pub(crate) fn set_dedup_window(&mut self, window: Duration) {
+        self.dedup_window = window;
+    }
+
+    /// Whom to tell when the log is due for a compaction.
+    pub(crate) fn set_compaction_wake(&mut self, wake: Arc<Notify>) {
+        self.compaction_due = Some(wake);
     }
 
     #[cfg(test)]
@@ -207,7 +236,7 @@ impl Stream {
     pub(crate) fn append(&mut self, msg: Message, dedup: bool) -> io::Result<Option<u64>> {
         if dedup
             && let Some(id) = msg.headers.get(MSG_ID)
-            && self.seen.contains_key(id)
+            && self.seen.contains_key(id.as_str())
         {
             return Ok(None);
         }
@@ -270,6 +299,11 @@ impl Stream {
         self.store.take_dirty()
     }
 
+    /// Records written to the log so far (see [`StreamShared::sync_through`]).
+    pub(crate) fn written(&self) -> u64 {
+        self.store.written()
+    }
+
     /// Stops all writes and wakes every waiter so that it sees the stream closed.
     pub(crate) fn close(&mut self) -> Option<Arc<File>> {
         self.closed = true;
@@ -281,22 +315,5 @@ impl Stream {
             g.notify.notify_waiters();
         }
         dirty
-    }
-}
-
-/// A stream behind its lock, shared by the broker, pumps and ackers.
-pub(crate) struct StreamShared {
-    state: Mutex<Stream>,
-}
-
-impl StreamShared {
-    pub(crate) fn new(stream: Stream) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(stream),
-        })
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Stream> {
-        self.state.lock().expect("stream lock poisoned")
     }
 }

@@ -1,7 +1,7 @@
 //! Applying log records to the live state. Replay on restore and every live
 //! change go through the same transitions, so both end in the same state.
 
-use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -64,18 +64,13 @@ impl Stream {
     }
 
     pub(super) fn remember_id(&mut self, id: String, ts_ms: u64) {
-        let size = seen_size(&id);
-        match self.seen.entry(id) {
-            Entry::Occupied(mut e) => {
-                let ts = e.get_mut();
-                *ts = (*ts).max(ts_ms);
-            }
-            Entry::Vacant(e) => {
-                e.insert(ts_ms);
-                self.live_bytes += size;
-                self.seen_oldest_ms = self.seen_oldest_ms.min(ts_ms);
-            }
+        if let Some(ts) = self.seen.get_mut(id.as_str()) {
+            *ts = (*ts).max(ts_ms);
+            return;
         }
+        self.live_bytes += seen_size(&id);
+        self.seen_oldest_ms = self.seen_oldest_ms.min(ts_ms);
+        self.seen.insert(Arc::from(id), ts_ms);
     }
 
     pub(super) fn apply_msg(&mut self, m: StoredMsg) {

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 mod auth;
+mod broker;
 mod bus;
 mod cors;
 mod doc;
@@ -26,6 +27,7 @@ mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
+pub use broker::{BrokerStorage, BrokerSync, DEFAULT_BROKER_SYNC, DEFAULT_DEDUP_WINDOW};
 pub use bus::{BrokerLimits, BrokerSecurity, BusKind, KafkaSettings, NatsClientSettings};
 pub use cors::CorsOrigins;
 pub use doc::{REGENERATE as REGENERATE_CONFIGURATION_DOC, configuration_markdown};
@@ -66,6 +68,9 @@ pub struct Settings {
     /// `ORDERLY_BROKER_TOKEN`, `_AUTH_FILE`, `_TLS_*`: who may use the
     /// broker's NATS listener, and its TLS.
     pub broker_security: BrokerSecurity,
+    /// `ORDERLY_BROKER_SYNC`, `ORDERLY_BROKER_DEDUP_WINDOW_SECONDS`: how the
+    /// embedded broker keeps its files.
+    pub broker_storage: BrokerStorage,
     /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
     /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
     pub ops_bind: Option<String>,
@@ -92,6 +97,7 @@ impl Settings {
         let broker_limits = bus::broker_limits(env)?;
         let broker_security = bus::broker_security(env)?;
         let nats_client = bus::nats_client(env)?;
+        let broker_storage = broker::broker_storage(env)?;
         let ops_bind = ops::ops_bind(env)?;
         let jobs = queue::job_queue_settings(env)?;
         let http = http::http_settings(env)?;
@@ -107,6 +113,7 @@ impl Settings {
             broker_listen,
             broker_limits,
             broker_security,
+            broker_storage,
             ops_bind,
             auth,
             orders,

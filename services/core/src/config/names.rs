@@ -699,6 +699,18 @@ pub const VARIABLES: &[Variable] = &[
         "unset",
         "with it the broker requires client certificates signed by this CA",
     ),
+    var(
+        "ORDERLY_BROKER_SYNC",
+        Bus,
+        "`interval:50`",
+        "when the embedded broker fsyncs its stream and job files: `always` (before a publish is acknowledged; concurrent publishes share one fsync) or `interval:<ms>` (see [durability](docs/durability.md#the-embedded-broker))",
+    ),
+    var(
+        "ORDERLY_BROKER_DEDUP_WINDOW_SECONDS",
+        Bus,
+        "`3600`",
+        "how long the embedded broker remembers a job id (any dedup id) after it was published; ids of jobs still queued are kept regardless",
+    ),
 ];
 
 /// Every name in [`VARIABLES`], in its order.

@@ -450,3 +450,32 @@ fn the_revoked_token_list_is_found_from_the_local_auth_or_the_jwks_origin() {
         .is_err()
     );
 }
+
+#[test]
+fn the_broker_fsyncs_every_50_ms_by_default_and_can_be_told_otherwise() {
+    let s = Settings::from_env(&Env::default()).unwrap();
+    assert_eq!(
+        s.broker_storage.sync,
+        BrokerSync::Interval(Duration::from_millis(50))
+    );
+    assert_eq!(s.broker_storage.dedup_window, Duration::from_secs(3600));
+    let env = Env::from_pairs([
+        ("ORDERLY_BROKER_SYNC", "always"),
+        ("ORDERLY_BROKER_DEDUP_WINDOW_SECONDS", "600"),
+    ]);
+    let s = Settings::from_env(&env).unwrap();
+    assert_eq!(s.broker_storage.sync, BrokerSync::Always);
+    assert_eq!(s.broker_storage.dedup_window, Duration::from_secs(600));
+    let env = Env::from_pairs([("ORDERLY_BROKER_SYNC", "interval:200")]);
+    assert_eq!(
+        Settings::from_env(&env).unwrap().broker_storage.sync,
+        BrokerSync::Interval(Duration::from_millis(200))
+    );
+    for bad in ["sometimes", "interval:", "interval:0", "interval:-5", "50"] {
+        let env = Env::from_pairs([("ORDERLY_BROKER_SYNC", bad)]);
+        let err = Settings::from_env(&env).unwrap_err().to_string();
+        assert!(err.starts_with("ORDERLY_BROKER_SYNC="), "{bad}: {err}");
+    }
+    let env = Env::from_pairs([("ORDERLY_BROKER_DEDUP_WINDOW_SECONDS", "0")]);
+    assert!(Settings::from_env(&env).is_err());
+}
