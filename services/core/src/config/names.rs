@@ -4,6 +4,7 @@
 /// Every environment variable the configuration reads.
 pub const ENV_NAMES: &[&str] = &[
     "ORDERLY_DATA_DIR",
+    "ORDERLY_SQLITE_SYNC",
     "BUS",
     "NATS_URL",
     "ORDERLY_BROKER_LISTEN",
@@ -83,6 +84,9 @@ pub const ENV_NAMES: &[&str] = &[
     "JOB_QUEUE",
     "JOB_QUEUE_PREFIX",
     "JOB_MAX_DELIVERIES",
+    "RECONCILE_SCHEDULE",
+    "RECONCILE_AFTER_SECONDS",
+    "RECONCILE_BATCH",
     "CORS_ALLOWED_ORIGINS",
     "HTTP_HEADER_READ_TIMEOUT_SECONDS",
     "HTTP_BODY_TIMEOUT_SECONDS",
