@@ -11,6 +11,9 @@ use crate::events::OutboxEvent;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot be reached now; the same call may work later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
@@ -49,6 +52,18 @@ pub struct PendingEvent {
     pub key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub payload: String,
+}
+
+/// An order still PENDING, and what the consumer named its job after: the
+/// `event_id` of the order's `new_order` outbox row (`None` once that row is
+/// gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePending {
+    pub order_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub new_order_event: Option<Uuid>,
+    /// The `traceparent` the event carried, so the job continues its trace.
+    pub traceparent: Option<String>,
 }
 
 /// How far the outbox relay is behind.
@@ -134,6 +149,16 @@ pub trait OrderStore: Send + Sync + 'static {
     ) {
         let _ = (wake, shutdown);
     }
+
+    /// Up to `limit` orders PENDING since before `created_before`, oldest
+    /// first (by creation time, then id) and after `from` if given, each with
+    /// its `new_order` event's id: the reconciler's pages.
+    async fn stale_pending(
+        &self,
+        created_before: OffsetDateTime,
+        from: Option<&StalePending>,
+        limit: i64,
+    ) -> Result<Vec<StalePending>, StoreError>;
 
     async fn check(&self) -> Result<(), StoreError>;
 }
