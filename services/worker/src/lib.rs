@@ -1,6 +1,7 @@
 //! The worker: runs `process_order` jobs (the simulated payment) from the job queue.
 
 pub mod maintenance;
+pub mod reconciler;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,6 +17,7 @@ mod ops;
 mod orders;
 mod queue;
 mod rate_limit;
+mod reconcile;
 mod stores;
 mod verifier;
 mod worker;
@@ -30,6 +31,7 @@ pub use names::ENV_NAMES;
 pub use orders::{DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, StatusPolicy};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
+pub use reconcile::{DEFAULT_RECONCILE_SCHEDULE, ReconcileSettings};
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 
@@ -61,6 +63,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The job queue.
     pub jobs: JobQueueSettings,
+    /// The reconciler, which runs with the worker.
+    pub reconcile: ReconcileSettings,
     /// The HTTP edge shared by auth and orders (CORS, timeouts).
     pub http: HttpSettings,
 }
@@ -80,6 +84,7 @@ impl Settings {
         let auth = auth::auth_settings(env, &data_dir)?;
         let orders = orders::orders_settings(env, &data_dir, &auth.public_key_path)?;
         let worker = worker::worker_settings(env)?;
+        let reconcile = reconcile::reconcile_settings(env)?;
         Ok(Self {
             data_dir,
             bus,
@@ -92,6 +97,7 @@ impl Settings {
             orders,
             worker,
             jobs,
+            reconcile,
             http,
         })
     }
