@@ -24,7 +24,10 @@ async fn an_order_whose_event_was_acked_away_is_paid_once_by_the_reconciler() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (_broker, nats_url) = start_orderly_broker(&tmp.path().join("broker"), "127.0.0.1:0");
-    let db = format!("sqlite://{}?mode=rwc", tmp.path().join("orders.db").display());
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        tmp.path().join("orders.db").display()
+    );
     let keys = RedisKeys::new();
     let (prefix, redis) = (keys.prefix.clone(), keys.queue_url());
     let public_key = tmp
@@ -118,7 +121,9 @@ async fn an_order_whose_event_was_acked_away_is_paid_once_by_the_reconciler() {
         "the consumer's job id, process_order:{event_id}: {}",
         requeued[0]
     );
-    let runs = logs.matches(&format!("Starting to process order {id}")).count();
+    let runs = logs
+        .matches(&format!("Starting to process order {id}"))
+        .count();
     assert_eq!(runs, 1, "one job run; worker log:\n{logs}");
     let stats = queue.stats("process_order").await.unwrap();
     assert_eq!(

@@ -37,9 +37,9 @@ impl DbError {
                 | sqlx::Error::WorkerCrashed => true,
                 // SQLSTATE class 08: connection exception; 57P01..57P03:
                 // the server is shutting down, crashed or cannot accept yet.
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
+                }),
                 _ => false,
             },
             DbError::Migrate(_) | DbError::Corrupt(_) => false,

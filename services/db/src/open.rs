@@ -7,8 +7,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use crate::{sqlite_file, sqlite_sync};
 use crate::{Db, DbError, DbKind};
+use crate::{sqlite_file, sqlite_sync};
 
 /// Connections of a SQLite pool: SQLite runs one writer at a time, so more
 /// only serve more concurrent readers.

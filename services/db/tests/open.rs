@@ -182,17 +182,26 @@ async fn sqlite_commits_are_synced_fully_unless_the_url_asks_for_normal() {
     assert_eq!(synchronous(&full).await, 2, "FULL by default");
     full.close().await;
 
-    let url = format!("{}&synchronous=normal", sqlite_url(&root.path().join("normal.db")));
+    let url = format!(
+        "{}&synchronous=normal",
+        sqlite_url(&root.path().join("normal.db"))
+    );
     let normal = open(&url, &MIGRATIONS).await.unwrap();
     assert_eq!(synchronous(&normal).await, 1, "NORMAL when asked");
     write_one(&normal, 1).await;
     normal.close().await;
 
     let refused = open(
-        &format!("{}&synchronous=off", sqlite_url(&root.path().join("off.db"))),
+        &format!(
+            "{}&synchronous=off",
+            sqlite_url(&root.path().join("off.db"))
+        ),
         &MIGRATIONS,
     )
     .await;
-    let error = refused.err().expect("synchronous=off is refused").to_string();
+    let error = refused
+        .err()
+        .expect("synchronous=off is refused")
+        .to_string();
     assert!(error.contains("synchronous"), "{error}");
 }

@@ -455,7 +455,14 @@ async fn stale_pending_orders_come_oldest_first_in_pages_with_their_new_order_ev
     let (newest, _) = create_aged(&store, minute * 2).await;
     create_aged(&store, Duration::ZERO).await;
     let at = OffsetDateTime::now_utc();
-    let event = OutboxEvent::status_changed(paid.id, 1, OrderStatus::Pending, OrderStatus::Paid, at, None);
+    let event = OutboxEvent::status_changed(
+        paid.id,
+        1,
+        OrderStatus::Pending,
+        OrderStatus::Paid,
+        at,
+        None,
+    );
     store
         .change_status(paid.id, OrderStatus::Pending, OrderStatus::Paid, &event, at)
         .await
@@ -464,7 +471,11 @@ async fn stale_pending_orders_come_oldest_first_in_pages_with_their_new_order_ev
     let before = OffsetDateTime::now_utc() - minute;
     let first = store.stale_pending(before, None, 2).await.unwrap();
     let ids: Vec<Uuid> = first.iter().map(|s| s.order_id).collect();
-    assert_eq!(ids, [oldest.id, middle.id], "oldest first, PAID and fresh ones left out");
+    assert_eq!(
+        ids,
+        [oldest.id, middle.id],
+        "oldest first, PAID and fresh ones left out"
+    );
     assert_eq!(first[0].new_order_event, Some(oldest_event.event_id));
     assert_eq!(first[0].traceparent.as_deref(), Some("00-trace-01"));
     assert_eq!(first[0].created_at, oldest.created_at);

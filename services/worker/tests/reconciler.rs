@@ -10,7 +10,9 @@ use std::time::Duration;
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::schema::events::{NEW_ORDER, NewOrder};
 use orderly_bus::schema::jobs::{PROCESS_ORDER, ProcessOrder};
-use orderly_bus::{JobQueue, Lease, LocalLease, Message, NewJob, RetryOutcome, RetryPolicy, header};
+use orderly_bus::{
+    JobQueue, Lease, LocalLease, Message, NewJob, RetryOutcome, RetryPolicy, header,
+};
 use orderly_orders::domain::{Order, OrderCreate, OrderItem, OrderStatus};
 use orderly_orders::events::OutboxEvent;
 use orderly_orders::sql_store::SqlOrderStore;
@@ -30,7 +32,10 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("orders.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("orders.db").display()
+    );
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::connect(&url).await.unwrap());
     let broker = EmbeddedBroker::open(BrokerConfig::default()).await.unwrap();
     let policy = RetryPolicy {
@@ -66,7 +71,12 @@ async fn order_aged(store: &Arc<dyn OrderStore>, age: Duration) -> (Order, Outbo
         status: OrderStatus::Pending,
         created_at: at,
     };
-    let event = OutboxEvent::new_order(order.id, 1, at, Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    let event = OutboxEvent::new_order(
+        order.id,
+        1,
+        at,
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
     match store.create(&order, &valid, &event, None).await.unwrap() {
         Created::New(o) => (o, event),
         other => panic!("expected a new order, got {other:?}"),
@@ -128,7 +138,11 @@ async fn a_stranded_order_gets_its_job_once_and_a_fresh_order_is_left_alone() {
 
     let job = f
         .queue
-        .reserve(PROCESS_ORDER, Duration::from_secs(30), Duration::from_secs(1))
+        .reserve(
+            PROCESS_ORDER,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
         .await
         .unwrap()
         .expect("the requeued job");
@@ -174,7 +188,11 @@ async fn a_dead_job_is_reported_and_left_dead() {
     assert_eq!(r.run_once().await.unwrap().requeued, 1);
     let job = f
         .queue
-        .reserve(PROCESS_ORDER, Duration::from_secs(30), Duration::from_secs(1))
+        .reserve(
+            PROCESS_ORDER,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -202,7 +220,11 @@ async fn orders_with_dead_jobs_do_not_hide_the_ones_after_them() {
     for _ in 0..2 {
         let job = f
             .queue
-            .reserve(PROCESS_ORDER, Duration::from_secs(30), Duration::from_secs(1))
+            .reserve(
+                PROCESS_ORDER,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -218,7 +240,11 @@ async fn orders_with_dead_jobs_do_not_hide_the_ones_after_them() {
     assert_eq!(requeued, 1, "the third order's job, once");
     let job = f
         .queue
-        .reserve(PROCESS_ORDER, Duration::from_secs(30), Duration::from_secs(1))
+        .reserve(
+            PROCESS_ORDER,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
         .await
         .unwrap()
         .expect("the later order's job");
@@ -241,7 +267,10 @@ async fn the_lease_lets_one_of_two_reconcilers_run() {
         .await
         .unwrap()
         .expect("the lease is free");
-    assert!(!maintenance::run_once(&task_b, &*lease).await, "ran under a held lease");
+    assert!(
+        !maintenance::run_once(&task_b, &*lease).await,
+        "ran under a held lease"
+    );
     assert_eq!(f.queue.stats(PROCESS_ORDER).await.unwrap().waiting, 0);
     lease.release("maintenance:reconcile", &held).await.unwrap();
 
