@@ -256,8 +256,7 @@ impl Load {
             for r in requests {
                 let _ = r.await;
             }
-            let answers = answers.lock().unwrap().clone();
-            answers
+            answers.lock().unwrap().clone()
         });
         Self { stop, task }
     }

@@ -199,9 +199,9 @@ async fn sqlite_commits_are_synced_fully_unless_the_url_asks_for_normal() {
         &MIGRATIONS,
     )
     .await;
-    let error = refused
-        .err()
-        .expect("synchronous=off is refused")
-        .to_string();
+    let Err(error) = refused else {
+        panic!("synchronous=off is refused");
+    };
+    let error = error.to_string();
     assert!(error.contains("synchronous"), "{error}");
 }
