@@ -10,6 +10,7 @@ mod messaging;
 mod ops;
 mod orders;
 mod queue;
+mod reconcile;
 mod roles;
 mod serve;
 
@@ -102,6 +103,7 @@ pub async fn run(role: Role, settings: Settings) -> Result<()> {
         }
         if let (true, Some(parts)) = (starts.worker, &orders) {
             let service = parts.service.clone();
+            reconcile::start(&settings, &service, messaging, &shutdown, &mut tasks);
             jobs::start_worker(&settings, service, messaging, &shutdown, &mut tasks);
         }
         if let (true, Some(addr)) = (starts.needs_ops_listener(), &settings.ops_bind) {

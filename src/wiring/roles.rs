@@ -20,7 +20,8 @@ pub struct Starts {
     pub orders: bool,
     /// `new_order` events into `process_order` jobs.
     pub consumer: bool,
-    /// `process_order` jobs, the queue's maintenance and its depth gauge.
+    /// `process_order` jobs, the queue's maintenance, the reconciler and the
+    /// queue depth gauge.
     pub worker: bool,
     /// The embedded broker served to NATS clients, and nothing else.
     pub broker: bool,

@@ -35,10 +35,10 @@ pub enum Handled {
 /// job. Old producers send no headers; one `new_order` per order makes the order
 /// id a stable id for them.
 pub fn job_id(delivery_headers: &orderly_bus::Headers, event: &NewOrder) -> String {
-    match delivery_headers.get(header::EVENT_ID) {
-        Some(id) => format!("{PROCESS_ORDER}:{id}"),
-        None => format!("{PROCESS_ORDER}:order:{}", event.order_id),
-    }
+    orderly_bus::schema::jobs::process_order_job_id(
+        event.order_id,
+        delivery_headers.get(header::EVENT_ID).map(String::as_str),
+    )
 }
 
 pub async fn handle(

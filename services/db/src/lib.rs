@@ -22,6 +22,7 @@ mod kind;
 mod open;
 mod query;
 mod sqlite_file;
+mod sqlite_sync;
 
 pub use error::DbError;
 pub use kind::DbKind;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use crate::sqlite_file;
 use crate::{Db, DbError, DbKind};
+use crate::{sqlite_file, sqlite_sync};
 
 /// Connections of a SQLite pool: SQLite runs one writer at a time, so more
 /// only serve more concurrent readers.
@@ -39,8 +39,9 @@ pub struct Migrations {
 /// SQLite: the file and its directory are created if missing, private to the
 /// owner (0600 and 0700). Every connection runs in WAL mode (readers do not
 /// wait for the writer) with `synchronous = FULL` (a commit survives a power
-/// loss, not only a process crash), a 5 s busy timeout and foreign keys
-/// enforced. Opening and migrating happen under a lock file beside the
+/// loss, not only a process crash) unless the URL says `synchronous=normal`
+/// (a commit survives a process crash; a power cut may take the last ones),
+/// a 5 s busy timeout and foreign keys enforced. Opening and migrating happen under a lock file beside the
 /// database, so processes starting together migrate it once.
 ///
 /// PostgreSQL: 16 connections, 5 s to get one; migrations run under sqlx's
@@ -53,11 +54,13 @@ pub async fn open(url: &str, migrations: &Migrations) -> Result<Db, DbError> {
 }
 
 async fn open_sqlite(url: &str, migrator: &Migrator) -> Result<Db, DbError> {
+    let (url, synchronous) = sqlite_sync::split(url)?;
+    let url = url.as_str();
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| DbError::Open(e.into()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
     let lock = match on_disk(url, &options) {

@@ -162,3 +162,46 @@ async fn values_read_back_as_written(db: Db) {
         .collect::<Vec<_>>();
     assert_eq!(notes, [None]);
 }
+
+/// SQLite's `PRAGMA synchronous` on a connection of `db` (1 NORMAL, 2 FULL).
+async fn synchronous(db: &Db) -> i64 {
+    query("PRAGMA synchronous")
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .int("synchronous")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sqlite_commits_are_synced_fully_unless_the_url_asks_for_normal() {
+    let root = tempfile::tempdir().unwrap();
+    let full = open(&sqlite_url(&root.path().join("full.db")), &MIGRATIONS)
+        .await
+        .unwrap();
+    assert_eq!(synchronous(&full).await, 2, "FULL by default");
+    full.close().await;
+
+    let url = format!(
+        "{}&synchronous=normal",
+        sqlite_url(&root.path().join("normal.db"))
+    );
+    let normal = open(&url, &MIGRATIONS).await.unwrap();
+    assert_eq!(synchronous(&normal).await, 1, "NORMAL when asked");
+    write_one(&normal, 1).await;
+    normal.close().await;
+
+    let refused = open(
+        &format!(
+            "{}&synchronous=off",
+            sqlite_url(&root.path().join("off.db"))
+        ),
+        &MIGRATIONS,
+    )
+    .await;
+    let Err(error) = refused else {
+        panic!("synchronous=off is refused");
+    };
+    let error = error.to_string();
+    assert!(error.contains("synchronous"), "{error}");
+}

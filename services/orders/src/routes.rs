@@ -24,6 +24,7 @@ use orderly_http::{ApiError, FieldError};
 use crate::domain::{Order, OrderCreate, OrderStatusUpdate};
 use crate::limiter::RateLimiter;
 use crate::service::{Caller, CreateOutcome, OrderService, OrdersError};
+use crate::store::StoreError;
 use orderly_http::client_ip::client_ip;
 
 #[derive(Clone)]
@@ -338,6 +339,11 @@ impl From<OrdersError> for ApiError {
             OrdersError::Invalid(errors) => ApiError::Validation(errors),
             OrdersError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
             OrdersError::IdempotencyKeyReused => ApiError::Unprocessable(e.to_string()),
+            // Not the request's fault: the client may send it again.
+            OrdersError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(error = %cause, "the orders database is unavailable; answering 503");
+                ApiError::Unavailable("Database unavailable".into())
+            }
             OrdersError::Store(inner) => ApiError::internal(inner),
         }
     }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orderly_bus::schema::events::NEW_ORDER;
 use orderly_core::Shutdown;
 use orderly_core::config::redact_url;
 use orderly_db::{Arg, Db, DbError, DbKind, Migrations, On, Row, Tx, query};
@@ -24,8 +25,8 @@ use crate::domain::{Order, OrderStatus, ValidOrder, from_cents};
 use crate::events::OutboxEvent;
 use crate::outbox_listen::{self, OUTBOX_CHANNEL};
 use crate::store::{
-    Created, IdempotencyKey, OrderStore, OutboxBacklog, OutboxClaim, PendingEvent, StatusChange,
-    StoreError,
+    Created, IdempotencyKey, OrderStore, OutboxBacklog, OutboxClaim, PendingEvent, StalePending,
+    StatusChange, StoreError,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite/orders");
@@ -437,6 +438,83 @@ impl OrderStore for SqlOrderStore {
         if let Db::Postgres(pool) = &self.db {
             outbox_listen::watch(pool, wake, shutdown).await;
         }
+    }
+
+    /// Two statements rather than a join: the outbox has no index on
+    /// `msg_key`, so its rows are looked up once for the whole batch, and
+    /// only when some order is stale. SQLite compares its RFC 3339 texts,
+    /// which order like the times they hold to within a second.
+    async fn stale_pending(
+        &self,
+        created_before: OffsetDateTime,
+        from: Option<&StalePending>,
+        limit: i64,
+    ) -> Result<Vec<StalePending>, StoreError> {
+        let page = match from {
+            None => query(
+                "SELECT id, created_at FROM orders WHERE status = $1 AND created_at < $2 \
+                 ORDER BY created_at, id LIMIT $3",
+            )
+            .bind(OrderStatus::Pending.as_str())
+            .bind(created_before)
+            .bind(limit),
+            Some(last) => query(
+                "SELECT id, created_at FROM orders WHERE status = $1 AND created_at < $2 \
+                 AND (created_at > $4 OR (created_at = $4 AND id > $5)) \
+                 ORDER BY created_at, id LIMIT $3",
+            )
+            .bind(OrderStatus::Pending.as_str())
+            .bind(created_before)
+            .bind(limit)
+            .bind(last.created_at)
+            .bind(last.order_id),
+        };
+        let orders = page.fetch_all(&self.db).await?;
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stale = orders
+            .iter()
+            .map(|row| {
+                Ok(StalePending {
+                    order_id: row.uuid("id")?,
+                    created_at: row.time("created_at")?,
+                    new_order_event: None,
+                    traceparent: None,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let placeholders: Vec<String> = (0..stale.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT event_id, msg_key, headers FROM outbox WHERE subject = $1 AND msg_key IN ({}) \
+             ORDER BY id",
+            placeholders.join(", ")
+        );
+        let events = stale
+            .iter()
+            .fold(query(sql).bind(NEW_ORDER), |q, s| {
+                q.bind(s.order_id.to_string())
+            })
+            .fetch_all(&self.db)
+            .await?;
+        for row in &events {
+            let key = row.opt_text("msg_key")?.unwrap_or_default();
+            let headers: serde_json::Map<String, serde_json::Value> = row
+                .json("headers")
+                .map_err(|e| StoreError::Corrupt(format!("outbox headers: {e}")))?;
+            // The first new_order row of an order is the one the consumer saw first.
+            if let Some(order) = stale
+                .iter_mut()
+                .find(|s| s.new_order_event.is_none() && s.order_id.to_string() == key)
+            {
+                order.new_order_event = Some(row.uuid("event_id")?);
+                order.traceparent = headers
+                    .get(orderly_bus::header::TRACEPARENT)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+            }
+        }
+        Ok(stale)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -55,6 +55,18 @@ pub struct PendingEvent {
     pub payload: String,
 }
 
+/// An order still PENDING, and what the consumer named its job after: the
+/// `event_id` of the order's `new_order` outbox row (`None` once that row is
+/// gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePending {
+    pub order_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub new_order_event: Option<Uuid>,
+    /// The `traceparent` the event carried, so the job continues its trace.
+    pub traceparent: Option<String>,
+}
+
 /// How far the outbox relay is behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxBacklog {
@@ -138,6 +150,16 @@ pub trait OrderStore: Send + Sync + 'static {
     ) {
         let _ = (wake, shutdown);
     }
+
+    /// Up to `limit` orders PENDING since before `created_before`, oldest
+    /// first (by creation time, then id) and after `from` if given, each with
+    /// its `new_order` event's id: the reconciler's pages.
+    async fn stale_pending(
+        &self,
+        created_before: OffsetDateTime,
+        from: Option<&StalePending>,
+        limit: i64,
+    ) -> Result<Vec<StalePending>, StoreError>;
 
     async fn check(&self) -> Result<(), StoreError>;
 }

@@ -66,6 +66,7 @@ for_each_backend!(
     an_unfinished_claim_hands_its_events_back,
     concurrent_claims_never_share_an_event,
     the_outbox_backlog_counts_unsent_rows_and_dates_the_oldest,
+    stale_pending_orders_come_oldest_first_in_pages_with_their_new_order_event,
 );
 
 fn valid(items: Vec<(&str, f64, i64)>) -> ValidOrder {
@@ -98,6 +99,18 @@ fn new_order(user_id: i64, valid: &ValidOrder) -> (Order, OutboxEvent) {
     };
     let event = OutboxEvent::new_order(order.id, user_id, now, Some("00-trace-01"));
     (order, event)
+}
+
+/// A PENDING order created `age` ago.
+async fn create_aged(store: &Arc<dyn OrderStore>, age: Duration) -> (Order, OutboxEvent) {
+    let v = valid(vec![("Test Item", 100.0, 1)]);
+    let (mut order, _) = new_order(1, &v);
+    order.created_at -= age;
+    let event = OutboxEvent::new_order(order.id, 1, order.created_at, Some("00-trace-01"));
+    match store.create(&order, &v, &event, None).await.unwrap() {
+        Created::New(o) => (o, event),
+        other => panic!("expected a new order, got {other:?}"),
+    }
 }
 
 async fn create(store: &Arc<dyn OrderStore>, user_id: i64) -> Order {
@@ -430,4 +443,51 @@ async fn on_postgres_a_write_elsewhere_wakes_the_outbox_watcher() {
     shutdown.trigger();
     watcher.await.unwrap();
     assert!(woke.is_ok(), "no NOTIFY reached the watcher");
+}
+
+async fn stale_pending_orders_come_oldest_first_in_pages_with_their_new_order_event(
+    store: Arc<dyn OrderStore>,
+) {
+    let minute = Duration::from_secs(60);
+    let (oldest, oldest_event) = create_aged(&store, minute * 5).await;
+    let (middle, _) = create_aged(&store, minute * 4).await;
+    let (paid, _) = create_aged(&store, minute * 3).await;
+    let (newest, _) = create_aged(&store, minute * 2).await;
+    create_aged(&store, Duration::ZERO).await;
+    let at = OffsetDateTime::now_utc();
+    let event = OutboxEvent::status_changed(
+        paid.id,
+        1,
+        OrderStatus::Pending,
+        OrderStatus::Paid,
+        at,
+        None,
+    );
+    store
+        .change_status(paid.id, OrderStatus::Pending, OrderStatus::Paid, &event, at)
+        .await
+        .unwrap();
+
+    let before = OffsetDateTime::now_utc() - minute;
+    let first = store.stale_pending(before, None, 2).await.unwrap();
+    let ids: Vec<Uuid> = first.iter().map(|s| s.order_id).collect();
+    assert_eq!(
+        ids,
+        [oldest.id, middle.id],
+        "oldest first, PAID and fresh ones left out"
+    );
+    assert_eq!(first[0].new_order_event, Some(oldest_event.event_id));
+    assert_eq!(first[0].traceparent.as_deref(), Some("00-trace-01"));
+    assert_eq!(first[0].created_at, oldest.created_at);
+
+    let second = store.stale_pending(before, first.last(), 2).await.unwrap();
+    let ids: Vec<Uuid> = second.iter().map(|s| s.order_id).collect();
+    assert_eq!(ids, [newest.id], "the page after the last one seen");
+    assert!(
+        store
+            .stale_pending(before, second.last(), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -13,6 +13,7 @@
 //! stop grace, then hands the rest back at once for another worker to take.
 
 pub mod maintenance;
+pub mod reconciler;
 
 mod in_flight;
 mod pause;

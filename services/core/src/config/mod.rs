@@ -21,6 +21,7 @@ mod orders;
 mod proxies;
 mod queue;
 mod rate_limit;
+mod reconcile;
 mod stores;
 mod unknown;
 mod verifier;
@@ -42,6 +43,7 @@ pub use proxies::{IpRange, TrustedProxies};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
 pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
+pub use reconcile::{DEFAULT_RECONCILE_SCHEDULE, ReconcileSettings};
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 
@@ -82,6 +84,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The job queue.
     pub jobs: JobQueueSettings,
+    /// The reconciler, which runs with the worker.
+    pub reconcile: ReconcileSettings,
     /// The HTTP edge shared by auth and orders (CORS, timeouts).
     pub http: HttpSettings,
 }
@@ -104,6 +108,7 @@ impl Settings {
         let auth = auth::auth_settings(env, &data_dir)?;
         let orders = orders::orders_settings(env, &data_dir, &auth.public_key_path)?;
         let worker = worker::worker_settings(env)?;
+        let reconcile = reconcile::reconcile_settings(env)?;
         Ok(Self {
             data_dir,
             bus,
@@ -119,6 +124,7 @@ impl Settings {
             orders,
             worker,
             jobs,
+            reconcile,
             http,
         })
     }

@@ -711,6 +711,30 @@ pub const VARIABLES: &[Variable] = &[
         "`3600`",
         "how long the embedded broker remembers a job id (any dedup id) after it was published; ids of jobs still queued are kept regardless",
     ),
+    var(
+        "ORDERLY_SQLITE_SYNC",
+        Databases,
+        "`full`",
+        "SQLite's `synchronous` for both databases: `full` (a commit survives a power cut) or `normal` (survives a process crash; a power cut may undo the last commits); a `synchronous=` parameter in a SQLite URL wins (see [durability](docs/durability.md))",
+    ),
+    var(
+        "RECONCILE_SCHEDULE",
+        Worker,
+        "`*/30 * * * * *`",
+        "when the reconciler looks for stranded orders: a cron expression with seconds (see [the reconciler](docs/reconciler.md))",
+    ),
+    var(
+        "RECONCILE_AFTER_SECONDS",
+        Worker,
+        "`60`",
+        "an order PENDING longer than this gets its `process_order` job again (same job id: never a second job)",
+    ),
+    var(
+        "RECONCILE_BATCH",
+        Worker,
+        "`100`",
+        "orders the reconciler looks at per run (at most 1000)",
+    ),
 ];
 
 /// Every name in [`VARIABLES`], in its order.

@@ -27,7 +27,8 @@ pub(super) fn database_url(
         let parsed =
             url::Url::parse(&url).map_err(|e| invalid(&name, &redact_url(&url), e.to_string()))?;
         return match parsed.scheme() {
-            "sqlite" | "postgres" | "postgresql" => Ok(Secret::new(url)),
+            "sqlite" => Ok(Secret::new(with_sqlite_sync(env, &url)?)),
+            "postgres" | "postgresql" => Ok(Secret::new(url)),
             other => Err(invalid(
                 &name,
                 &redact_url(&url),
@@ -39,12 +40,29 @@ pub(super) fn database_url(
         .iter()
         .all(|v| env.get(&[v]).is_none())
     {
-        return Ok(Secret::new(format!(
-            "sqlite://{}?mode=rwc",
-            sqlite_file.display()
-        )));
+        let url = format!("sqlite://{}?mode=rwc", sqlite_file.display());
+        return Ok(Secret::new(with_sqlite_sync(env, &url)?));
     }
     postgres_url(env, &vars)
+}
+
+/// `ORDERLY_SQLITE_SYNC=full|normal` as the URL's `synchronous=` parameter,
+/// which `orderly_db` reads; a URL that names its own keeps it. Unset: the
+/// URL as it is (FULL unless it says otherwise).
+fn with_sqlite_sync(env: &Env, url: &str) -> Result<String, ConfigError> {
+    let Some((name, value)) = env.get(&["ORDERLY_SQLITE_SYNC"]) else {
+        return Ok(url.to_string());
+    };
+    let value = value.to_ascii_lowercase();
+    if !matches!(value.as_str(), "full" | "normal") {
+        return Err(invalid(&name, &value, "expected full or normal"));
+    }
+    let (_, query) = url.split_once('?').unwrap_or((url, ""));
+    if query.split('&').any(|p| p.starts_with("synchronous=")) {
+        return Ok(url.to_string());
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}synchronous={value}"))
 }
 
 /// The URL the PostgreSQL parts make; the password is percent-encoded.

@@ -448,6 +448,24 @@ fn the_revoked_token_list_is_found_from_the_local_auth_or_the_jwks_origin() {
             "auth:8001"
         )]))
         .is_err()
+}
+
+#[test]
+fn the_reconciler_runs_every_30_s_on_orders_pending_a_minute() {
+    let s = Settings::from_env(&Env::default()).unwrap().reconcile;
+    assert_eq!(s.schedule, "*/30 * * * * *");
+    assert_eq!(s.after, Duration::from_secs(60));
+    assert_eq!(s.batch, 100);
+
+    let env = Env::from_pairs([
+        ("RECONCILE_SCHEDULE", "*/5 * * * * *"),
+        ("RECONCILE_AFTER_SECONDS", "10"),
+        ("RECONCILE_BATCH", "7"),
+    ]);
+    let s = Settings::from_env(&env).unwrap().reconcile;
+    assert_eq!(
+        (s.schedule.as_str(), s.after, s.batch),
+        ("*/5 * * * * *", Duration::from_secs(10), 7)
     );
 }
 
@@ -478,4 +496,41 @@ fn the_broker_fsyncs_every_50_ms_by_default_and_can_be_told_otherwise() {
     }
     let env = Env::from_pairs([("ORDERLY_BROKER_DEDUP_WINDOW_SECONDS", "0")]);
     assert!(Settings::from_env(&env).is_err());
+}
+}
+
+#[test]
+fn a_schedule_that_is_not_cron_with_seconds_is_refused_by_name() {
+    for bad in ["every minute", "*/5 * * * *", "61 * * * * *"] {
+        let env = Env::from_pairs([("RECONCILE_SCHEDULE", bad)]);
+        let e = Settings::from_env(&env).unwrap_err().to_string();
+        assert!(e.contains("RECONCILE_SCHEDULE"), "{bad:?}: {e}");
+    }
+    let env = Env::from_pairs([("RECONCILE_AFTER_SECONDS", "0")]);
+    assert!(Settings::from_env(&env).is_err());
+}
+
+#[test]
+fn orderly_sqlite_sync_goes_into_sqlite_urls_that_do_not_name_their_own() {
+    let env = Env::from_pairs([("ORDERLY_SQLITE_SYNC", "normal")]);
+    let s = Settings::from_env(&env).unwrap();
+    assert_eq!(
+        s.auth.database_url.expose(),
+        "sqlite://data/auth.db?mode=rwc&synchronous=normal"
+    );
+    let env = Env::from_pairs([
+        ("ORDERLY_SQLITE_SYNC", "normal"),
+        ("ORDERS_DATABASE_URL", "sqlite:///tmp/o.db?synchronous=full"),
+        ("AUTH_DATABASE_URL", "postgres://u@h/authdb"),
+    ]);
+    let s = Settings::from_env(&env).unwrap();
+    assert_eq!(
+        s.orders.database_url.expose(),
+        "sqlite:///tmp/o.db?synchronous=full"
+    );
+    assert_eq!(s.auth.database_url.expose(), "postgres://u@h/authdb");
+
+    let env = Env::from_pairs([("ORDERLY_SQLITE_SYNC", "off")]);
+    let e = Settings::from_env(&env).unwrap_err().to_string();
+    assert!(e.contains("ORDERLY_SQLITE_SYNC"), "{e}");
 }
