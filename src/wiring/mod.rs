@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use orderly_core::Shutdown;
 use orderly_core::config::{Env, Settings};
 
-pub use messaging::open_bus_for_inspection;
 pub use broker::BrokerFlags;
+pub use messaging::open_bus_for_inspection;
 pub use queue::open_for_inspection as open_queue_for_inspection;
 pub use roles::Role;
 

@@ -551,19 +551,19 @@ impl Bus for NatsBus {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BusError> {
         self.ensure_open()?;
-        self.ensure_jetstream()?;
+        self.ensure_jetstream().await?;
         dead_letters::list(&self.inner, stream, limit).await
     }
 
     async fn replay_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
         self.ensure_open()?;
-        self.ensure_jetstream()?;
+        self.ensure_jetstream().await?;
         dead_letters::replay(self, stream, id).await
     }
 
     async fn purge_dead(&self, stream: &StreamConfig, id: &str) -> Result<bool, BusError> {
         self.ensure_open()?;
-        self.ensure_jetstream()?;
+        self.ensure_jetstream().await?;
         dead_letters::purge(&self.inner, stream, id).await
     }
 

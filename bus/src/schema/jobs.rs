@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn a_job_id_comes_from_the_event_id_else_from_the_order_id() {
         let order = Uuid::nil();
-        assert_eq!(process_order_job_id(order, Some("e-1")), "process_order:e-1");
+        assert_eq!(
+            process_order_job_id(order, Some("e-1")),
+            "process_order:e-1"
+        );
         assert_eq!(
             process_order_job_id(order, None),
             "process_order:order:00000000-0000-0000-0000-000000000000"

@@ -56,27 +56,4 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation())
     }
-
-    /// The database cannot be reached now (no connection within the pool's
-    /// wait, a connection that broke, a server shutting down or starting
-    /// up): worth trying again later, unlike an error of the statement.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            DbError::Open(_) => true,
-            DbError::Sqlx(e) => match e {
-                sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed => true,
-                // SQLSTATE class 08: connection exception; 57P01..57P03:
-                // the server is shutting down, crashed or cannot accept yet.
-                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-                    c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
-                }),
-                _ => false,
-            },
-            DbError::Migrate(_) | DbError::Corrupt(_) => false,
-        }
-    }
 }

@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
-use orderly_bus::schema::events::{NEW_ORDER, NewOrder};
 use orderly_bus::schema::jobs::{PROCESS_ORDER, ProcessOrder};
-use orderly_bus::{
-    JobQueue, Lease, LocalLease, Message, NewJob, RetryOutcome, RetryPolicy, header,
-};
+use orderly_bus::{JobQueue, Lease, LocalLease, NewJob, RetryOutcome, RetryPolicy};
 use orderly_orders::domain::{Order, OrderCreate, OrderItem, OrderStatus};
 use orderly_orders::events::OutboxEvent;
 use orderly_orders::sql_store::SqlOrderStore;
 use orderly_orders::store::{Created, OrderStore};
 use orderly_worker::maintenance;
-use orderly_worker::reconciler::{Reconciled, Reconciler, ReconcilerConfig, job_id};
+use orderly_worker::reconciler::{Reconciled, Reconciler, ReconcilerConfig};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

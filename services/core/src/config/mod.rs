@@ -42,8 +42,8 @@ pub use orders::{
 pub use proxies::{IpRange, TrustedProxies};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
-pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
 pub use reconcile::{DEFAULT_RECONCILE_SCHEDULE, ReconcileSettings};
+pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 

@@ -448,6 +448,7 @@ fn the_revoked_token_list_is_found_from_the_local_auth_or_the_jwks_origin() {
             "auth:8001"
         )]))
         .is_err()
+    );
 }
 
 #[test]
@@ -496,7 +497,6 @@ fn the_broker_fsyncs_every_50_ms_by_default_and_can_be_told_otherwise() {
     }
     let env = Env::from_pairs([("ORDERLY_BROKER_DEDUP_WINDOW_SECONDS", "0")]);
     assert!(Settings::from_env(&env).is_err());
-}
 }
 
 #[test]
