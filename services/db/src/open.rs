@@ -8,6 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::sqlite_file;
+use crate::query::SqliteDb;
 use crate::{Db, DbError, DbKind};
 
 /// Connections of a SQLite pool: SQLite runs one writer at a time, so more
@@ -77,7 +78,7 @@ async fn open_sqlite(url: &str, migrator: &Migrator) -> Result<Db, DbError> {
         .map_err(|e| DbError::Open(e.into()))?;
     migrator.run(&pool).await.map_err(DbError::Migrate)?;
     drop(lock);
-    Ok(Db::Sqlite(pool))
+    Ok(Db::Sqlite(SqliteDb::new(pool)))
 }
 
 /// The database's file, unless the URL names an in-memory database.

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod events;
 pub mod limiter;
 mod outbox_listen;
+mod pay_batch;
 pub mod redis_cache;
 mod redis_gate;
 pub mod redis_limiter;
@@ -17,6 +18,8 @@ pub mod service;
 pub mod sql_store;
 pub mod startup;
 pub mod store;
+#[cfg(test)]
+mod pipeline_tests;
 #[cfg(test)]
 mod store_tests;
 

@@ -13,6 +13,12 @@ use super::{ConfigError, RateLimit, Secret, VerifierConfig};
 /// kids cannot turn orders into a load generator against auth.
 pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 
+/// The default of `ORDERS_OUTBOX_RETENTION_SECONDS`: an hour of sent events.
+const DEFAULT_OUTBOX_RETENTION: Duration = Duration::from_secs(3600);
+/// The shortest retention allowed: repairs look up the events of orders
+/// still PENDING after minutes, so sent rows must outlive that.
+const MIN_OUTBOX_RETENTION: Duration = Duration::from_secs(600);
+
 /// Who may set which status (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusPolicy {
@@ -55,6 +61,8 @@ pub struct OrdersSettings {
     pub jwks_min_refetch: Duration,
     /// `AUTH_ISSUER`/`AUTH_AUDIENCE`: required in tokens when set.
     pub verifier: VerifierConfig,
+    /// How long sent outbox rows are kept before the relay deletes them.
+    pub outbox_retention: Duration,
 }
 
 /// The orders section; the public key defaults to auth's.
@@ -112,7 +120,25 @@ pub(super) fn orders_settings(
             DEFAULT_JWKS_MIN_REFETCH.as_secs(),
         )?),
         verifier: verifier_config(env),
+        outbox_retention: outbox_retention(env)?,
     })
+}
+
+/// `ORDERS_OUTBOX_RETENTION_SECONDS`, at least [`MIN_OUTBOX_RETENTION`].
+fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
+    const NAME: &str = "ORDERS_OUTBOX_RETENTION_SECONDS";
+    let seconds: u64 = env.parse(&[NAME], DEFAULT_OUTBOX_RETENTION.as_secs())?;
+    if seconds < MIN_OUTBOX_RETENTION.as_secs() {
+        return Err(invalid(
+            NAME,
+            &seconds.to_string(),
+            format!(
+                "must be at least {} (orders still PENDING after minutes are repaired from their sent events)",
+                MIN_OUTBOX_RETENTION.as_secs()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 fn status_policy(env: &Env) -> Result<StatusPolicy, ConfigError> {
