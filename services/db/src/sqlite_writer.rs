@@ -192,6 +192,19 @@ impl WriterState {
     }
 }
 
+impl Drop for WriterState {
+    /// A pool connection hands itself back to its pool on a task; with no
+    /// runtime left (a test's app dropped after its runtime) it is closed
+    /// here instead.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            drop(conn.detach());
+        }
+    }
+}
+
 /// One write transaction on SQLite: a savepoint on the writer's connection,
 /// held (with the connection) until it commits or is dropped.
 pub struct SqliteTx {
