@@ -107,7 +107,11 @@ fn pipeline_table(report: &Report, out: &mut String) {
     let runs: Vec<&Measurement> = report
         .measurements
         .iter()
-        .filter(|m| m.section == "pipeline" && m.outcome == Outcome::Ok && m.extra.contains_key("create_rate"))
+        .filter(|m| {
+            m.section == "pipeline"
+                && m.outcome == Outcome::Ok
+                && m.extra.contains_key("create_rate")
+        })
         .collect();
     if runs.is_empty() {
         return;
@@ -122,7 +126,14 @@ fn pipeline_table(report: &Report, out: &mut String) {
         let x = |k: &str| m.extra.get(k).map(|v| fmt_num(*v)).unwrap_or_default();
         let latency = m
             .latency
-            .map(|l| format!("{} / {} / {}", fmt_num(l.p50_ms), fmt_num(l.p99_ms), fmt_num(l.max_ms)))
+            .map(|l| {
+                format!(
+                    "{} / {} / {}",
+                    fmt_num(l.p50_ms),
+                    fmt_num(l.p99_ms),
+                    fmt_num(l.max_ms)
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bus::bus_inprocess;
-pub use pipeline::parse_length;
 pub use http::bare_http;
+pub use pipeline::parse_length;
 pub use queue::queue_embedded;
 
 use crate::clock::now_rfc3339;

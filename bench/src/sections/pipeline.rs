@@ -200,7 +200,10 @@ impl Environment {
         this.env.extend([
             ("JOB_QUEUE".to_string(), "redis".to_string()),
             ("REDIS_URL".to_string(), redis),
-            ("JOB_QUEUE_PREFIX".to_string(), format!("orderly-bench-{run}")),
+            (
+                "JOB_QUEUE_PREFIX".to_string(),
+                format!("orderly-bench-{run}"),
+            ),
             (
                 "ORDERS_RATE_LIMIT_KEY_PREFIX".to_string(),
                 format!("orderly-bench-{run}:rate_limit:"),
@@ -218,7 +221,8 @@ impl Environment {
                 ]);
             }
             PipelineSetup::Nats => {
-                let server = NatsServer::start().map_err(|e| Unavailable::Skip(format!("{e:#}")))?;
+                let server =
+                    NatsServer::start().map_err(|e| Unavailable::Skip(format!("{e:#}")))?;
                 this.env.extend([
                     ("BUS".to_string(), "nats".to_string()),
                     ("NATS_URL".to_string(), server.url.clone()),
@@ -248,7 +252,8 @@ impl Environment {
         self.env
             .retain(|(k, _)| k != "AUTH_DATABASE_URL" && k != "ORDERS_DATABASE_URL");
         self.env.push(("AUTH_DATABASE_URL".into(), auth));
-        self.env.push(("ORDERS_DATABASE_URL".into(), orders.clone()));
+        self.env
+            .push(("ORDERS_DATABASE_URL".into(), orders.clone()));
         self.orders_db_url = Some(orders);
         Ok(())
     }
@@ -702,7 +707,12 @@ pub(super) fn checks(cfg: &Config, r: &mut Report) {
                 id(setup, PipelineRun::SoakMinute(minutes)),
             );
             for (what, field, goal, target) in [
-                ("create rate", Field::Extra("create_rate"), Goal::AtLeast, 0.9),
+                (
+                    "create rate",
+                    Field::Extra("create_rate"),
+                    Goal::AtLeast,
+                    0.9,
+                ),
                 ("PAID rate", Field::Extra("paid_rate"), Goal::AtLeast, 0.9),
                 ("created → PAID p99", Field::P99, Goal::AtMost, 1.1),
                 ("RSS", Field::Extra("rss_mb"), Goal::AtMost, 1.1),

@@ -7,8 +7,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sqlite_file;
 use crate::query::SqliteDb;
+use crate::sqlite_file;
 use crate::{Db, DbError, DbKind};
 
 /// Connections of a SQLite pool: SQLite runs one writer at a time, so more

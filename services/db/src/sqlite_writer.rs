@@ -103,7 +103,10 @@ impl SqliteWriter {
     }
 
     /// A member's second turn: commit its group unless a later member did.
-    async fn finish(self: Arc<Self>, outcome: Arc<OnceLock<Result<(), String>>>) -> Result<(), DbError> {
+    async fn finish(
+        self: Arc<Self>,
+        outcome: Arc<OnceLock<Result<(), String>>>,
+    ) -> Result<(), DbError> {
         let mut state = self.state.clone().lock_owned().await;
         if let Some(done) = outcome.get() {
             return done.clone().map_err(DbError::GroupCommit);
@@ -239,7 +242,9 @@ impl SqliteTx {
             return Err(e);
         }
         let Some(group) = state.group.as_mut() else {
-            return Err(DbError::Corrupt("SQLite writer lost its open transaction".into()));
+            return Err(DbError::Corrupt(
+                "SQLite writer lost its open transaction".into(),
+            ));
         };
         group.members += 1;
         let outcome = group.outcome.clone();

@@ -8,6 +8,8 @@ pub mod events;
 pub mod limiter;
 mod outbox_listen;
 mod pay_batch;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod redis_cache;
 mod redis_gate;
 pub mod redis_limiter;
@@ -18,8 +20,6 @@ pub mod service;
 pub mod sql_store;
 pub mod startup;
 pub mod store;
-#[cfg(test)]
-mod pipeline_tests;
 #[cfg(test)]
 mod store_tests;
 

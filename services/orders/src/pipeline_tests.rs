@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orderly_bus::{
-    Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription,
-};
+use orderly_bus::{Bus, BusError, Features, GroupOptions, Message, StreamConfig, Subscription};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -28,7 +26,10 @@ type Guard = Box<dyn std::any::Any + Send>;
 
 async fn sqlite(lease: Duration) -> Option<(Guard, Arc<dyn OrderStore>)> {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("orders.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("orders.db").display()
+    );
     let store = SqlOrderStore::connect(&url)
         .await
         .unwrap()
@@ -111,7 +112,11 @@ fn one_item() -> OrderCreate {
 async fn create_orders(service: &OrderService, n: usize) -> Vec<Order> {
     let mut orders = Vec::with_capacity(n);
     for _ in 0..n {
-        match service.create(&User(1), one_item(), None, None).await.unwrap() {
+        match service
+            .create(&User(1), one_item(), None, None)
+            .await
+            .unwrap()
+        {
             CreateOutcome::New(order) => orders.push(order),
             other => panic!("expected a new order, got {other:?}"),
         }
@@ -169,9 +174,7 @@ fn paid_event(order: &Order) -> OutboxEvent {
     )
 }
 
-async fn a_batched_change_answers_each_id_and_changes_each_order_once(
-    store: Arc<dyn OrderStore>,
-) {
+async fn a_batched_change_answers_each_id_and_changes_each_order_once(store: Arc<dyn OrderStore>) {
     let service = service(store.clone());
     let orders = create_orders(&service, 3).await;
     let (a, b, c) = (orders[0].id, orders[1].id, orders[2].id);
@@ -235,9 +238,9 @@ async fn a_batched_change_answers_each_id_and_changes_each_order_once(
         .await
         .unwrap();
     assert!(
-        again
-            .iter()
-            .all(|o| matches!(o, StatusChange::Conflict(order) if order.status == OrderStatus::Paid))
+        again.iter().all(
+            |o| matches!(o, StatusChange::Conflict(order) if order.status == OrderStatus::Paid)
+        )
     );
     assert_eq!(store.outbox_rows().await.unwrap(), 6);
 }
@@ -421,7 +424,11 @@ async fn on_postgres_a_relay_that_dies_mid_batch_leaves_its_events_to_the_next()
     }
     std::mem::forget(claim);
     let relay = OutboxRelay::new(store.clone(), bus.clone(), Arc::new(Notify::new()));
-    assert_eq!(relay.drain_once().await.unwrap(), 0, "the claim still holds");
+    assert_eq!(
+        relay.drain_once().await.unwrap(),
+        0,
+        "the claim still holds"
+    );
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
     assert_eq!(relay.drain_once().await.unwrap(), 20, "the lease ended");
     assert_eq!(store.unsent_count().await.unwrap(), 0);

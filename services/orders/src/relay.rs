@@ -122,7 +122,11 @@ impl OutboxRelay {
         }
         if total > 0 {
             metrics::counter!("outbox_deleted_total").increment(total);
-            tracing::info!(deleted = total, retention_s = self.retention.as_secs(), "deleted sent outbox rows older than the retention");
+            tracing::info!(
+                deleted = total,
+                retention_s = self.retention.as_secs(),
+                "deleted sent outbox rows older than the retention"
+            );
         }
         Ok(total)
     }

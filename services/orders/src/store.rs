@@ -135,8 +135,11 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Delete up to `limit` rows sent before `before`, oldest first; never an
     /// unsent row. Returns how many went.
-    async fn delete_sent_before(&self, before: OffsetDateTime, limit: i64)
-    -> Result<u64, StoreError>;
+    async fn delete_sent_before(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
 
     /// The unsent count and the oldest unsent row's time, in one query.
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
