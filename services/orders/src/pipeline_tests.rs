@@ -323,7 +323,7 @@ impl Bus for RecordingBus {
         {
             let mut attempts = self.attempts.lock().unwrap();
             *attempts += 1;
-            if self.fail_every > 0 && *attempts % self.fail_every == 0 {
+            if self.fail_every > 0 && (*attempts).is_multiple_of(self.fail_every) {
                 return Err(BusError::Unavailable("refused by the test".into()));
             }
         }
