@@ -194,6 +194,70 @@ pub enum QueueTarget {
     Redis,
 }
 
+/// What `orderly all` runs on in a pipeline run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PipelineSetup {
+    /// The defaults: SQLite files, the embedded broker and job queue.
+    Embedded,
+    /// PostgreSQL, the Redis job queue, the embedded broker.
+    Postgres,
+    /// PostgreSQL, the Redis job queue, a Kafka-compatible broker.
+    Kafka,
+    /// PostgreSQL, the Redis job queue, nats-server with JetStream.
+    Nats,
+}
+
+impl PipelineSetup {
+    /// Every setup, in the order they run.
+    pub const ALL: [PipelineSetup; 4] = [
+        PipelineSetup::Embedded,
+        PipelineSetup::Postgres,
+        PipelineSetup::Kafka,
+        PipelineSetup::Nats,
+    ];
+
+    /// The setup in ids and on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            PipelineSetup::Embedded => "embedded",
+            PipelineSetup::Postgres => "postgres",
+            PipelineSetup::Kafka => "kafka",
+            PipelineSetup::Nats => "nats",
+        }
+    }
+
+    /// What the setup is, for humans.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineSetup::Embedded => "orderly (embedded)",
+            PipelineSetup::Postgres => "orderly (PostgreSQL, Redis queue, embedded bus)",
+            PipelineSetup::Kafka => "orderly (PostgreSQL, Redis queue, Kafka bus)",
+            PipelineSetup::Nats => "orderly (PostgreSQL, Redis queue, NATS JetStream bus)",
+        }
+    }
+}
+
+impl std::str::FromStr for PipelineSetup {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|setup| setup.key() == s)
+            .ok_or_else(|| format!("unknown pipeline setup {s:?}: embedded, postgres, kafka, nats"))
+    }
+}
+
+/// Which pipeline run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineRun {
+    /// Creates at full rate, every order paid by the worker.
+    Full,
+    /// The same load with the worker idle: the create side alone.
+    IdleWorker,
+    /// One minute (counted from 1) of a soak run.
+    SoakMinute(u32),
+}
+
 /// A figure of `orderly all`'s footprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Footprint {
@@ -253,6 +317,15 @@ pub enum MeasurementId {
     Queue(QueueTarget),
     /// Order → PAID through `orderly all`.
     Paid,
+    /// The order pipeline at the API's full rate.
+    Pipeline {
+        /// What `orderly all` runs on.
+        setup: PipelineSetup,
+        /// Which run.
+        run: PipelineRun,
+    },
+    /// pgbench running one order's whole life on PostgreSQL: the ceiling.
+    PipelineCeiling,
     /// Start time and memory of `orderly all`.
     Footprint(Footprint),
 }
@@ -266,6 +339,7 @@ impl MeasurementId {
             MeasurementId::Bus { .. } | MeasurementId::Durable(_) => "bus",
             MeasurementId::Queue(_) => "queue",
             MeasurementId::Paid => "paid",
+            MeasurementId::Pipeline { .. } | MeasurementId::PipelineCeiling => "pipeline",
             MeasurementId::Footprint(_) => "footprint",
         }
     }
@@ -278,6 +352,7 @@ impl MeasurementId {
             MeasurementId::Bus { .. } | MeasurementId::Durable(_) => "msgs/s",
             MeasurementId::Queue(_) => "jobs/s",
             MeasurementId::Paid => "orders/s",
+            MeasurementId::Pipeline { .. } | MeasurementId::PipelineCeiling => "orders/s",
             MeasurementId::Footprint(Footprint::StartCold | Footprint::StartWarm) => "ms",
             MeasurementId::Footprint(Footprint::RssIdle | Footprint::RssAfterLoad) => "MB",
         }
@@ -299,6 +374,12 @@ impl fmt::Display for MeasurementId {
             MeasurementId::Queue(QueueTarget::Embedded) => f.write_str("queue.embedded"),
             MeasurementId::Queue(QueueTarget::Redis) => f.write_str("queue.redis"),
             MeasurementId::Paid => f.write_str("paid.embedded"),
+            MeasurementId::Pipeline { setup, run } => match run {
+                PipelineRun::Full => write!(f, "pipeline.{}", setup.key()),
+                PipelineRun::IdleWorker => write!(f, "pipeline.{}.idle_worker", setup.key()),
+                PipelineRun::SoakMinute(m) => write!(f, "pipeline.{}.soak.m{m}", setup.key()),
+            },
+            MeasurementId::PipelineCeiling => f.write_str("pipeline.ceiling.pgbench"),
             MeasurementId::Footprint(which) => write!(f, "footprint.{}", which.key()),
         }
     }
@@ -343,6 +424,21 @@ mod tests {
             ),
             (MeasurementId::Queue(QueueTarget::Redis), "queue.redis"),
             (MeasurementId::Paid, "paid.embedded"),
+            (
+                MeasurementId::Pipeline {
+                    setup: PipelineSetup::Kafka,
+                    run: PipelineRun::IdleWorker,
+                },
+                "pipeline.kafka.idle_worker",
+            ),
+            (
+                MeasurementId::Pipeline {
+                    setup: PipelineSetup::Embedded,
+                    run: PipelineRun::SoakMinute(3),
+                },
+                "pipeline.embedded.soak.m3",
+            ),
+            (MeasurementId::PipelineCeiling, "pipeline.ceiling.pgbench"),
             (
                 MeasurementId::Footprint(Footprint::RssAfterLoad),
                 "footprint.rss.after_load",

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use orderly_bench::default_orderly_bin;
-use orderly_bench::sections::{Config, Section, run_all};
+use orderly_bench::ids::PipelineSetup;
+use orderly_bench::sections::{Config, Section, parse_length, run_all};
 
 /// Benchmarks orderly side by side with its peers (README, "Performance").
 ///
@@ -30,7 +31,7 @@ struct Cli {
     /// Smoke run: 1 s per run after 0.3 s of warm-up
     #[arg(long)]
     quick: bool,
-    /// Sections to run, comma-separated: http, bus, queue, paid, footprint (default: all)
+    /// Sections to run, comma-separated: http, bus, queue, paid, pipeline, footprint (default: all)
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// The orderly binary to start (default: `orderly` next to this binary)
@@ -70,6 +71,19 @@ struct Cli {
     /// Simulated payment of the order → PAID run, in ms
     #[arg(long, default_value_t = 100)]
     payment_delay_ms: u64,
+    /// Seconds of load of each pipeline run (the figure: 60; --quick: 5)
+    #[arg(long, default_value_t = 60.0)]
+    pipeline_seconds: f64,
+    /// Pipeline setups, comma-separated: embedded, postgres, kafka, nats (default: all,
+    /// or none with --soak; those whose services are missing are skipped)
+    #[arg(long, value_delimiter = ',')]
+    pipeline_setups: Vec<PipelineSetup>,
+    /// Also soak the pipeline for this long (e.g. 10m), reported per minute
+    #[arg(long, value_parser = parse_length)]
+    soak: Option<Duration>,
+    /// The setup the soak runs on
+    #[arg(long, default_value = "embedded")]
+    soak_setup: PipelineSetup,
     /// Write the results as JSON
     #[arg(long)]
     json: Option<PathBuf>,
@@ -119,10 +133,28 @@ fn run() -> Result<()> {
         Some(p) => bail!("--orderly-bin {} does not exist", p.display()),
         None => default_orderly_bin(),
     };
-    let sections: BTreeSet<Section> = if cli.only.is_empty() {
+    let mut sections: BTreeSet<Section> = if cli.only.is_empty() {
         Section::ALL.into_iter().collect()
     } else {
         cli.only.into_iter().collect()
+    };
+    if cli.soak.is_some() {
+        sections.insert(Section::Pipeline);
+    }
+    let pipeline_duration = if cli.quick {
+        Duration::from_secs(5)
+    } else {
+        secs(cli.pipeline_seconds, "pipeline-seconds")?
+    };
+    if pipeline_duration.is_zero() {
+        bail!("--pipeline-seconds must be above 0");
+    }
+    let pipeline_setups = if cli.pipeline_setups.is_empty() && cli.soak.is_some() {
+        Vec::new()
+    } else if cli.pipeline_setups.is_empty() {
+        PipelineSetup::ALL.to_vec()
+    } else {
+        cli.pipeline_setups
     };
     let config = Config {
         warmup,
@@ -136,6 +168,10 @@ fn run() -> Result<()> {
         redis_url: Some(cli.redis_url),
         kafka: cli.kafka.filter(|k| !k.trim().is_empty()),
         payment_delay: Duration::from_millis(cli.payment_delay_ms),
+        pipeline_duration,
+        pipeline_setups,
+        soak: cli.soak,
+        soak_setup: cli.soak_setup,
         quiet: cli.quiet,
     };
     match &config.orderly_bin {

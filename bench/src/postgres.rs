@@ -102,8 +102,19 @@ pub(crate) async fn pgbench(
     duration: Duration,
     scratch: &Path,
 ) -> Result<InsertResult> {
-    let script = scratch.join(format!("create-{}.sql", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    pgbench_script(db_url, PGBENCH_SCRIPT, connections, duration, scratch).await
+}
+
+/// pgbench running `script` (a pgbench script's text) on `db_url`.
+pub(crate) async fn pgbench_script(
+    db_url: &str,
+    script_text: &str,
+    connections: usize,
+    duration: Duration,
+    scratch: &Path,
+) -> Result<InsertResult> {
+    let script = scratch.join(format!("script-{}.sql", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&script, script_text)?;
     let opts: PgConnectOptions = db_url.parse()?;
     let url = url::Url::parse(db_url)?;
     let mut cmd = tokio::process::Command::new("pgbench");

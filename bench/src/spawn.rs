@@ -146,6 +146,11 @@ impl OrderlyProcess {
         Ok(this)
     }
 
+    /// The data directory it runs on.
+    pub(crate) fn data_path(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(|d| d.path())
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns the data directory for a restart.
     pub(crate) fn stop(mut self, grace: Duration) -> Option<tempfile::TempDir> {
         if let Some(mut child) = self.child.take() {

@@ -22,6 +22,10 @@ fn config() -> Config {
         redis_url: None,
         kafka: None,
         payment_delay: Duration::from_millis(100),
+        pipeline_duration: Duration::from_secs(1),
+        pipeline_setups: Vec::new(),
+        soak: None,
+        soak_setup: orderly_bench::ids::PipelineSetup::Embedded,
         quiet: true,
     }
 }

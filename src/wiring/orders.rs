@@ -58,7 +58,8 @@ pub async fn start(
         parts.service.store().clone(),
         bus.clone(),
         parts.outbox_written.clone(),
-    );
+    )
+    .with_retention(settings.orders.outbox_retention);
     let relay_stop = shutdown.clone();
     tasks.spawn(async move {
         relay.run(relay_stop).await;

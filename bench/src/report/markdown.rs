@@ -71,6 +71,7 @@ impl Report {
                 }
             }
         }
+        pipeline_table(self, &mut out);
         let _ = writeln!(out);
         let _ = writeln!(out, "| check | value | target | met |");
         let _ = writeln!(out, "|---|--:|--:|:-:|");
@@ -98,6 +99,58 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// The pipeline's figures beyond throughput and latency, one row per run.
+fn pipeline_table(report: &Report, out: &mut String) {
+    let runs: Vec<&Measurement> = report
+        .measurements
+        .iter()
+        .filter(|m| {
+            m.section == "pipeline"
+                && m.outcome == Outcome::Ok
+                && m.extra.contains_key("create_rate")
+        })
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| pipeline run | target | create/s | PAID/s | created→PAID p50 / p99 / max ms | create p99 ms | backlog at stop | drain s | RSS MB | outbox rows | broker MB |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for m in runs {
+        let x = |k: &str| m.extra.get(k).map(|v| fmt_num(*v)).unwrap_or_default();
+        let latency = m
+            .latency
+            .map(|l| {
+                format!(
+                    "{} / {} / {}",
+                    fmt_num(l.p50_ms),
+                    fmt_num(l.p99_ms),
+                    fmt_num(l.max_ms)
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            m.name,
+            m.id,
+            m.target,
+            x("create_rate"),
+            x("paid_rate"),
+            latency,
+            x("create_p99_ms"),
+            x("backlog_at_stop"),
+            x("drain_s"),
+            x("rss_mb"),
+            x("outbox_rows"),
+            x("broker_mb"),
+        );
     }
 }
 

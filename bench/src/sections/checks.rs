@@ -25,6 +25,7 @@ pub(super) fn add(cfg: &Config, r: &mut Report) {
         http_checks(cfg, r, c);
     }
     bus_checks(r);
+    super::pipeline::checks(cfg, r);
     use Field::{Extra, P99, Throughput};
     r.ratio(
         "embedded queue / Redis queue (jobs/s)",

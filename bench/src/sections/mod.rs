@@ -7,6 +7,7 @@ mod checks;
 mod footprint;
 mod http;
 mod paid;
+mod pipeline;
 mod queue;
 
 use std::collections::BTreeSet;
@@ -15,10 +16,12 @@ use std::time::Duration;
 
 pub use bus::bus_inprocess;
 pub use http::bare_http;
+pub use pipeline::parse_length;
 pub use queue::queue_embedded;
 
 use crate::clock::now_rfc3339;
 use crate::http::{LoadSpec, Target};
+use crate::ids::PipelineSetup;
 use crate::report::{Measurement, Outcome, Report, fmt_num};
 use crate::spawn::OrderlyProcess;
 
@@ -33,6 +36,8 @@ pub enum Section {
     Queue,
     /// Order → PAID.
     Paid,
+    /// The order pipeline at the API's full rate.
+    Pipeline,
     /// Start time and memory.
     Footprint,
 }
@@ -45,9 +50,10 @@ impl std::str::FromStr for Section {
             "bus" => Ok(Self::Bus),
             "queue" => Ok(Self::Queue),
             "paid" => Ok(Self::Paid),
+            "pipeline" => Ok(Self::Pipeline),
             "footprint" => Ok(Self::Footprint),
             _ => Err(format!(
-                "unknown section {s:?}: http, bus, queue, paid, footprint"
+                "unknown section {s:?}: http, bus, queue, paid, pipeline, footprint"
             )),
         }
     }
@@ -55,11 +61,12 @@ impl std::str::FromStr for Section {
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Http,
         Section::Bus,
         Section::Queue,
         Section::Paid,
+        Section::Pipeline,
         Section::Footprint,
     ];
 }
@@ -89,6 +96,14 @@ pub struct Config {
     pub kafka: Option<String>,
     /// The worker's simulated payment in the order → PAID run.
     pub payment_delay: Duration,
+    /// The load of each pipeline run.
+    pub pipeline_duration: Duration,
+    /// The pipeline's setups to run (those whose services are missing are skipped).
+    pub pipeline_setups: Vec<PipelineSetup>,
+    /// A soak run of this length, reported per minute.
+    pub soak: Option<Duration>,
+    /// The setup of the soak run.
+    pub soak_setup: PipelineSetup,
     /// No progress line.
     pub quiet: bool,
 }
@@ -129,6 +144,9 @@ pub async fn run_all(cfg: &Config) -> Report {
     if cfg.sections.contains(&Section::Paid) {
         paid::section(cfg, &mut r).await;
     }
+    if cfg.sections.contains(&Section::Pipeline) {
+        pipeline::section(cfg, &mut r).await;
+    }
     if cfg.sections.contains(&Section::Footprint) {
         footprint::section(cfg, &mut r).await;
     }
@@ -158,6 +176,16 @@ fn describe_settings(cfg: &Config, r: &mut Report) {
         .insert("warmup_s".into(), cfg.warmup.as_secs_f64().to_string());
     r.settings
         .insert("duration_s".into(), cfg.duration.as_secs_f64().to_string());
+    if cfg.sections.contains(&Section::Pipeline) {
+        r.settings.insert(
+            "pipeline_duration_s".into(),
+            cfg.pipeline_duration.as_secs_f64().to_string(),
+        );
+        if let Some(soak) = cfg.soak {
+            r.settings
+                .insert("soak_s".into(), soak.as_secs_f64().to_string());
+        }
+    }
     r.settings.insert(
         "connections".into(),
         cfg.connections

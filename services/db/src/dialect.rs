@@ -38,12 +38,13 @@ impl DbKind {
 
 impl Db {
     /// A transaction that reads, then writes what it read decides. On SQLite
-    /// it takes the write lock at `BEGIN IMMEDIATE`, so no other writer can
-    /// slip in between its read and its write (which would otherwise fail
-    /// with SQLITE_BUSY); PostgreSQL locks rows as statements reach them.
+    /// it runs on the database's one writer, in turn (so no other writer can
+    /// slip in between its read and its write), committed together with the
+    /// transactions queued behind it (group commit, see `sqlite_writer`);
+    /// PostgreSQL locks rows as statements reach them.
     pub async fn begin_write(&self) -> Result<Tx, DbError> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(db) => Tx::Sqlite(db.begin_write().await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

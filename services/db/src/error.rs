@@ -12,6 +12,10 @@ pub enum DbError {
     /// A statement failed.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    /// The SQLite group a write transaction was committed with failed (or
+    /// was rolled back), so the transaction did not commit.
+    #[error("commit failed: {0}")]
+    GroupCommit(String),
     /// A stored value is not what its column should hold.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -23,8 +23,10 @@ mod open;
 mod query;
 mod sqlite_file;
 mod sqlite_sync;
+mod sqlite_writer;
 
 pub use error::DbError;
 pub use kind::DbKind;
 pub use open::{Migrations, open};
-pub use query::{Arg, Db, On, Query, Row, Tx, query};
+pub use query::{Arg, Db, On, Query, Row, SqliteDb, Tx, query};
+pub use sqlite_writer::SqliteTx;

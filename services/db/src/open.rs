@@ -7,6 +7,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
+use crate::query::SqliteDb;
+use crate::sqlite_file;
 use crate::{Db, DbError, DbKind};
 use crate::{sqlite_file, sqlite_sync};
 
@@ -80,7 +82,7 @@ async fn open_sqlite(url: &str, migrator: &Migrator) -> Result<Db, DbError> {
         .map_err(|e| DbError::Open(e.into()))?;
     migrator.run(&pool).await.map_err(DbError::Migrate)?;
     drop(lock);
-    Ok(Db::Sqlite(pool))
+    Ok(Db::Sqlite(SqliteDb::new(pool)))
 }
 
 /// The database's file, unless the URL names an in-memory database.

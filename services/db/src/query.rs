@@ -6,18 +6,21 @@ use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::types::{Json, JsonRawValue};
+use std::sync::Arc;
+
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row as _, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::sqlite_writer::{SqliteTx, SqliteWriter};
 use crate::{DbError, DbKind};
 
 /// An open database: a connection pool of either kind. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub enum Db {
     /// A SQLite file (or in-memory database).
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     /// A PostgreSQL server.
     Postgres(PgPool),
 }
@@ -34,7 +37,10 @@ impl Db {
     /// Close every connection (waits for those in use to come back).
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(pool) => pool.close().await,
+            Db::Sqlite(db) => {
+                db.writer.release().await;
+                db.pool.close().await
+            }
             Db::Postgres(pool) => pool.close().await,
         }
     }
@@ -45,11 +51,42 @@ impl Db {
     }
 }
 
+/// A SQLite database: its pool (readers) and its one writer.
+#[derive(Clone)]
+pub struct SqliteDb {
+    pool: SqlitePool,
+    writer: Arc<SqliteWriter>,
+}
+
+impl SqliteDb {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        Self {
+            writer: Arc::new(SqliteWriter::new(pool.clone())),
+            pool,
+        }
+    }
+
+    /// The pool statements outside a write transaction run on.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<SqliteTx, DbError> {
+        self.writer.begin().await
+    }
+}
+
+impl std::fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SqliteDb").field(&self.pool).finish()
+    }
+}
+
 /// An open transaction; dropped without [`Tx::commit`] it rolls back.
 #[derive(Debug)]
 pub enum Tx {
-    /// On SQLite.
-    Sqlite(Transaction<'static, Sqlite>),
+    /// On SQLite: a savepoint of the writer's group (see `sqlite_writer`).
+    Sqlite(SqliteTx),
     /// On PostgreSQL.
     Postgres(Transaction<'static, Postgres>),
 }
@@ -213,9 +250,9 @@ pub fn query(sql: impl Into<Cow<'static, str>>) -> Query {
 macro_rules! run {
     ($self:ident, $on:ident, $method:ident, $map:expr) => {
         match $on.into() {
-            On::Pool(Db::Sqlite(pool)) => $map($self.sqlite().$method(pool).await?),
+            On::Pool(Db::Sqlite(db)) => $map($self.sqlite().$method(db.pool()).await?),
             On::Pool(Db::Postgres(pool)) => $map($self.pg()?.$method(pool).await?),
-            On::Tx(Tx::Sqlite(tx)) => $map($self.sqlite().$method(&mut **tx).await?),
+            On::Tx(Tx::Sqlite(tx)) => $map($self.sqlite().$method(tx.connection().await?).await?),
             On::Tx(Tx::Postgres(tx)) => $map($self.pg()?.$method(&mut **tx).await?),
         }
     };

@@ -7,6 +7,9 @@ pub mod domain;
 pub mod events;
 pub mod limiter;
 mod outbox_listen;
+mod pay_batch;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod redis_cache;
 mod redis_gate;
 pub mod redis_limiter;

@@ -1,6 +1,7 @@
 //! The outbox relay: publishes events written with their changes, marking them
-//! sent only after the bus accepted them (at-least-once; never lost), and the
-//! listener that keeps this process's cache coherent with other processes.
+//! sent only after the bus accepted them (at-least-once; never lost), deletes
+//! sent rows once they are older than the retention, and the listener that
+//! keeps this process's cache coherent with other processes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,13 @@ use orderly_core::Shutdown;
 use crate::store::{OrderStore, PendingEvent};
 use crate::{OrderService, OrderStatus};
 
-const BATCH: i64 = 200;
+const BATCH: i64 = 500;
+/// How often sent rows older than the retention are deleted, and how many at
+/// most per statement (a pass repeats until fewer than that went).
+const RETENTION_EVERY: Duration = Duration::from_secs(30);
+const RETENTION_BATCH: i64 = 5_000;
+/// The default of `ORDERS_OUTBOX_RETENTION_SECONDS`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 /// Safety net for a missed wake-up and for rows left by a crashed process.
 const POLL: Duration = Duration::from_secs(1);
 /// Waits after a failed publish: doubling from the first to the cap.
@@ -26,6 +33,7 @@ pub struct OutboxRelay {
     store: Arc<dyn OrderStore>,
     bus: Arc<dyn Bus>,
     wake: Arc<Notify>,
+    retention: Duration,
 }
 
 fn to_message(event: &PendingEvent) -> Message {
@@ -37,7 +45,18 @@ fn to_message(event: &PendingEvent) -> Message {
 
 impl OutboxRelay {
     pub fn new(store: Arc<dyn OrderStore>, bus: Arc<dyn Bus>, wake: Arc<Notify>) -> Self {
-        Self { store, bus, wake }
+        Self {
+            store,
+            bus,
+            wake,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+
+    /// Keep sent rows `retention` (default [`DEFAULT_RETENTION`]).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Publish everything unsent that no other relay holds, in order. Returns
@@ -54,14 +73,23 @@ impl OutboxRelay {
             if batch_len == 0 {
                 return Ok(total);
             }
+            // The whole batch in flight at once: one round trip's wait for
+            // all its acknowledgements, not one each. Submitted in order, so
+            // each order's events keep theirs.
+            let published = futures::future::join_all(
+                claim
+                    .events()
+                    .iter()
+                    .map(|event| self.bus.publish(to_message(event))),
+            )
+            .await;
             let mut sent = Vec::with_capacity(batch_len);
             let mut failure = None;
-            for event in claim.events() {
-                match self.bus.publish(to_message(event)).await {
+            for (event, outcome) in claim.events().iter().zip(published) {
+                match outcome {
                     Ok(()) => sent.push(event.id),
                     Err(e) => {
-                        failure = Some(format!("publishing {}: {e}", event.subject));
-                        break;
+                        failure.get_or_insert_with(|| format!("publishing {}: {e}", event.subject));
                     }
                 }
             }
@@ -75,6 +103,32 @@ impl OutboxRelay {
                 return Ok(total);
             }
         }
+    }
+
+    /// Delete rows sent longer than the retention ago; returns how many went.
+    pub async fn delete_expired(&self) -> Result<u64, String> {
+        let before = time::OffsetDateTime::now_utc() - self.retention;
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .store
+                .delete_sent_before(before, RETENTION_BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            total += deleted;
+            if deleted < RETENTION_BATCH as u64 {
+                break;
+            }
+        }
+        if total > 0 {
+            metrics::counter!("outbox_deleted_total").increment(total);
+            tracing::info!(
+                deleted = total,
+                retention_s = self.retention.as_secs(),
+                "deleted sent outbox rows older than the retention"
+            );
+        }
+        Ok(total)
     }
 
     /// `outbox_unsent` and `outbox_oldest_unsent_seconds` (the relay's lag).
@@ -91,6 +145,7 @@ impl OutboxRelay {
         let watcher = tokio::spawn(async move { store.watch_outbox(wake, stop).await });
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut gauge_at = tokio::time::Instant::now() - POLL;
+        let mut retention_at = tokio::time::Instant::now();
         loop {
             match self.drain_once().await {
                 Ok(_) => backoff.reset(),
@@ -108,6 +163,12 @@ impl OutboxRelay {
             if gauge_at.elapsed() >= POLL {
                 gauge_at = tokio::time::Instant::now();
                 self.record_backlog().await;
+            }
+            if retention_at.elapsed() >= RETENTION_EVERY {
+                retention_at = tokio::time::Instant::now();
+                if let Err(e) = self.delete_expired().await {
+                    tracing::warn!(error = %e, "could not delete sent outbox rows; will try again");
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}

@@ -11,6 +11,7 @@ use orderly_core::config::StatusPolicy;
 use crate::cache::OrderCache;
 use crate::domain::{Order, OrderCreate, OrderStatus};
 use crate::events::OutboxEvent;
+use crate::pay_batch::PayBatcher;
 use crate::store::{Created, IdempotencyKey, OrderStore, StatusChange, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,8 @@ pub struct OrderService {
     policy: StatusPolicy,
     /// Wakes the outbox relay after a write.
     outbox_written: Arc<tokio::sync::Notify>,
+    /// Payments arriving together, written in one transaction.
+    payments: PayBatcher,
 }
 
 impl OrderService {
@@ -81,6 +84,7 @@ impl OrderService {
             cache,
             policy,
             outbox_written,
+            payments: PayBatcher::default(),
         }
     }
 
@@ -203,22 +207,28 @@ impl OrderService {
     }
 
     /// The worker's step: PENDING→PAID exactly once, however often it runs.
+    /// Payments that arrive together are written in one transaction.
     pub async fn pay(
         &self,
         id: Uuid,
         traceparent: Option<&str>,
     ) -> Result<PayOutcome, OrdersError> {
-        let order = self.store.get(id).await?.ok_or(OrdersError::NotFound)?;
-        if order.status != OrderStatus::Pending {
-            return Ok(PayOutcome::AlreadyDone(order));
-        }
-        match self
-            .transition(&order, OrderStatus::Paid, traceparent)
-            .await?
-        {
-            StatusChange::Changed(updated) => Ok(PayOutcome::Paid(updated)),
-            StatusChange::Conflict(current) => Ok(PayOutcome::AlreadyDone(current)),
-            StatusChange::NotFound => Err(OrdersError::NotFound),
+        match self.payments.pay(&self.store, id, traceparent).await? {
+            StatusChange::Changed(updated) => {
+                self.outbox_written.notify_one();
+                self.cache.put(&updated).await;
+                metrics::counter!("order_status_changes_total", "to" => OrderStatus::Paid.as_str())
+                    .increment(1);
+                Ok(PayOutcome::Paid(updated))
+            }
+            StatusChange::Conflict(current) => {
+                self.cache.put(&current).await;
+                Ok(PayOutcome::AlreadyDone(current))
+            }
+            StatusChange::NotFound => {
+                self.cache.remove(id).await;
+                Err(OrdersError::NotFound)
+            }
         }
     }
 

@@ -9,7 +9,9 @@
 //! relays claim unsent rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL and
 //! one at a time within the process on SQLite.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use orderly_bus::schema::events::NEW_ORDER;
@@ -46,11 +48,18 @@ macro_rules! order_columns {
     };
 }
 
+/// How long a PostgreSQL relay's claim keeps other relays off its rows: far
+/// longer than publishing a batch takes, short enough that the rows of a relay
+/// that died mid-batch go out again soon.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
+
 /// The orders database.
 pub struct SqlOrderStore {
     db: Db,
     /// The turn of a SQLite relay's claim (see [`OrderStore::claim_unsent`]).
     claim_turn: Arc<Mutex<()>>,
+    /// How long a PostgreSQL claim lasts unless finished.
+    claim_lease: Duration,
 }
 
 impl From<DbError> for StoreError {
@@ -78,7 +87,14 @@ impl SqlOrderStore {
         Ok(Self {
             db,
             claim_turn: Arc::default(),
+            claim_lease: DEFAULT_CLAIM_LEASE,
         })
+    }
+
+    /// Claims last `lease` instead of [`DEFAULT_CLAIM_LEASE`].
+    pub fn with_claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease;
+        self
     }
 
     /// The database, to close it.
@@ -159,11 +175,6 @@ async fn insert_event(
     event: &OutboxEvent,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let headers: serde_json::Map<String, serde_json::Value> = event
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
     query(
         "INSERT INTO outbox (event_id, subject, msg_key, headers, payload, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -171,7 +182,7 @@ async fn insert_event(
     .bind(event.event_id)
     .bind(event.subject)
     .bind(&event.key)
-    .bind(Arg::Json(serde_json::Value::Object(headers).to_string()))
+    .bind(Arg::Json(headers_json(event)))
     .bind(&event.payload)
     .bind(at)
     .execute(&mut *tx)
@@ -180,15 +191,11 @@ async fn insert_event(
     Ok(())
 }
 
-async fn unsent<'a>(
-    on: impl Into<On<'a>>,
-    limit: i64,
-    lock: &'static str,
-) -> Result<Vec<PendingEvent>, StoreError> {
-    query(format!(
+async fn unsent<'a>(on: impl Into<On<'a>>, limit: i64) -> Result<Vec<PendingEvent>, StoreError> {
+    query(
         "SELECT id, subject, msg_key, headers, payload FROM outbox \
-         WHERE sent_at IS NULL ORDER BY id LIMIT $1{lock}"
-    ))
+         WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+    )
     .bind(limit)
     .fetch_all(on)
     .await?
@@ -197,14 +204,22 @@ async fn unsent<'a>(
     .collect()
 }
 
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Set `sent_at` (and end the claim) of `ids`.
 async fn mark_sent<'a>(on: impl Into<On<'a>>, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
-        "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
-        placeholders.join(", ")
+        "UPDATE outbox SET sent_at = $1, claimed_until = NULL WHERE id IN ({})",
+        placeholders(2, ids.len())
     );
     ids.iter()
         .fold(query(sql).bind(OffsetDateTime::now_utc()), |q, id| {
@@ -215,15 +230,45 @@ async fn mark_sent<'a>(on: impl Into<On<'a>>, ids: &[i64]) -> Result<(), StoreEr
     Ok(())
 }
 
+/// End the claim of `ids` without sending them: other relays may take them now.
+async fn release_claims(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE outbox SET claimed_until = NULL WHERE sent_at IS NULL AND id IN ({})",
+        placeholders(1, ids.len())
+    );
+    ids.iter()
+        .fold(query(sql), |q, id| q.bind(*id))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Mark `ids` sent in a transaction of its own: on SQLite a write goes
+/// through the database's one writer.
+async fn mark_sent_now(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
+    match db.kind() {
+        DbKind::Postgres => mark_sent(db, ids).await,
+        DbKind::Sqlite => {
+            let mut tx = db.begin_write().await?;
+            mark_sent(&mut tx, ids).await?;
+            Ok(tx.commit().await?)
+        }
+    }
+}
+
 /// Unsent events a relay holds until it finishes them.
 struct Claim {
     events: Vec<PendingEvent>,
-    hold: Hold,
+    hold: Option<Hold>,
 }
 
 enum Hold {
-    /// PostgreSQL: the rows stay locked by this open transaction.
-    Rows(Tx),
+    /// PostgreSQL: the rows carry this relay's claim (`claimed_until`),
+    /// committed before it publishes; no transaction stays open.
+    Lease(Db),
     /// SQLite: this relay's turn, over the pool.
     Turn(OwnedMutexGuard<()>, Db),
 }
@@ -234,16 +279,96 @@ impl OutboxClaim for Claim {
         &self.events
     }
 
-    async fn finish(self: Box<Self>, sent: &[i64]) -> Result<(), StoreError> {
-        match self.hold {
-            Hold::Rows(mut tx) => {
-                mark_sent(&mut tx, sent).await?;
-                tx.commit().await?;
+    async fn finish(mut self: Box<Self>, sent: &[i64]) -> Result<(), StoreError> {
+        match self.hold.take() {
+            Some(Hold::Lease(db)) => {
+                mark_sent(&db, sent).await?;
+                let sent: HashSet<i64> = sent.iter().copied().collect();
+                let rest: Vec<i64> = self
+                    .events
+                    .iter()
+                    .map(|e| e.id)
+                    .filter(|id| !sent.contains(id))
+                    .collect();
+                release_claims(&db, &rest).await?;
             }
-            Hold::Turn(_turn, db) => mark_sent(&db, sent).await?,
+            Some(Hold::Turn(_turn, db)) => mark_sent_now(&db, sent).await?,
+            None => {}
         }
         Ok(())
     }
+}
+
+impl Drop for Claim {
+    /// A claim dropped unfinished hands its rows back at once where it can
+    /// (else they wait for the lease to end).
+    fn drop(&mut self) {
+        if let Some(Hold::Lease(db)) = self.hold.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let ids: Vec<i64> = self.events.iter().map(|e| e.id).collect();
+            runtime.spawn(async move {
+                if let Err(e) = release_claims(&db, &ids).await {
+                    tracing::warn!(error = %e, "could not hand back unsent outbox rows; they go out when the claim expires");
+                }
+            });
+        }
+    }
+}
+
+/// The history rows and the outbox rows of a batched status change: one
+/// multi-row INSERT each.
+fn history_and_event_rows(
+    changed: &[(Order, OutboxEvent)],
+    from: OrderStatus,
+    to: OrderStatus,
+    at: OffsetDateTime,
+) -> (orderly_db::Query, orderly_db::Query) {
+    // $1 from, $2 to, $3 at; then one id per row.
+    let history_sql = format!(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, changed_at) VALUES {}",
+        (0..changed.len())
+            .map(|i| format!("(${}, $1, $2, $3)", i + 4))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let history = changed.iter().fold(
+        query(history_sql)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(at),
+        |q, (order, _)| q.bind(order.id),
+    );
+    // $1 at; then five values per row.
+    let outbox_sql = format!(
+        "INSERT INTO outbox (event_id, subject, msg_key, headers, payload, created_at) VALUES {}",
+        (0..changed.len())
+            .map(|i| {
+                let b = 2 + i * 5;
+                format!("(${b}, ${}, ${}, ${}, ${}, $1)", b + 1, b + 2, b + 3, b + 4)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut outbox = query(outbox_sql).bind(at);
+    for (_, event) in changed {
+        outbox = outbox
+            .bind(event.event_id)
+            .bind(event.subject)
+            .bind(&event.key)
+            .bind(Arg::Json(headers_json(event)))
+            .bind(&event.payload);
+    }
+    (history, outbox)
+}
+
+fn headers_json(event: &OutboxEvent) -> String {
+    let headers: serde_json::Map<String, serde_json::Value> = event
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    serde_json::Value::Object(headers).to_string()
 }
 
 #[async_trait]
@@ -382,11 +507,11 @@ impl OrderStore for SqlOrderStore {
     }
 
     async fn unsent_events(&self, limit: i64) -> Result<Vec<PendingEvent>, StoreError> {
-        unsent(&self.db, limit, "").await
+        unsent(&self.db, limit).await
     }
 
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
-        mark_sent(&self.db, ids).await
+        mark_sent_now(&self.db, ids).await
     }
 
     async fn unsent_count(&self) -> Result<i64, StoreError> {
@@ -412,26 +537,162 @@ impl OrderStore for SqlOrderStore {
         })
     }
 
-    /// PostgreSQL locks the claimed rows in a transaction that lives as long
-    /// as the claim, and other relays (in any process) skip them. SQLite has
-    /// no row locks, and every relay on a SQLite file is in this process: they
-    /// take turns instead, and hold no transaction, so writers are not blocked
-    /// while a relay publishes.
+    /// PostgreSQL: one statement claims the rows for the lease
+    /// (`claimed_until`, skipping rows other relays hold or are claiming) and
+    /// commits, so no transaction stays open while the relay publishes. SQLite
+    /// has no row locks, and every relay on a SQLite file is in this process:
+    /// they take turns instead, and hold no transaction either.
     async fn claim_unsent(&self, limit: i64) -> Result<Box<dyn OutboxClaim>, StoreError> {
-        let kind = self.db.kind();
-        let (events, hold) = match kind {
+        let (events, hold) = match self.db.kind() {
             DbKind::Postgres => {
-                let mut tx = self.db.begin_write().await?;
-                let events = unsent(&mut tx, limit, kind.skip_locked()).await?;
-                (events, Hold::Rows(tx))
+                let now = OffsetDateTime::now_utc();
+                let mut events = query(
+                    "UPDATE outbox SET claimed_until = $1 WHERE id IN (\
+                     SELECT id FROM outbox WHERE sent_at IS NULL \
+                     AND (claimed_until IS NULL OR claimed_until < $2) \
+                     ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, subject, msg_key, headers, payload",
+                )
+                .bind(now + self.claim_lease)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.db)
+                .await?
+                .iter()
+                .map(pending_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+                events.sort_by_key(|e| e.id);
+                (events, Hold::Lease(self.db.clone()))
             }
             DbKind::Sqlite => {
                 let turn = self.claim_turn.clone().lock_owned().await;
-                let events = unsent(&self.db, limit, kind.skip_locked()).await?;
+                let events = unsent(&self.db, limit).await?;
                 (events, Hold::Turn(turn, self.db.clone()))
             }
         };
-        Ok(Box::new(Claim { events, hold }))
+        Ok(Box::new(Claim {
+            events,
+            hold: Some(hold),
+        }))
+    }
+
+    /// Oldest first, at most `limit` rows, and only rows written before
+    /// `before` too: the scan stops at the first younger row, so a pass over a
+    /// table of young rows costs nothing.
+    async fn delete_sent_before(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let before = self.db.kind().time_as_stored(before);
+        let delete = query(
+            "DELETE FROM outbox WHERE id IN (\
+             SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1 \
+             AND id < COALESCE(\
+               (SELECT id FROM outbox WHERE created_at >= $1 ORDER BY id LIMIT 1), \
+               (SELECT MAX(id) + 1 FROM outbox)) \
+             ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit);
+        Ok(match self.db.kind() {
+            DbKind::Postgres => delete.execute(&self.db).await?,
+            DbKind::Sqlite => {
+                let mut tx = self.db.begin_write().await?;
+                let deleted = delete.execute(&mut tx).await?;
+                tx.commit().await?;
+                deleted
+            }
+        })
+    }
+
+    async fn outbox_rows(&self) -> Result<i64, StoreError> {
+        Ok(query("SELECT COUNT(*) AS n FROM outbox")
+            .fetch_one(&self.db)
+            .await?
+            .int("n")?)
+    }
+
+    async fn change_statuses(
+        &self,
+        ids: &[Uuid],
+        from: OrderStatus,
+        to: OrderStatus,
+        at: OffsetDateTime,
+        event_for: &(dyn for<'o> Fn(&'o Order) -> OutboxEvent + Send + Sync),
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = self.db.kind().time_as_stored(at);
+        let mut tx = self.db.begin_write().await?;
+        let update = format!(
+            concat!(
+                "UPDATE orders SET status = $1, updated_at = $2 WHERE status = $3 AND id IN ({}) RETURNING ",
+                order_columns!()
+            ),
+            placeholders(4, ids.len())
+        );
+        let mut changed: HashMap<Uuid, Order> = HashMap::new();
+        for row in ids
+            .iter()
+            .fold(
+                query(update).bind(to.as_str()).bind(at).bind(from.as_str()),
+                |q, id| q.bind(*id),
+            )
+            .fetch_all(&mut tx)
+            .await?
+        {
+            let order = order_from_row(&row)?;
+            changed.insert(order.id, order);
+        }
+        let mut others: HashMap<Uuid, Order> = HashMap::new();
+        let missed: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !changed.contains_key(id))
+            .copied()
+            .collect();
+        if !missed.is_empty() {
+            let select = format!(
+                concat!("SELECT ", order_columns!(), " FROM orders WHERE id IN ({})"),
+                placeholders(1, missed.len())
+            );
+            for row in missed
+                .iter()
+                .fold(query(select), |q, id| q.bind(*id))
+                .fetch_all(&mut tx)
+                .await?
+            {
+                let order = order_from_row(&row)?;
+                others.insert(order.id, order);
+            }
+        }
+        // In the callers' order; an id asked for twice changes once.
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let mut written: Vec<(Order, OutboxEvent)> = Vec::with_capacity(changed.len());
+        for id in ids {
+            outcomes.push(match changed.remove(id) {
+                Some(order) => {
+                    written.push((order.clone(), event_for(&order)));
+                    StatusChange::Changed(order)
+                }
+                None => match written.iter().find(|(o, _)| o.id == *id) {
+                    Some((order, _)) => StatusChange::Conflict(order.clone()),
+                    None => match others.get(id) {
+                        Some(order) => StatusChange::Conflict(order.clone()),
+                        None => StatusChange::NotFound,
+                    },
+                },
+            });
+        }
+        if !written.is_empty() {
+            let (history, outbox) = history_and_event_rows(&written, from, to, at);
+            history.execute(&mut tx).await?;
+            outbox.execute(&mut tx).await?;
+            tx.notify(OUTBOX_CHANNEL).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn watch_outbox(&self, wake: Arc<Notify>, shutdown: Shutdown) {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::domain::{Order, OrderStatus, ValidOrder};
 use crate::events::OutboxEvent;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
@@ -126,18 +126,45 @@ pub trait OrderStore: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<StatusChange, StoreError>;
 
+    /// [`OrderStore::change_status`] for many orders in one transaction:
+    /// every order of `ids` that is in `from` becomes `to`, with its history
+    /// row and the event `event_for` makes of the changed order. One outcome
+    /// per id, in order; an id given twice changes once (the second is a
+    /// conflict).
+    async fn change_statuses(
+        &self,
+        ids: &[Uuid],
+        from: OrderStatus,
+        to: OrderStatus,
+        at: OffsetDateTime,
+        event_for: &(dyn for<'o> Fn(&'o Order) -> OutboxEvent + Send + Sync),
+    ) -> Result<Vec<StatusChange>, StoreError>;
+
     async fn unsent_events(&self, limit: i64) -> Result<Vec<PendingEvent>, StoreError>;
 
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     async fn unsent_count(&self) -> Result<i64, StoreError>;
 
+    /// Every outbox row, sent or not (what retention keeps bounded).
+    async fn outbox_rows(&self) -> Result<i64, StoreError>;
+
+    /// Delete up to `limit` rows sent before `before`, oldest first; never an
+    /// unsent row. Returns how many went.
+    async fn delete_sent_before(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
+
     /// The unsent count and the oldest unsent row's time, in one query.
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
 
     /// Take up to `limit` unsent events, oldest first, skipping those another
-    /// relay holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so several orders
-    /// instances relay without sending an event twice in the normal case.
+    /// relay holds (on PostgreSQL a claim with a lease, taken with `FOR UPDATE
+    /// SKIP LOCKED` and committed at once), so several orders instances relay
+    /// without sending an event twice in the normal case. A relay that dies
+    /// holding a claim leaves its rows to others when the lease ends.
     async fn claim_unsent(&self, limit: i64) -> Result<Box<dyn OutboxClaim>, StoreError>;
 
     /// Wake `wake` whenever another process writes an outbox row (LISTEN/NOTIFY on

@@ -735,6 +735,12 @@ pub const VARIABLES: &[Variable] = &[
         "`100`",
         "orders the reconciler looks at per run (at most 1000)",
     ),
+    var(
+        "ORDERS_OUTBOX_RETENTION_SECONDS",
+        Orders,
+        "`3600`",
+        "sent outbox rows older than this are deleted (at least `600`: repairs of orders still PENDING after minutes read their sent events); unsent rows are never deleted",
+    ),
 ];
 
 /// Every name in [`VARIABLES`], in its order.

@@ -14,6 +14,12 @@ use super::{ConfigError, RateLimit, Secret, VerifierConfig};
 /// kids cannot turn orders into a load generator against auth.
 pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 
+/// The default of `ORDERS_OUTBOX_RETENTION_SECONDS`: an hour of sent events.
+const DEFAULT_OUTBOX_RETENTION: Duration = Duration::from_secs(3600);
+/// The shortest retention allowed: repairs look up the events of orders
+/// still PENDING after minutes, so sent rows must outlive that.
+const MIN_OUTBOX_RETENTION: Duration = Duration::from_secs(600);
+
 /// Who may set which status (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusPolicy {
@@ -61,6 +67,8 @@ pub struct OrdersSettings {
     /// `ORDERS_REVOKED_TOKENS_POLL_SECONDS`: how often that list is fetched,
     /// the longest a revoked token keeps working.
     pub revoked_tokens_poll: Duration,
+    /// How long sent outbox rows are kept before the relay deletes them.
+    pub outbox_retention: Duration,
 }
 
 /// Where orders learns which access tokens auth revoked before their expiry.
@@ -138,6 +146,7 @@ pub(super) fn orders_settings(
             env.parse::<u64>(&["ORDERS_REVOKED_TOKENS_POLL_SECONDS"], 5)?
                 .max(1),
         ),
+        outbox_retention: outbox_retention(env)?,
     })
 }
 
@@ -168,6 +177,23 @@ impl OrdersSettings {
                 }),
         }
     }
+}
+
+/// `ORDERS_OUTBOX_RETENTION_SECONDS`, at least [`MIN_OUTBOX_RETENTION`].
+fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
+    const NAME: &str = "ORDERS_OUTBOX_RETENTION_SECONDS";
+    let seconds: u64 = env.parse(&[NAME], DEFAULT_OUTBOX_RETENTION.as_secs())?;
+    if seconds < MIN_OUTBOX_RETENTION.as_secs() {
+        return Err(invalid(
+            NAME,
+            &seconds.to_string(),
+            format!(
+                "must be at least {} (orders still PENDING after minutes are repaired from their sent events)",
+                MIN_OUTBOX_RETENTION.as_secs()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 fn status_policy(env: &Env) -> Result<StatusPolicy, ConfigError> {
