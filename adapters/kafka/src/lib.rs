@@ -27,6 +27,7 @@ mod config;
 mod context;
 mod fanout;
 mod group;
+mod security;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,7 @@ use orderly_bus::{
 use crate::context::LogContext;
 
 pub use config::{DEFAULT_MAX_PAYLOAD, KafkaConfig};
+pub use security::{KafkaSecurity, KafkaTls, SaslLogin, SaslMechanism, UnknownMechanism};
 
 /// Topic names: Kafka's own limit.
 const MAX_TOPIC_LEN: usize = 249;

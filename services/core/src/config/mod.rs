@@ -18,11 +18,12 @@ mod orders;
 mod queue;
 mod rate_limit;
 mod stores;
+mod tls;
 mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
-pub use bus::{BrokerLimits, BusKind, KafkaSettings};
+pub use bus::{BrokerLimits, BusKind, KafkaSasl, KafkaSecuritySettings, KafkaSettings};
 pub use cors::CorsOrigins;
 pub use env::{ConfigError, Env, Secret, redact_url};
 pub use http::HttpSettings;
@@ -30,6 +31,7 @@ pub use names::ENV_NAMES;
 pub use orders::{DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, StatusPolicy};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
+pub use tls::TlsFiles;
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 
@@ -80,6 +82,17 @@ impl Settings {
         let auth = auth::auth_settings(env, &data_dir)?;
         let orders = orders::orders_settings(env, &data_dir, &auth.public_key_path)?;
         let worker = worker::worker_settings(env)?;
+        tls::check_postgres_tls(env)?;
+        tls::check_redis_tls_used(
+            env,
+            &jobs.redis_tls,
+            &[
+                jobs.redis_url.as_ref().map(Secret::expose),
+                jobs.results_url.as_ref().map(Secret::expose),
+                orders.redis_cache_url.as_ref().map(Secret::expose),
+                orders.redis_limiter_url.as_ref().map(Secret::expose),
+            ],
+        )?;
         Ok(Self {
             data_dir,
             bus,
@@ -99,3 +112,5 @@ impl Settings {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
