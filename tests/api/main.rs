@@ -19,3 +19,4 @@ mod production;
 mod queue_chaos;
 mod redis_queue;
 mod shutdown;
+mod tls;
