@@ -180,7 +180,16 @@ mod tests {
     /// the address.
     fn create_clients(security: KafkaSecurity) -> Result<(), KafkaError> {
         let mut config = KafkaConfig::new("127.0.0.1:9");
+        let protocol = security.protocol();
         config.security = security;
+        for client in [
+            config.producer_config(),
+            config.consumer_config("tls-test"),
+            config.admin_config(),
+        ] {
+            let set = client.get("security.protocol").unwrap_or("plaintext");
+            assert_eq!(set, protocol);
+        }
         config.producer_config().create::<BaseProducer>()?;
         config
             .consumer_config("tls-test")
@@ -261,13 +270,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_ca_file_fails_client_creation_naming_it() {
+    fn a_missing_ca_file_fails_client_creation_naming_the_property() {
         let tls = KafkaTls {
             ca_location: Some("/nowhere/ca.pem".into()),
             ..KafkaTls::default()
         };
         let err = create_clients(KafkaSecurity::Ssl(tls)).unwrap_err();
-        assert!(err.to_string().contains("/nowhere/ca.pem"), "{err}");
+        assert!(err.to_string().contains("ssl.ca.location"), "{err}");
     }
 
     #[test]
