@@ -5,7 +5,7 @@
 ARG RUST_VERSION=1.95
 
 # --- build -------------------------------------------------------------------
-# The full rust image: rdkafka's bundled librdkafka needs gcc, make and zlib's headers.
+# The full rust image: rdkafka's bundled librdkafka needs gcc, make, and zlib's and OpenSSL's headers.
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY . .
@@ -21,10 +21,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 # --- runtime -----------------------------------------------------------------
 # debian slim rather than distroless/cc: the binary links libz.so.1 (librdkafka's
-# compression), which slim has and distroless/cc does not.
+# compression) and libssl.so.3 (librdkafka's TLS and SCRAM). ca-certificates is
+# the trust store every TLS connection checks servers against by default.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 orderly \
     && useradd --system --uid 10001 --gid orderly --home-dir /data --shell /usr/sbin/nologin orderly \

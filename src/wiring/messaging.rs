@@ -8,8 +8,10 @@ use anyhow::{Context, Result};
 
 use orderly_bus::Bus;
 use orderly_bus::metered::{MeteredBus, MeteredQueue};
-use orderly_core::config::{BusKind, KafkaSettings, NatsClientSettings, Settings};
-use orderly_kafka::{KafkaBus, KafkaConfig};
+use orderly_core::config::{
+    BusKind, KafkaSecuritySettings, KafkaSettings, NatsClientSettings, Settings,
+};
+use orderly_kafka::{KafkaBus, KafkaConfig, KafkaSecurity, KafkaTls, SaslLogin};
 use orderly_nats::{NatsBus, NatsConfig};
 
 use super::queue::{self, QueueParts};
@@ -64,7 +66,7 @@ pub async fn open_bus_for_inspection(settings: &Settings) -> Result<Arc<dyn Bus>
 async fn open_remote_bus(settings: &Settings) -> Result<Arc<dyn Bus>> {
     match settings.bus {
         BusKind::Kafka => {
-            let bus = KafkaBus::new(kafka_config(&settings.kafka)).context("Kafka bus")?;
+            let bus = KafkaBus::new(kafka_config(&settings.kafka)?).context("Kafka bus")?;
             Ok(Arc::new(bus))
         }
         BusKind::Embedded => anyhow::bail!("the embedded broker is opened in process"),
@@ -92,7 +94,7 @@ fn nats_config(url: &str, s: &NatsClientSettings) -> NatsConfig {
     c
 }
 
-fn kafka_config(s: &KafkaSettings) -> KafkaConfig {
+fn kafka_config(s: &KafkaSettings) -> Result<KafkaConfig> {
     let mut c = KafkaConfig::new(&s.bootstrap_servers);
     c.topic_partitions = s.topic_partitions;
     c.replication_factor = s.replication_factor;
@@ -101,5 +103,32 @@ fn kafka_config(s: &KafkaSettings) -> KafkaConfig {
     c.fetch_wait_max = s.fetch_wait_max;
     c.topic_prefix = s.topic_prefix.clone();
     c.group_instance_id = s.group_instance_id.clone();
-    c
+    c.security = kafka_security(&s.security)?;
+    Ok(c)
+}
+
+/// The settings (checked when read) as the adapter takes them.
+fn kafka_security(s: &KafkaSecuritySettings) -> Result<KafkaSecurity> {
+    let tls = || KafkaTls {
+        ca_location: s.ssl_ca_location.clone(),
+        certificate_location: s.ssl_certificate_location.clone(),
+        key_location: s.ssl_key_location.clone(),
+        key_password: s.ssl_key_password.as_ref().map(|p| p.expose().to_string()),
+    };
+    let login = || -> Result<SaslLogin> {
+        let sasl = s.sasl.as_ref().with_context(|| {
+            format!("KAFKA_SECURITY_PROTOCOL={} needs SASL settings", s.protocol)
+        })?;
+        Ok(SaslLogin {
+            mechanism: sasl.mechanism.parse().context("KAFKA_SASL_MECHANISM")?,
+            username: sasl.username.clone(),
+            password: sasl.password.expose().to_string(),
+        })
+    };
+    Ok(match s.protocol.as_str() {
+        "SSL" => KafkaSecurity::Ssl(tls()),
+        "SASL_PLAINTEXT" => KafkaSecurity::SaslPlaintext(login()?),
+        "SASL_SSL" => KafkaSecurity::SaslSsl(login()?, tls()),
+        _ => KafkaSecurity::Plaintext,
+    })
 }

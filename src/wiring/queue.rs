@@ -11,7 +11,7 @@ use orderly_bus::embedded::{EmbeddedBroker, EmbeddedQueue};
 use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_bus::{JobQueue, Lease, LocalLease, RetryPolicy};
 use orderly_core::config::{JobQueueKind, Settings, redact_url};
-use orderly_redis::{RedisQueue, RedisQueueConfig};
+use orderly_redis::{RedisQueue, RedisQueueConfig, RedisTls};
 use orderly_worker::maintenance::Periodic;
 
 /// The job queue, the periodic jobs it needs and the lease they run under.
@@ -88,6 +88,11 @@ async fn open_redis(settings: &Settings) -> Result<RedisQueue> {
     config.prefix = jobs.prefix.clone();
     config.policy = policy(settings);
     config.max_deliveries = jobs.max_deliveries;
+    config.tls = RedisTls {
+        ca_file: jobs.redis_tls.ca_file.clone(),
+        client_cert_file: jobs.redis_tls.cert_file.clone(),
+        client_key_file: jobs.redis_tls.key_file.clone(),
+    };
     RedisQueue::connect(config)
         .await
         .with_context(|| format!("Redis job queue at {}", redact_url(url.expose())))

@@ -23,3 +23,4 @@ mod queue_chaos;
 mod reconcile;
 mod redis_queue;
 mod shutdown;
+mod tls;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+use crate::security::KafkaSecurity;
+
 /// Kafka's default producer `message.max.bytes`; leaves room under the broker's
 /// default limit (1 MiB + 12 bytes) for the key, headers and batch framing.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1_000_000;
@@ -43,6 +45,8 @@ pub struct KafkaConfig {
     /// takes its predecessor's place and partitions at once, instead of the
     /// group waiting out the dead member's session. Unique per live process.
     pub group_instance_id: Option<String>,
+    /// TLS and SASL of every client (plaintext by default).
+    pub security: KafkaSecurity,
     /// Extra librdkafka properties applied to every client (after ours).
     pub extra: Vec<(String, String)>,
 }
@@ -62,6 +66,7 @@ impl KafkaConfig {
             client_id: "orderly".into(),
             topic_prefix: String::new(),
             group_instance_id: None,
+            security: KafkaSecurity::Plaintext,
             extra: Vec::new(),
         }
     }
@@ -72,6 +77,7 @@ impl KafkaConfig {
             .set("client.id", &self.client_id)
             // librdkafka's own logs go through `LogContext` into tracing.
             .set("log.connection.close", "false");
+        self.security.apply(&mut c);
         c
     }
 

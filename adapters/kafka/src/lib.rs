@@ -28,6 +28,7 @@ mod context;
 mod dead_letters;
 mod fanout;
 mod group;
+mod security;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +51,7 @@ use orderly_bus::{
 use crate::context::LogContext;
 
 pub use config::{DEFAULT_MAX_PAYLOAD, KafkaConfig};
+pub use security::{KafkaSecurity, KafkaTls, SaslLogin, SaslMechanism, UnknownMechanism};
 
 /// Topic names: Kafka's own limit.
 const MAX_TOPIC_LEN: usize = 249;

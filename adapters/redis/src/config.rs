@@ -1,5 +1,6 @@
 //! How a queue connects and behaves.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use orderly_bus::RetryPolicy;
@@ -21,6 +22,27 @@ pub struct RedisQueueConfig {
     pub dedup_ttl: Duration,
     /// How long a result is kept.
     pub result_ttl: Duration,
+    /// CA and client certificate for `rediss://` URLs (both of them).
+    pub tls: RedisTls,
+}
+
+/// TLS files for `rediss://` servers; all unset: the system's trust store, no
+/// client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificates trusted instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented when the server asks for one.
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some()
+    }
 }
 
 impl RedisQueueConfig {
@@ -34,6 +56,7 @@ impl RedisQueueConfig {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             dedup_ttl: Duration::from_secs(7 * 24 * 3600),
             result_ttl: Duration::from_secs(24 * 3600),
+            tls: RedisTls::default(),
         }
     }
 }

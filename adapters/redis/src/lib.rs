@@ -29,6 +29,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod client;
 mod config;
 mod lease;
 mod maintenance;
@@ -47,7 +48,8 @@ use orderly_bus::{DeadJob, Job, JobQueue, NewJob, QueueError, QueueStats, RetryO
 
 use scripts::Scripts;
 
-pub use config::{DEFAULT_MAX_DELIVERIES, RedisQueueConfig};
+pub use client::{RedisClientError, open_client};
+pub use config::{DEFAULT_MAX_DELIVERIES, RedisQueueConfig, RedisTls};
 pub use lease::RedisLease;
 pub use maintenance::{SweepReport, TrimReport};
 
@@ -102,6 +104,10 @@ fn clone_error(e: &QueueError) -> QueueError {
         QueueError::UnknownJob(s) => QueueError::UnknownJob(s.clone()),
         other => QueueError::Other(other.to_string()),
     }
+}
+
+fn client_error(e: RedisClientError) -> QueueError {
+    QueueError::Other(format!("redis: {e}"))
 }
 
 /// `host-pid-uuid`: unique per worker process, readable in `XINFO CONSUMERS`.
@@ -169,7 +175,7 @@ impl RedisQueue {
                 config.prefix
             )));
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(to_queue_error)?;
+        let client = open_client(&config.url, &config.tls).map_err(client_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -181,7 +187,7 @@ impl RedisQueue {
         let results = match &config.results_url {
             None => None,
             Some(url) => {
-                let results_client = redis::Client::open(url.as_str()).map_err(to_queue_error)?;
+                let results_client = open_client(url, &config.tls).map_err(client_error)?;
                 Some(
                     results_client
                         .get_connection_manager_with_config(manager_config)

@@ -47,7 +47,10 @@ pub struct Migrations {
 /// database, so processes starting together migrate it once.
 ///
 /// PostgreSQL: 16 connections, 5 s to get one; migrations run under sqlx's
-/// advisory lock, so instances starting together apply them once.
+/// advisory lock, so instances starting together apply them once. TLS is as
+/// the URL's `sslmode` (else `PGSSLMODE`, else `prefer`) says; certificates are
+/// checked against the system's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR`
+/// honoured) plus the URL's `sslrootcert` (else `PGSSLROOTCERT`).
 pub async fn open(url: &str, migrations: &Migrations) -> Result<Db, DbError> {
     match DbKind::of(url) {
         DbKind::Sqlite => open_sqlite(url, migrations.sqlite).await,

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use orderly_redis::RedisTls;
+
 use crate::Order;
 use crate::cache::OrderCache;
 use crate::redis_gate::{Gate, bounded, connect_lazy, ping};
@@ -35,9 +37,9 @@ pub fn key(id: Uuid) -> String {
 impl RedisCache {
     /// Does not touch Redis yet: the first request connects (so a Redis outage at
     /// start does not stop orderly from starting).
-    pub fn new(url: &str, ttl: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, tls: &RedisTls, ttl: Duration) -> Result<Self, String> {
         Ok(Self {
-            conn: connect_lazy(url)?,
+            conn: connect_lazy(url, tls)?,
             ttl,
             gate: Gate::new("order cache", "order_cache_errors_total"),
             pending_removals: Mutex::new(HashSet::new()),
@@ -189,8 +191,12 @@ mod tests {
         let Some(client) = orderly_testkit::shared_redis().await else {
             return;
         };
-        let cache =
-            RedisCache::new(&orderly_testkit::redis_url(), Duration::from_secs(300)).unwrap();
+        let cache = RedisCache::new(
+            &orderly_testkit::redis_url(),
+            &RedisTls::default(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
         let order = order();
         assert_eq!(cache.get(order.id).await, None);
         cache.put(&order).await;
@@ -211,8 +217,12 @@ mod tests {
         if orderly_testkit::shared_redis().await.is_none() {
             return;
         }
-        let cache =
-            RedisCache::new(&orderly_testkit::redis_url(), Duration::from_secs(300)).unwrap();
+        let cache = RedisCache::new(
+            &orderly_testkit::redis_url(),
+            &RedisTls::default(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
         let pending = order();
         let read_started = std::time::Instant::now();
         let paid = Order {
@@ -231,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_redis_is_a_quick_miss_not_an_error() {
         let url = format!("redis://127.0.0.1:{}", orderly_testkit::free_port());
-        let cache = RedisCache::new(&url, Duration::from_secs(300)).unwrap();
+        let cache = RedisCache::new(&url, &RedisTls::default(), Duration::from_secs(300)).unwrap();
         let order = order();
         // The bound only catches a hang; the operations give up after 500 ms.
         tokio::time::timeout(Duration::from_secs(10), async {

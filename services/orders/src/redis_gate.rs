@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use orderly_core::config::redact_url;
+use orderly_redis::{RedisTls, open_client};
 
 /// Upper bound on one Redis operation as a request sees it.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -17,9 +18,10 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A connection manager that connects on first use (so orderly starts while
-/// Redis is down) and reconnects by itself after Redis comes back.
-pub(crate) fn connect_lazy(url: &str) -> Result<ConnectionManager, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("{}: {e}", redact_url(url)))?;
+/// Redis is down) and reconnects by itself after Redis comes back. `tls`
+/// applies to `rediss://` URLs.
+pub(crate) fn connect_lazy(url: &str, tls: &RedisTls) -> Result<ConnectionManager, String> {
+    let client = open_client(url, tls).map_err(|e| format!("{}: {e}", redact_url(url)))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(OP_TIMEOUT))
         .set_response_timeout(Some(OP_TIMEOUT))

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
 use orderly_core::config::RateLimit;
+use orderly_redis::RedisTls;
 
 use crate::limiter::{Decision, LimiterUnavailable, RateLimiter};
 use crate::redis_gate::{Gate, bounded, connect_lazy, ping};
@@ -42,12 +43,13 @@ impl RedisLimiter {
     /// Keys are `{prefix}{client}`. Connects on first use.
     pub fn new(
         url: &str,
+        tls: &RedisTls,
         rule: RateLimit,
         prefix: &str,
         fail_closed: bool,
     ) -> Result<Self, String> {
         Ok(Self {
-            conn: connect_lazy(url)?,
+            conn: connect_lazy(url, tls)?,
             rule,
             prefix: prefix.to_string(),
             fail_closed,
@@ -131,8 +133,8 @@ mod tests {
         };
         let url = format!("{}/2", orderly_testkit::redis_url());
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
-        let a = RedisLimiter::new(&url, rule(), &prefix, false).unwrap();
-        let b = RedisLimiter::new(&url, rule(), &prefix, false).unwrap();
+        let a = RedisLimiter::new(&url, &RedisTls::default(), rule(), &prefix, false).unwrap();
+        let b = RedisLimiter::new(&url, &RedisTls::default(), rule(), &prefix, false).unwrap();
         for i in 0..10u32 {
             let limiter = if i % 2 == 0 { &a } else { &b };
             let d = limiter.hit("10.0.0.1").await.unwrap();
@@ -168,8 +170,8 @@ mod tests {
     async fn without_redis_it_fails_open_by_default_and_closed_when_configured() {
         // Nothing listens on a port just released.
         let url = format!("redis://127.0.0.1:{}", orderly_testkit::free_port());
-        let open = RedisLimiter::new(&url, rule(), "p:", false).unwrap();
-        let closed = RedisLimiter::new(&url, rule(), "p:", true).unwrap();
+        let open = RedisLimiter::new(&url, &RedisTls::default(), rule(), "p:", false).unwrap();
+        let closed = RedisLimiter::new(&url, &RedisTls::default(), rule(), "p:", true).unwrap();
         for _ in 0..3 {
             let d = tokio::time::timeout(Duration::from_secs(5), open.hit("c"))
                 .await

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use orderly_core::config::OrdersSettings;
+use orderly_core::config::{OrdersSettings, TlsFiles};
 use orderly_core::readiness::ReadinessCheck;
+use orderly_redis::RedisTls;
 
 use crate::OrderService;
 use crate::cache::{MemoryCache, OrderCache};
@@ -59,14 +60,25 @@ pub async fn migrate(settings: &OrdersSettings) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The Redis adapter's form of the `REDIS_*` TLS files.
+fn redis_tls(files: &TlsFiles) -> RedisTls {
+    RedisTls {
+        ca_file: files.ca_file.clone(),
+        client_cert_file: files.cert_file.clone(),
+        client_key_file: files.key_file.clone(),
+    }
+}
+
 pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupError> {
     let store = open_store(settings.database_url.expose()).await?;
     let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
+    let redis_tls = redis_tls(&settings.redis_tls);
 
     let (cache, shared_cache): (Arc<dyn OrderCache>, bool) = match &settings.redis_cache_url {
         Some(url) => {
             let cache = Arc::new(
-                RedisCache::new(url.expose(), settings.cache_ttl).map_err(StartupError::Redis)?,
+                RedisCache::new(url.expose(), &redis_tls, settings.cache_ttl)
+                    .map_err(StartupError::Redis)?,
             );
             if let Err(e) = cache.ping().await {
                 tracing::warn!(error = %e, "the Redis order cache does not answer yet; reading from the database until it does");
@@ -84,6 +96,7 @@ pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupErro
             let limiter = Arc::new(
                 RedisLimiter::new(
                     url.expose(),
+                    &redis_tls,
                     settings.rate_limit,
                     &settings.rate_limit_key_prefix,
                     settings.rate_limit_fail_closed,

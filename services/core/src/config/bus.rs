@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ConfigError;
-use super::env::{Env, Secret, bind_addr, invalid, millis, positive};
+use super::env::{Env, bind_addr, invalid, millis, positive};
+use super::tls::{existing_file, pair};
+use super::{ConfigError, Secret};
 
 /// Which event bus carries the events (`BUS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,141 @@ pub struct KafkaSettings {
     pub topic_prefix: String,
     /// Static group membership (`group.instance.id`); unique per process.
     pub group_instance_id: Option<String>,
+    /// TLS and SASL towards the brokers.
+    pub security: KafkaSecuritySettings,
+}
+
+/// `KAFKA_SECURITY_PROTOCOL` and what it needs, checked: a SASL protocol has a
+/// mechanism and credentials, and no SASL or TLS setting is set for a
+/// protocol that would ignore it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecuritySettings {
+    /// `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, upper case.
+    pub protocol: String,
+    /// With a SASL protocol: the mechanism and credentials.
+    pub sasl: Option<KafkaSasl>,
+    /// `KAFKA_SSL_CA_LOCATION`: PEM CAs trusted instead of the system's.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// `KAFKA_SSL_CERTIFICATE_LOCATION`: the client's PEM certificate.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// `KAFKA_SSL_KEY_LOCATION`: its PEM key.
+    pub ssl_key_location: Option<PathBuf>,
+    /// `KAFKA_SSL_KEY_PASSWORD`: the key's passphrase.
+    pub ssl_key_password: Option<Secret>,
+}
+
+/// SASL towards the brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// `KAFKA_SASL_MECHANISM`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, upper case.
+    pub mechanism: String,
+    /// `KAFKA_SASL_USERNAME`.
+    pub username: String,
+    /// `KAFKA_SASL_PASSWORD`.
+    pub password: Secret,
+}
+
+/// The protocols librdkafka knows.
+const PROTOCOLS: &[&str] = &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+/// The SASL mechanisms built into librdkafka (GSSAPI needs libsasl2).
+const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const SASL_VARS: &[&str] = &[
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+];
+const SSL_VARS: &[&str] = &[
+    "KAFKA_SSL_CA_LOCATION",
+    "KAFKA_SSL_CERTIFICATE_LOCATION",
+    "KAFKA_SSL_KEY_LOCATION",
+    "KAFKA_SSL_KEY_PASSWORD",
+];
+
+fn kafka_security(env: &Env) -> Result<KafkaSecuritySettings, ConfigError> {
+    let protocol = match env.get(&["KAFKA_SECURITY_PROTOCOL"]) {
+        None => "PLAINTEXT".to_string(),
+        Some((name, value)) => {
+            let upper = value.to_ascii_uppercase();
+            if !PROTOCOLS.contains(&upper.as_str()) {
+                return Err(invalid(
+                    &name,
+                    &value,
+                    format!("expected one of {}", PROTOCOLS.join(", ")),
+                ));
+            }
+            upper
+        }
+    };
+    let uses_sasl = protocol.starts_with("SASL_");
+    let uses_tls = protocol.ends_with("SSL");
+    // A setting the protocol would ignore means TLS or SASL was intended.
+    let ignored = |vars: &[&str], needs: &str| match vars.iter().find_map(|v| env.get(&[*v])) {
+        Some((name, value)) => {
+            let shown = if name.ends_with("PASSWORD") {
+                "***".into()
+            } else {
+                value
+            };
+            Err(invalid(
+                &name,
+                &shown,
+                format!("KAFKA_SECURITY_PROTOCOL={protocol} ignores it; {needs}"),
+            ))
+        }
+        None => Ok(()),
+    };
+    let sasl = if uses_sasl {
+        let mechanism = match env.get(&["KAFKA_SASL_MECHANISM"]) {
+            None => {
+                return Err(invalid(
+                    "KAFKA_SASL_MECHANISM",
+                    "",
+                    format!("{protocol} needs one of {}", MECHANISMS.join(", ")),
+                ));
+            }
+            Some((name, value)) => {
+                let upper = value.to_ascii_uppercase();
+                if !MECHANISMS.contains(&upper.as_str()) {
+                    return Err(invalid(
+                        &name,
+                        &value,
+                        format!("unsupported; expected one of {}", MECHANISMS.join(", ")),
+                    ));
+                }
+                upper
+            }
+        };
+        let required = |name: &str| {
+            env.value(&[name])
+                .ok_or_else(|| invalid(name, "", format!("{protocol} needs it")))
+        };
+        Some(KafkaSasl {
+            mechanism,
+            username: required("KAFKA_SASL_USERNAME")?,
+            password: Secret::new(required("KAFKA_SASL_PASSWORD")?),
+        })
+    } else {
+        ignored(SASL_VARS, "use SASL_SSL (or SASL_PLAINTEXT) for SASL")?;
+        None
+    };
+    if !uses_tls {
+        ignored(SSL_VARS, "use SSL or SASL_SSL for TLS")?;
+    }
+    let ssl_certificate_location = existing_file(env, "KAFKA_SSL_CERTIFICATE_LOCATION")?;
+    let ssl_key_location = existing_file(env, "KAFKA_SSL_KEY_LOCATION")?;
+    pair(
+        env,
+        ("KAFKA_SSL_CERTIFICATE_LOCATION", &ssl_certificate_location),
+        ("KAFKA_SSL_KEY_LOCATION", &ssl_key_location),
+    )?;
+    Ok(KafkaSecuritySettings {
+        protocol,
+        sasl,
+        ssl_ca_location: existing_file(env, "KAFKA_SSL_CA_LOCATION")?,
+        ssl_certificate_location,
+        ssl_key_location,
+        ssl_key_password: env.value(&["KAFKA_SSL_KEY_PASSWORD"]).map(Secret::new),
+    })
 }
 
 pub(super) fn bus_kind(env: &Env) -> Result<BusKind, ConfigError> {
@@ -74,6 +210,7 @@ pub(super) fn kafka_settings(env: &Env, bus: BusKind) -> Result<KafkaSettings, C
         fetch_wait_max: millis(env, &["KAFKA_FETCH_WAIT_MAX_MS"], 100)?,
         topic_prefix: env.value(&["KAFKA_TOPIC_PREFIX"]).unwrap_or_default(),
         group_instance_id: env.value(&["KAFKA_GROUP_INSTANCE_ID"]),
+        security: kafka_security(env)?,
     })
 }
 

@@ -24,12 +24,16 @@ mod rate_limit;
 mod reconcile;
 mod stores;
 mod unknown;
+mod tls;
 mod verifier;
 mod worker;
 
 pub use auth::{AuthSettings, GoogleSettings, LoginLimits, TokenFormat};
 pub use broker::{BrokerStorage, BrokerSync, DEFAULT_BROKER_SYNC, DEFAULT_DEDUP_WINDOW};
-pub use bus::{BrokerLimits, BrokerSecurity, BusKind, KafkaSettings, NatsClientSettings};
+pub use bus::{
+    BrokerLimits, BrokerSecurity, BusKind, KafkaSasl, KafkaSecuritySettings, KafkaSettings,
+    NatsClientSettings,
+};
 pub use cors::CorsOrigins;
 pub use doc::{REGENERATE as REGENERATE_CONFIGURATION_DOC, configuration_markdown};
 pub use env::{ConfigError, Env, Secret, redact_url};
@@ -44,6 +48,7 @@ pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
 pub use reconcile::{DEFAULT_RECONCILE_SCHEDULE, ReconcileSettings};
 pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
+pub use tls::TlsFiles;
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 
@@ -109,6 +114,17 @@ impl Settings {
         let orders = orders::orders_settings(env, &data_dir, &auth.public_key_path)?;
         let worker = worker::worker_settings(env)?;
         let reconcile = reconcile::reconcile_settings(env)?;
+        tls::check_postgres_tls(env)?;
+        tls::check_redis_tls_used(
+            env,
+            &jobs.redis_tls,
+            &[
+                jobs.redis_url.as_ref().map(Secret::expose),
+                jobs.results_url.as_ref().map(Secret::expose),
+                orders.redis_cache_url.as_ref().map(Secret::expose),
+                orders.redis_limiter_url.as_ref().map(Secret::expose),
+            ],
+        )?;
         Ok(Self {
             data_dir,
             bus,
@@ -132,3 +148,5 @@ impl Settings {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

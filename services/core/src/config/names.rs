@@ -741,6 +741,96 @@ pub const VARIABLES: &[Variable] = &[
         "`3600`",
         "sent outbox rows older than this are deleted (at least `600`: repairs of orders still PENDING after minutes read their sent events); unsent rows are never deleted",
     ),
+    var(
+        "KAFKA_SECURITY_PROTOCOL",
+        Kafka,
+        "`PLAINTEXT`",
+        "`SSL`, `SASL_SSL` or `SASL_PLAINTEXT` (see [docs/tls.md](docs/tls.md))",
+    ),
+    var(
+        "KAFKA_SASL_MECHANISM",
+        Kafka,
+        "unset (required with `SASL_*`)",
+        "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, and the credentials",
+    ),
+    var(
+        "KAFKA_SASL_USERNAME",
+        Kafka,
+        "unset",
+        "the SASL user (with `SASL_*` protocols)",
+    ),
+    var(
+        "KAFKA_SASL_PASSWORD",
+        Kafka,
+        "unset",
+        "the SASL password (with `SASL_*` protocols)",
+    ),
+    var(
+        "KAFKA_SSL_CA_LOCATION",
+        Kafka,
+        "unset: the system's trust store, no client certificate",
+        "with `SSL`/`SASL_SSL`: PEM CA trusted instead of the system's store; client certificate, key and its passphrase",
+    ),
+    var(
+        "KAFKA_SSL_CERTIFICATE_LOCATION",
+        Kafka,
+        "unset",
+        "client certificate (PEM) for `SSL`/`SASL_SSL`",
+    ),
+    var(
+        "KAFKA_SSL_KEY_LOCATION",
+        Kafka,
+        "unset",
+        "the client certificate's key (PEM)",
+    ),
+    var(
+        "KAFKA_SSL_KEY_PASSWORD",
+        Kafka,
+        "unset",
+        "the passphrase of that key",
+    ),
+    var(
+        "REDIS_CA_FILE",
+        Redis,
+        "unset: the system's trust store, no client certificate",
+        "for every `rediss://` URL: PEM CA trusted instead of the system's store; client certificate and key (both or neither) (see [docs/tls.md](docs/tls.md))",
+    ),
+    var(
+        "REDIS_CLIENT_CERT_FILE",
+        Redis,
+        "unset",
+        "client certificate (PEM) for every `rediss://` URL, with `REDIS_CLIENT_KEY_FILE`",
+    ),
+    var(
+        "REDIS_CLIENT_KEY_FILE",
+        Redis,
+        "unset",
+        "the key of `REDIS_CLIENT_CERT_FILE` (PEM)",
+    ),
+    var(
+        "PGSSLMODE",
+        Databases,
+        "libpq's: `prefer`, none",
+        "TLS to PostgreSQL for every database URL (whose `sslmode=`, `sslrootcert=`, `sslcert=`, `sslkey=` win); `verify-full` checks the server against the system's trust store plus the CA file (see [docs/tls.md](docs/tls.md))",
+    ),
+    var(
+        "PGSSLROOTCERT",
+        Databases,
+        "unset",
+        "libpq's: a CA file trusted besides the system store for PostgreSQL",
+    ),
+    var(
+        "PGSSLCERT",
+        Databases,
+        "unset",
+        "libpq's: a client certificate for PostgreSQL",
+    ),
+    var(
+        "PGSSLKEY",
+        Databases,
+        "unset",
+        "libpq's: the key of `PGSSLCERT`",
+    ),
 ];
 
 /// Every name in [`VARIABLES`], in its order.

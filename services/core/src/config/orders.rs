@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::env::{Env, bind_addr, invalid};
 use super::proxies::{TrustedProxies, trusted_proxies};
 use super::stores::{PgParts, database_url, redis_url, with_redis_db};
+use super::tls::{TlsFiles, redis_tls};
 use super::verifier::verifier_config;
 use super::{ConfigError, RateLimit, Secret, VerifierConfig};
 
@@ -52,6 +53,8 @@ pub struct OrdersSettings {
     pub redis_cache_url: Option<Secret>,
     /// Redis for the rate-limit counters; `None`: in-process limiter.
     pub redis_limiter_url: Option<Secret>,
+    /// `REDIS_CA_FILE` and the client certificate, for `rediss://` URLs.
+    pub redis_tls: TlsFiles,
     /// With Redis unreachable: refuse requests (503) instead of letting them through.
     pub rate_limit_fail_closed: bool,
     /// Prefix of the limiter's Redis keys (lets instances or test runs count apart).
@@ -131,6 +134,7 @@ pub(super) fn orders_settings(
         status_policy,
         redis_cache_url: redis_cache.map(|(_, url)| Secret::new(url.to_string())),
         redis_limiter_url: redis_limiter.map(|url| Secret::new(url.to_string())),
+        redis_tls: redis_tls(env)?,
         rate_limit_fail_closed: env.flag(&["ORDERS_RATE_LIMIT_FAIL_CLOSED"])?,
         rate_limit_key_prefix: env
             .value(&["ORDERS_RATE_LIMIT_KEY_PREFIX"])

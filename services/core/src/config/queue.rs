@@ -2,6 +2,7 @@
 
 use super::env::{Env, invalid};
 use super::stores::{redis_url, with_redis_db};
+use super::tls::{TlsFiles, redis_tls};
 use super::{ConfigError, Secret};
 
 /// Where jobs wait for the worker.
@@ -26,6 +27,8 @@ pub struct JobQueueSettings {
     pub prefix: String,
     /// Deliveries without an ack or failure before a job is poison (`JOB_MAX_DELIVERIES`).
     pub max_deliveries: u32,
+    /// `REDIS_CA_FILE` and the client certificate, for `rediss://` URLs.
+    pub redis_tls: TlsFiles,
 }
 
 /// `JOB_QUEUE=embedded|redis`; unset: redis when a Redis URL for it is set.
@@ -67,5 +70,6 @@ pub(super) fn job_queue_settings(env: &Env) -> Result<JobQueueSettings, ConfigEr
         results_url: results.map(|u| Secret::new(u.to_string())),
         prefix,
         max_deliveries,
+        redis_tls: redis_tls(env)?,
     })
 }

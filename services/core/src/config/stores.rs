@@ -91,7 +91,7 @@ fn postgres_url(env: &Env, vars: &PgParts<'_>) -> Result<Secret, ConfigError> {
     Ok(Secret::new(url.to_string()))
 }
 
-/// A Redis URL setting: `redis://` or `unix://` (no TLS in this build).
+/// A Redis URL setting: `redis://`, `rediss://` (TLS) or `unix://`.
 pub(super) fn redis_url(
     env: &Env,
     names: &[&str],
@@ -102,11 +102,11 @@ pub(super) fn redis_url(
     let parsed =
         url::Url::parse(&value).map_err(|e| invalid(&name, &redact_url(&value), e.to_string()))?;
     match parsed.scheme() {
-        "redis" | "unix" | "redis+unix" => Ok(Some((name, parsed))),
+        "redis" | "rediss" | "unix" | "redis+unix" => Ok(Some((name, parsed))),
         other => Err(invalid(
             &name,
             &redact_url(&value),
-            format!("unknown scheme {other:?} (expected redis:// or unix://)"),
+            format!("unknown scheme {other:?} (expected redis://, rediss:// or unix://)"),
         )),
     }
 }
@@ -114,7 +114,7 @@ pub(super) fn redis_url(
 /// The same server as `url`, database `db` (the old layout: cache 0, results 1, limiter 2).
 pub(super) fn with_redis_db(url: &url::Url, db: u8) -> url::Url {
     let mut url = url.clone();
-    if url.scheme() == "redis" {
+    if matches!(url.scheme(), "redis" | "rediss") {
         url.set_path(&format!("/{db}"));
     } else {
         let others: Vec<(String, String)> = url
