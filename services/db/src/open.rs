@@ -8,7 +8,6 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use crate::query::SqliteDb;
-use crate::sqlite_file;
 use crate::{Db, DbError, DbKind};
 use crate::{sqlite_file, sqlite_sync};
 
