@@ -313,7 +313,7 @@ impl RedisQueue {
                 .await
                 .map_err(to_queue_error)?;
             match reply.first().map(Vec::as_slice) {
-                Some(b"job") if reply.len() % 7 == 0 => {
+                Some(b"job") if reply.len().is_multiple_of(7) => {
                     return Ok(reply
                         .chunks_exact(7)
                         .map(|f| Job {

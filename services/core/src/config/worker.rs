@@ -39,7 +39,7 @@ fn seconds(env: &Env, name: &str, default: Duration) -> Result<Duration, ConfigE
         return Ok(default);
     };
     match value.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
         _ => Err(invalid(
             &name,
             &value,
