@@ -95,8 +95,10 @@ pub(crate) async fn subscribe(
     Ok(Subscription::new(rx, None))
 }
 
-/// How long a closing member waits for each message the server already sent it.
-const GIVE_BACK_WAIT: Duration = Duration::from_millis(50);
+/// How long a closing member waits for each message the server already sent
+/// it. A message that arrives later waits out the ack wait, so this is
+/// generous for a loaded machine; it is paid once, after the last one.
+const GIVE_BACK_WAIT: Duration = Duration::from_millis(500);
 
 /// The member left: `-NAK` what the server already sent for its last pull (at
 /// most one batch), so it does not wait out `ack_wait`. Bounded, because the
