@@ -401,6 +401,7 @@ pub async fn run_jetstream_durable(
         .map_err(|e| anyhow!("stream {name}: {e}"))?
         .create_consumer(pull::Config {
             durable_name: Some("bench".into()),
+            filter_subject: subject.clone(),
             ack_policy: AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: i64::try_from(spec.window.max(1) * 2).unwrap_or(i64::MAX),

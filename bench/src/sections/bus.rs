@@ -253,7 +253,7 @@ async fn durable(cfg: &Config, r: &mut Report, target: DurableTarget) {
         ..spec(cfg, BusRun::Throughput)
     };
     let p = Progress::start(
-        &format!("bus durable {name}"),
+        format!("bus durable {name}"),
         spec.warmup + spec.duration,
         cfg.quiet,
     );
