@@ -23,8 +23,8 @@ mod queue;
 mod rate_limit;
 mod reconcile;
 mod stores;
-mod unknown;
 mod tls;
+mod unknown;
 mod verifier;
 mod worker;
 
@@ -47,8 +47,8 @@ pub use proxies::{IpRange, TrustedProxies};
 pub use queue::{JobQueueKind, JobQueueSettings};
 pub use rate_limit::RateLimit;
 pub use reconcile::{DEFAULT_RECONCILE_SCHEDULE, ReconcileSettings};
-pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
 pub use tls::TlsFiles;
+pub use unknown::{OWN_PREFIXES, UnknownVariable, unknown_variables};
 pub use verifier::VerifierConfig;
 pub use worker::WorkerSettings;
 
