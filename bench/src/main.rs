@@ -11,7 +11,7 @@ use orderly_bench::default_orderly_bin;
 use orderly_bench::ids::PipelineSetup;
 use orderly_bench::sections::{Config, Section, parse_length, run_all};
 
-/// Benchmarks orderly side by side with its peers (README, "Performance").
+/// Benchmarks orderly side by side with its peers (docs/performance.md).
 ///
 /// Starts `orderly all` itself (embedded, then on fresh PostgreSQL databases),
 /// a bare axum server as the HTTP ceiling, and talks to nats-server, Redis and

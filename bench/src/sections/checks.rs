@@ -1,5 +1,5 @@
-//! The ratios and absolute targets computed from the measurements (README,
-//! "Performance"; the targets come from the design).
+//! The ratios and absolute targets computed from the measurements (docs/performance.md;
+//! the targets come from the design).
 
 use crate::ids::{
     ApiTarget, BusRun, BusTarget, DurableTarget, Footprint, MeasurementId, QueueTarget, Workload,
