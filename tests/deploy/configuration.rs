@@ -38,7 +38,7 @@ fn the_configuration_doc_is_generated_from_the_code() {
 fn the_configuration_doc_check_can_fail() {
     let bad = mutate(
         &read(DOC),
-        "| `WORKER_CONCURRENCY` | `4` |",
+        "| `WORKER_CONCURRENCY` | `8000` |",
         "| `WORKER_CONCURRENCY` | `8` |",
     );
     assert_reported(

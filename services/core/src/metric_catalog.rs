@@ -54,6 +54,48 @@ use MetricKind::{Counter, Gauge, Histogram};
 /// Every metric orderly exports.
 pub const METRICS: &[Metric] = &[
     metric(
+        "consumer_pauses_total",
+        Counter,
+        &[],
+        "Times the consumer paused taking events because the job queue was unavailable",
+    ),
+    metric(
+        "jobs_released_total",
+        Counter,
+        &[],
+        "Jobs handed back to the queue without spending an attempt (outage, stop)",
+    ),
+    metric(
+        "outbox_deleted_total",
+        Counter,
+        &[],
+        "Sent outbox rows deleted after their retention",
+    ),
+    metric(
+        "reconciler_orders_requeued_total",
+        Counter,
+        &[],
+        "Orders PENDING too long whose process_order job the reconciler enqueued again",
+    ),
+    metric(
+        "reconciler_runs_total",
+        Counter,
+        &["outcome"],
+        "Reconciler runs, by outcome",
+    ),
+    metric(
+        "worker_jobs_handed_back_total",
+        Counter,
+        &[],
+        "Jobs the worker handed back at a stop or an outage",
+    ),
+    metric(
+        "worker_pauses_total",
+        Counter,
+        &[],
+        "Times the worker paused reserving because a dependency was unavailable",
+    ),
+    metric(
         "token_revocation_poll_failures_total",
         Counter,
         &[],
