@@ -15,6 +15,7 @@ mod error;
 mod lease;
 mod message;
 pub mod metered;
+mod pause;
 mod ports;
 mod retry;
 pub mod schema;
@@ -25,6 +26,7 @@ pub use backoff::Backoff;
 pub use error::{BusError, QueueError};
 pub use lease::{Lease, LocalLease};
 pub use message::{AckKind, Acker, Delivery, Headers, Message, Subscription};
+pub use pause::{Pause, PauseNames};
 pub use ports::{
     Bus, DeadJob, DeadLetter, Features, GroupOptions, Job, JobQueue, NewJob, QueueStats,
     RetryOutcome, StreamConfig,

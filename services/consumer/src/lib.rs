@@ -12,9 +12,7 @@ use orderly_core::Shutdown;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-mod pause;
-
-use pause::Pause;
+use orderly_bus::{Pause, PauseNames};
 
 use orderly_bus::schema::jobs::PROCESS_ORDER;
 
@@ -104,7 +102,7 @@ pub async fn run(
         group = GROUP,
         "consumer started"
     );
-    let pause = Arc::new(Pause::new());
+    let pause = Arc::new(Pause::new(PAUSE));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // No new work while the queue is down: what is held waits for it.
@@ -186,3 +184,11 @@ async fn settle(queue: &dyn JobQueue, delivery: Delivery, pause: &Pause, shutdow
         return;
     }
 }
+
+/// How this role's outage pause shows in metrics and logs.
+const PAUSE: PauseNames = PauseNames {
+    gauge: "consumer_paused",
+    counter: "consumer_pauses_total",
+    paused: "consumer paused: the job queue is unavailable; events are held (not nacked) until it answers",
+    resumed: "consumer resumed: the job queue answers again",
+};

@@ -16,7 +16,6 @@ pub mod maintenance;
 pub mod reconciler;
 
 mod in_flight;
-mod pause;
 mod payments;
 
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use in_flight::InFlight;
-use pause::Pause;
+use orderly_bus::{Pause, PauseNames};
 pub use payments::Payments;
 
 /// Loops taking jobs from the queue; each takes a batch per call, so a few
@@ -95,7 +94,7 @@ impl Worker {
             payments,
             config,
             in_flight: InFlight::default(),
-            pause: Pause::new(),
+            pause: Pause::new(PAUSE),
         }
     }
 
@@ -407,3 +406,11 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 }
+
+/// How this role's outage pause shows in metrics and logs.
+const PAUSE: PauseNames = PauseNames {
+    gauge: "worker_paused",
+    counter: "worker_pauses_total",
+    paused: "worker paused: a dependency is unavailable; jobs are handed back unspent and none are reserved until it answers",
+    resumed: "worker resumed: its dependencies answer again",
+};
