@@ -16,7 +16,6 @@ mod http;
 pub mod ids;
 mod lifetimes;
 mod nats_server;
-mod natsd;
 mod postgres;
 mod progress;
 mod queue;

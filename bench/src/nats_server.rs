@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// nats-server 2.9's file store fsyncs on its own schedule (every 2 minutes);
+/// 2.10 added `sync_interval`, which this one refuses.
+pub(crate) const NATS_FSYNC: &str = "fsync every 2 min (nats-server 2.9 default, not settable)";
+
 pub(crate) struct NatsServer {
     child: Child,
     pub(crate) url: String,

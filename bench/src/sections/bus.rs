@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use orderly_bus::Bus;
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, SyncPolicy};
 use orderly_kafka::{KafkaBus, KafkaConfig};
@@ -231,7 +231,7 @@ fn durable_name(target: DurableTarget, cfg: &Config) -> String {
         DurableTarget::EmbeddedTcpAlways => format!("embedded broker (NATS listener), {always}"),
         DurableTarget::Nats => format!(
             "nats-server JetStream, file storage, {}",
-            crate::natsd::NATS_FSYNC
+            crate::nats_server::NATS_FSYNC
         ),
         DurableTarget::Kafka => format!(
             "Kafka adapter (acks=all, 3 partitions, fetch.wait.max.ms=10) → {}, tansu memory storage: no fsync",
@@ -331,7 +331,9 @@ async fn durable_run(
             res.map(Some)
         }
         DurableTarget::Nats => {
-            let server = crate::natsd::start().await?;
+            let server = tokio::task::spawn_blocking(crate::nats_server::NatsServer::start)
+                .await
+                .context("nats-server start task")??;
             bus::run_jetstream_durable(&server.url, spec, done)
                 .await
                 .map(Some)
