@@ -1,7 +1,7 @@
 //! Starting `orderly all` (the release binary) on a temporary data directory
 //! with OS-chosen ports, and stopping it by its PID.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +18,20 @@ pub fn default_orderly_bin() -> Option<PathBuf> {
     // `cargo test` runs from target/<profile>/deps.
     let up = exe.parent()?.parent()?.join("orderly");
     up.is_file().then_some(up)
+}
+
+/// `ORDERLY_BENCH_SERVER_LOGS=<dir>`: every started server's log lines are
+/// also written to `<dir>/orderly-<pid>.log`, to find out afterwards why a
+/// run came out as it did.
+fn server_log_file(pid: u32) -> Result<Option<std::io::BufWriter<std::fs::File>>> {
+    let Some(dir) = std::env::var_os("ORDERLY_BENCH_SERVER_LOGS") else {
+        return Ok(None);
+    };
+    let path = Path::new(&dir).join(format!("orderly-{pid}.log"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("ORDERLY_BENCH_SERVER_LOGS {dir:?}"))?;
+    let file = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
+    eprintln!("server log: {}", path.display());
+    Ok(Some(std::io::BufWriter::new(file)))
 }
 
 /// A running `orderly` child. Dropping it kills the process (by PID) and removes
@@ -58,9 +72,10 @@ impl OrderlyProcess {
         } else {
             opts.args.clone()
         });
-        // Only what the bench sets: the caller's database or bus settings must not leak in.
+        // Only what the bench sets: the caller's database or bus settings must not
+        // leak in (`RUST_LOG` does, to look into a run).
         cmd.env_clear();
-        for key in ["PATH", "HOME", "TMPDIR", "LANG"] {
+        for key in ["PATH", "HOME", "TMPDIR", "LANG", "RUST_LOG"] {
             if let Ok(v) = std::env::var(key) {
                 cmd.env(key, v);
             }
@@ -95,8 +110,14 @@ impl OrderlyProcess {
         });
         let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let tail_w = tail.clone();
+        let mut log_copy = server_log_file(pid)?;
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log_copy.as_mut()
+                    && writeln!(f, "{line}").is_err()
+                {
+                    log_copy = None;
+                }
                 if let Ok(mut t) = tail_w.lock() {
                     if t.len() >= 20 {
                         t.remove(0);
