@@ -515,37 +515,52 @@ async fn a_worker_stopped_past_its_grace_hands_its_jobs_back_for_another_at_once
         ("WORKER_VISIBILITY_TIMEOUT_SECONDS".into(), "600".into()),
         ("WORKER_PAYMENT_DELAY_MS".into(), "600000".into()),
     ];
-    // A: the API, the relay and the consumer; its own worker holds at most
-    // one job and hands it back the moment A stops.
+    // A: the API, the relay and the consumer; its own worker holds one job
+    // (at most: its payments outlast the test) and hands it back the moment A
+    // stops. It takes that job before W1 starts: an A whose worker were still
+    // free when W1 hands back would take one of W1's jobs and hold it for its
+    // 600 s payment, so W2 could never pay it.
     let mut env_a = common.clone();
     env_a.push(("WORKER_CONCURRENCY".into(), "1".into()));
     env_a.push(("WORKER_STOP_GRACE".into(), "0".into()));
     let mut app = start_role("all", &tmp.path().join("a"), &as_refs(&env_a), 0).await;
-    let mut env_w1 = common.clone();
-    env_w1.push(("WORKER_STOP_GRACE".into(), "1".into()));
-    let mut w1 = start_role("worker", &tmp.path().join("w1"), &as_refs(&env_w1), 0).await;
-
     let (_, token) = app.user("worker-grace@example.com").await;
+    let started = |logs: &str| -> HashSet<String> {
+        logs.lines()
+            .filter_map(|l| order_after(l, "Starting to process order "))
+            .collect()
+    };
     let mut ids = HashSet::new();
-    for _ in 0..ORDERS {
+    let create = async || {
         let order: Value = app
             .create_order(&token, one_item_order())
             .await
             .json()
             .await
             .unwrap();
-        ids.insert(order["id"].as_str().unwrap().to_string());
-    }
-    let started = |logs: &str| -> HashSet<String> {
-        logs.lines()
-            .filter_map(|l| order_after(l, "Starting to process order "))
-            .collect()
+        order["id"].as_str().unwrap().to_string()
     };
+    ids.insert(create().await);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while started(&w1.logs()).len() + started(&app.logs()).len() < ORDERS {
+    while started(&app.logs()).is_empty() {
         assert!(
             Instant::now() < deadline,
-            "the workers never took every job; logs:\n{}\n{}",
+            "A's worker never took its job; logs:\n{}",
+            tail(&app.logs(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut env_w1 = common.clone();
+    env_w1.push(("WORKER_STOP_GRACE".into(), "1".into()));
+    let mut w1 = start_role("worker", &tmp.path().join("w1"), &as_refs(&env_w1), 0).await;
+    for _ in 1..ORDERS {
+        ids.insert(create().await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started(&w1.logs()).len() < ORDERS - 1 {
+        assert!(
+            Instant::now() < deadline,
+            "W1 never took the other jobs; logs:\n{}\n{}",
             tail(&w1.logs(), 30),
             tail(&app.logs(), 30)
         );
@@ -584,9 +599,22 @@ async fn a_worker_stopped_past_its_grace_hands_its_jobs_back_for_another_at_once
     env_w2.retain(|(k, _)| k != "WORKER_PAYMENT_DELAY_MS");
     env_w2.push(("WORKER_PAYMENT_DELAY_MS".into(), "20".into()));
     let w2 = start_role("worker", &tmp.path().join("w2"), &as_refs(&env_w2), 0).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
     for id in &held_by_w1 {
-        app.wait_for_status(&token, id, "PAID", Duration::from_secs(60))
-            .await;
+        loop {
+            let order: Value = app.get_order(&token, id).await.json().await.unwrap();
+            if order["status"] == "PAID" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id}, handed back by W1, not PAID 60 s after W2 started: {order}\n\
+                 W2 logs:\n{}\nA's jobs: {:?}",
+                tail(&w2.logs(), 60),
+                started(&app.logs())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // A's own job goes back when A stops, and W2 pays it too.
     let stopped = tokio::task::block_in_place(|| app.terminate(EXIT_BOUND));
