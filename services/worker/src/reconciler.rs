@@ -34,6 +34,10 @@ pub const TASK: &str = "reconcile";
 const DEAD_LETTERS_READ: usize = 10_000;
 /// A run that takes longer than this lets another instance start one.
 const LEASE_TTL: Duration = Duration::from_secs(120);
+/// A scheduled run goes on page after page while pages come back full (an
+/// outage can strand thousands of orders in seconds) for at most this long,
+/// well inside the lease; the next run goes on where it stopped.
+const RUN_BUDGET: Duration = Duration::from_secs(30);
 
 /// The job id the consumer gives an order's job (one function for both:
 /// [`orderly_bus::schema::jobs::process_order_job_id`]).
@@ -53,6 +57,8 @@ pub struct ReconcilerConfig {
 /// What one run found among the stale orders it looked at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
+    /// Pages of stale orders read.
+    pub pages: u64,
     /// Stale PENDING orders looked at.
     pub looked_at: u64,
     /// Their job was missing and is enqueued again.
@@ -110,6 +116,7 @@ impl Reconciler {
             stale.last().cloned()
         };
         let mut done = Reconciled {
+            pages: 1,
             looked_at: stale.len() as u64,
             ..Reconciled::default()
         };
@@ -158,13 +165,32 @@ impl Reconciler {
         Ok(done)
     }
 
+    /// A scheduled run: pages of stale orders one after the other until a
+    /// short page (the end of the list) or [`RUN_BUDGET`], so a backlog of
+    /// thousands is repaired in one run rather than one page per schedule tick.
+    pub async fn run_pages(&self) -> Result<Reconciled, ReconcileError> {
+        let started = std::time::Instant::now();
+        let mut total = Reconciled::default();
+        loop {
+            let page = self.run_once().await?;
+            total.pages += page.pages;
+            total.looked_at += page.looked_at;
+            total.requeued += page.requeued;
+            total.in_queue += page.in_queue;
+            total.dead += page.dead;
+            if page.looked_at < u64::from(self.config.batch) || started.elapsed() >= RUN_BUDGET {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The run as a maintenance task: what it did, in words, for the log.
     pub fn task(self: &Arc<Self>) -> Periodic {
         let reconciler = self.clone();
         let mut task = Periodic::new(TASK, self.config.after, move || {
             let reconciler = reconciler.clone();
             async move {
-                let done = reconciler.run_once().await;
+                let done = reconciler.run_pages().await;
                 let outcome = if done.is_ok() { "ok" } else { "error" };
                 metrics::counter!("reconciler_runs_total", "outcome" => outcome).increment(1);
                 let done = done.map_err(|e| e.to_string())?;

@@ -102,6 +102,7 @@ async fn a_stranded_order_gets_its_job_once_and_a_fresh_order_is_left_alone() {
     assert_eq!(
         first,
         Reconciled {
+            pages: 1,
             looked_at: 1,
             requeued: 1,
             in_queue: 0,
@@ -226,6 +227,20 @@ async fn orders_with_dead_jobs_do_not_hide_the_ones_after_them() {
         .expect("the later order's job");
     let payload: ProcessOrder = serde_json::from_slice(&job.payload).unwrap();
     assert_eq!(payload.order_id, later.id);
+}
+
+/// An outage strands far more orders than one page: a scheduled run goes on
+/// page after page and enqueues every one of them, not one page per tick.
+#[tokio::test]
+async fn one_run_repairs_a_backlog_larger_than_a_page() {
+    let f = fixture().await;
+    let r = reconciler(&f, 10);
+    for _ in 0..35 {
+        order_aged(&f.store, AFTER * 2).await;
+    }
+    let done = r.run_pages().await.unwrap();
+    assert_eq!((done.requeued, done.pages), (35, 4), "{done:?}");
+    assert_eq!(f.queue.stats(PROCESS_ORDER).await.unwrap().waiting, 35);
 }
 
 /// Two processes' reconcilers on one store and queue, ticking together: the

@@ -733,7 +733,7 @@ pub const VARIABLES: &[Variable] = &[
         "RECONCILE_BATCH",
         Worker,
         "`100`",
-        "orders the reconciler looks at per run (at most 1000)",
+        "orders the reconciler reads per page; a run reads pages while they come back full, for up to 30 s (at most 1000)",
     ),
     var(
         "ORDERS_OUTBOX_RETENTION_SECONDS",
