@@ -42,6 +42,8 @@ enum Fault {
     PublishTwice,
     /// Claims durability, but a restart (or a crash) comes back empty.
     ForgetOnRestart,
+    /// Claims durability, but a crash loses the acks: acked messages come back.
+    AcksLostInCrash,
     IgnoreInProgress,
     /// A plain subscriber starts at the beginning of the stream, like a new group.
     PlainSubscribersReplay,
@@ -110,6 +112,8 @@ struct Shared {
     /// The last job reserved and how many reserves were made, for [`Fault::HandOutTwice`].
     last_job: Mutex<Option<Job>>,
     reserves: AtomicUsize,
+    /// Messages acked since the last crash, for [`Fault::AcksLostInCrash`].
+    acked: Mutex<Vec<Message>>,
 }
 
 struct FaultyBus {
@@ -191,6 +195,32 @@ impl Drop for FaultyAcker {
             // Acked unless it was nacked already.
             self.inner.ack();
         }
+    }
+}
+
+/// Acks the real delivery and remembers its message.
+struct RecordingAcker {
+    inner: Delivery,
+    shared: Arc<Shared>,
+}
+
+impl Acker for RecordingAcker {
+    fn settle(&self, kind: AckKind) {
+        match kind {
+            AckKind::Ack => {
+                if self.inner.ack() {
+                    let m = self.inner.message.clone();
+                    self.shared.acked.lock().expect("lock").push(m);
+                }
+            }
+            AckKind::Nack(delay) => {
+                self.inner.nack(delay);
+            }
+        }
+    }
+
+    fn in_progress(&self) {
+        self.inner.in_progress();
     }
 }
 
@@ -298,7 +328,10 @@ impl FaultyBus {
 #[async_trait]
 impl Bus for FaultyBus {
     fn features(&self) -> Features {
-        let declared = features_with(self.fault == Fault::ForgetOnRestart);
+        let declared = features_with(matches!(
+            self.fault,
+            Fault::ForgetOnRestart | Fault::AcksLostInCrash
+        ));
         if self.fault == Fault::MisreportFeatures {
             return Features {
                 max_payload: 2 * DECLARED_MAX,
@@ -418,6 +451,15 @@ impl Bus for FaultyBus {
             | Fault::NackIgnoresDelay
             | Fault::DropAcks => relay(sub, move |d| Some(faulty_delivery(d, fault))),
             Fault::EnsureStreamRecreates => self.without_lost(sub),
+            Fault::AcksLostInCrash => {
+                let shared = self.shared.clone();
+                relay(sub, move |d| {
+                    let (message, attempt) = (d.message.clone(), d.attempt);
+                    let shared = shared.clone();
+                    let acker = Arc::new(RecordingAcker { inner: d, shared });
+                    Some(Delivery::with_acker(message, attempt, acker))
+                })
+            }
             _ => sub,
         })
     }
@@ -640,6 +682,16 @@ impl BusFactory for Factory {
     }
 
     async fn crash_broker(&self) -> Result<(), BusError> {
+        if self.fault == Fault::AcksLostInCrash {
+            // The broker keeps its messages; what was acked is undone, here
+            // by publishing it again.
+            let broker = self.broker().await?;
+            let acked = std::mem::take(&mut *self.shared.acked.lock().expect("lock"));
+            for m in acked {
+                broker.publish(m).await?;
+            }
+            return Ok(());
+        }
         self.start_over().await
     }
 }
@@ -1023,6 +1075,20 @@ fn a_bus_that_forgets_on_a_crash_fails_durable_resume_after_crash() {
         forgetful_caps(),
     );
     assert!(why.contains("missing"), "{why}");
+}
+
+#[test]
+fn a_bus_that_loses_acks_in_a_crash_fails_durable_resume_after_crash() {
+    let why = bus_case_fails(
+        "durable_resume_after_crash",
+        bus::durable_resume_after_crash,
+        Fault::AcksLostInCrash,
+        forgetful_caps(),
+    );
+    assert!(
+        why.contains("acked messages came back after the crash"),
+        "{why}"
+    );
 }
 
 #[test]
