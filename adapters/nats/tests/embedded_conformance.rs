@@ -4,7 +4,8 @@
 //!
 //! The broker runs in a child process (this test binary again, running only
 //! [`broker_child`]), and the factory restarts it by crashing it: SIGKILL,
-//! then a new child on the same directory and port. Before the kill the
+//! then a new child on the same directory and port (the same for a restart
+//! and a crash: the child has no graceful stop). Before the kill the
 //! clients flush, so the acks given before the restart reached the broker
 //! (an ack lost in a crash is a redelivery, which the restart cases would
 //! take for a lost ack); nothing is closed or synced gracefully. async-nats
@@ -44,6 +45,7 @@ fn caps() -> BusCaps {
     )
     .wildcards(true)
     .broker_restart(true)
+    .broker_crash(true)
     .clients_survive_restart(true)
 }
 
@@ -169,6 +171,10 @@ impl BusFactory for Factory {
     }
 
     async fn restart_broker(&self) -> Result<(), BusError> {
+        self.crash_broker().await
+    }
+
+    async fn crash_broker(&self) -> Result<(), BusError> {
         // Acks leave on tasks of their own: let those run, then flush, so
         // every ack given before the restart reached the broker.
         tokio::time::sleep(ACKS_SENT).await;

@@ -88,6 +88,11 @@ impl QueueFactory for Restarted {
             .ok_or_else(|| QueueError::Unavailable("redis-server could not be started".into()))?;
         server.restart().map_err(QueueError::Unavailable)
     }
+
+    /// The restart is a SIGKILL already.
+    async fn crash(&self) -> Result<(), QueueError> {
+        self.restart().await
+    }
 }
 
 mod shared {
@@ -104,5 +109,6 @@ mod restarted {
         QueueCaps::new("redis-restarted")
             .durable(true)
             .restart(true)
+            .crash(true)
     );
 }

@@ -58,6 +58,11 @@
 //! A factory that can restart its broker (stop it and start it again on the
 //! same data) implements [`BusFactory::restart_broker`] and says so with
 //! [`BusCaps::broker_restart`]; the durability cases then cross a real restart.
+//! A factory whose broker runs in a process of its own can also crash it
+//! (SIGKILL: no close, no final sync) with [`BusFactory::crash_broker`] and
+//! [`BusCaps::broker_crash`]; the `…_after_crash` cases then check what a
+//! durable adapter promises on a process crash: nothing acknowledged is lost.
+//! The queue suite has the same pair ([`QueueFactory::crash`], [`QueueCaps::crash`]).
 //!
 //! # Environment
 //!
@@ -82,7 +87,7 @@ use async_trait::async_trait;
 use crate::{Bus, BusError, Features, JobQueue, QueueError, RetryPolicy, StreamConfig};
 
 #[doc(hidden)]
-pub use runner::{run_bus_case, run_queue_case};
+pub use runner::{run_bus_case, run_queue_case, unreported};
 
 /// Environment variable: any value but empty or `0` shrinks the counts.
 pub const SHORT_ENV: &str = "ORDERLY_CONFORMANCE_SHORT";
@@ -122,6 +127,8 @@ pub struct BusCaps {
     pub dead_letters: bool,
     /// The factory implements [`BusFactory::restart_broker`].
     pub broker_restart: bool,
+    /// The factory implements [`BusFactory::crash_broker`].
+    pub broker_crash: bool,
     /// Bus handles opened before a broker restart keep working after it
     /// (they reconnect); otherwise the cases connect anew after a restart.
     pub clients_survive_restart: bool,
@@ -139,6 +146,7 @@ impl BusCaps {
             exactly_once: false,
             dead_letters: false,
             broker_restart: false,
+            broker_crash: false,
             clients_survive_restart: false,
             time_scale: 1,
         }
@@ -168,6 +176,12 @@ impl BusCaps {
         self
     }
 
+    /// Sets [`BusCaps::broker_crash`].
+    pub fn broker_crash(mut self, yes: bool) -> Self {
+        self.broker_crash = yes;
+        self
+    }
+
     /// Sets [`BusCaps::clients_survive_restart`].
     pub fn clients_survive_restart(mut self, yes: bool) -> Self {
         self.clients_survive_restart = yes;
@@ -190,6 +204,8 @@ pub struct QueueCaps {
     pub durable: bool,
     /// The factory implements [`QueueFactory::restart`].
     pub restart: bool,
+    /// The factory implements [`QueueFactory::crash`].
+    pub crash: bool,
     /// Multiplies every visibility timeout, delay and deadline of the cases.
     pub time_scale: u32,
 }
@@ -201,6 +217,7 @@ impl QueueCaps {
             adapter: adapter.into(),
             durable: false,
             restart: false,
+            crash: false,
             time_scale: 1,
         }
     }
@@ -214,6 +231,12 @@ impl QueueCaps {
     /// Sets [`QueueCaps::restart`].
     pub fn restart(mut self, yes: bool) -> Self {
         self.restart = yes;
+        self
+    }
+
+    /// Sets [`QueueCaps::crash`].
+    pub fn crash(mut self, yes: bool) -> Self {
+        self.crash = yes;
         self
     }
 
@@ -239,6 +262,17 @@ pub trait BusFactory: Send + Sync + 'static {
             "this factory cannot restart its broker".into(),
         ))
     }
+
+    /// Kills the process that owns the broker (SIGKILL: nothing is closed or
+    /// synced) and starts it again on the same data. What clients sent before
+    /// the call (acks included) has reached the broker; what the broker did
+    /// with it is the case's question. Called only with [`BusCaps::broker_crash`];
+    /// handles survive it where [`BusCaps::clients_survive_restart`] says so.
+    async fn crash_broker(&self) -> Result<(), BusError> {
+        Err(BusError::Other(
+            "this factory cannot crash its broker".into(),
+        ))
+    }
 }
 
 /// Makes the job queue clients of one case.
@@ -257,6 +291,15 @@ pub trait QueueFactory: Send + Sync + 'static {
     /// with [`QueueCaps::restart`]; clients are connected anew afterwards.
     async fn restart(&self) -> Result<(), QueueError> {
         Err(QueueError::Other("this factory cannot restart".into()))
+    }
+
+    /// Kills the process that owns the queue (SIGKILL: nothing is closed or
+    /// synced) and starts it again on the same data. Called only with
+    /// [`QueueCaps::crash`]; clients are connected anew afterwards.
+    async fn crash(&self) -> Result<(), QueueError> {
+        Err(QueueError::Other(
+            "this factory cannot crash its queue".into(),
+        ))
     }
 }
 
@@ -348,6 +391,13 @@ impl BusCx {
             .unwrap_or_else(|e| panic!("factory could not restart the broker: {e}"));
     }
 
+    pub(crate) async fn crash_broker(&self) {
+        self.factory
+            .crash_broker()
+            .await
+            .unwrap_or_else(|e| panic!("factory could not crash the broker: {e}"));
+    }
+
     /// `conf.<uuid>.<tail>`: a subject no other case or run uses.
     pub(crate) fn subject(&self, tail: &str) -> String {
         format!("conf.{}.{tail}", self.id)
@@ -419,6 +469,13 @@ impl QueueCx {
             .unwrap_or_else(|e| panic!("factory could not restart: {e}"));
     }
 
+    pub(crate) async fn crash(&self) {
+        self.factory
+            .crash()
+            .await
+            .unwrap_or_else(|e| panic!("factory could not crash the queue: {e}"));
+    }
+
     pub(crate) fn count(&self, full: usize, short: usize) -> usize {
         if self.short { short } else { full }
     }
@@ -463,6 +520,7 @@ macro_rules! bus_conformance {
             payload_over_limit
             concurrent_publishers_and_subscribers
             broker_restart
+            durable_resume_after_crash
             close_ends_subscriptions
             // BUS CASES END
         }
@@ -490,6 +548,7 @@ macro_rules! queue_conformance {
             stats_count
             concurrent_workers_never_share_a_job
             restart_keeps_queued_work
+            jobs_kept_after_crash
             release_spends_no_attempt
             reserve_many_takes_a_batch
             // QUEUE CASES END

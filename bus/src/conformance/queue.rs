@@ -440,6 +440,93 @@ pub async fn restart_keeps_queued_work(cx: Arc<QueueCx>) -> Verdict {
     Verdict::Pass
 }
 
+/// The process that owns the queue is killed (SIGKILL) and starts again on
+/// the same data: a process crash loses nothing acknowledged. Waiting jobs
+/// run; a job reserved at the crash runs again as a later attempt (when is
+/// the adapter's choice: the embedded queue hands it out at once, since its
+/// workers die with its process, Redis after the visibility timeout); a
+/// retrying job keeps its error; a dead job stays in the dead letters with
+/// its errors and does not run; an acked job does not run again and its id
+/// is still remembered.
+pub async fn jobs_kept_after_crash(cx: Arc<QueueCx>) -> Verdict {
+    if !cx.caps().durable {
+        return Verdict::skip("adapter is not durable");
+    }
+    if !cx.caps().crash {
+        return Verdict::skip("the factory cannot crash the queue");
+    }
+    // One retry: a second failure is final.
+    let policy = quick(&cx, 1);
+    let q = cx.connect(policy).await;
+    for id in ["done", "crashed", "retrying", "dead", "w1", "w2"] {
+        assert!(enqueue(&*q, cx.queue(), id, id).await);
+    }
+    let (mut acked, mut held, mut failed, mut dead) = (false, false, false, 0);
+    while !(acked && held && failed && dead == 2) {
+        let j = reserve(&cx, &*q, cx.ms(1500), "a job before the crash").await;
+        match j.id.as_str() {
+            "done" if !acked => {
+                ack(&*q, &j).await;
+                acked = true;
+            }
+            "retrying" if !failed => {
+                q.fail(&j, "first failure").await.expect("fail");
+                failed = true;
+            }
+            "dead" if dead < 2 => {
+                dead += 1;
+                let outcome = q.fail(&j, &format!("fatal {dead}")).await.expect("fail");
+                if dead == 2 {
+                    assert_eq!(outcome, RetryOutcome::Dead, "the second failure is final");
+                }
+            }
+            // Held past the crash, as by a worker that died with it.
+            "crashed" => held = true,
+            _ => {}
+        }
+    }
+    drop(q);
+    cx.crash().await;
+    let q = cx.connect(policy).await;
+    let mut want: BTreeSet<&str> = ["crashed", "retrying", "w1", "w2"].into();
+    while !want.is_empty() {
+        let j = reserve(&cx, &*q, cx.ms(LONG_MS), "jobs after the crash").await;
+        match j.id.as_str() {
+            "done" => panic!("an acked job ran again after the crash"),
+            "dead" => panic!("a dead job ran again after the crash"),
+            "crashed" => assert!(
+                j.attempt >= 2,
+                "the run cut by the crash counts as an attempt"
+            ),
+            "retrying" => assert_eq!(
+                j.errors,
+                vec!["first failure".to_string()],
+                "a retrying job keeps its error across the crash"
+            ),
+            _ => {}
+        }
+        want.remove(j.id.as_str());
+        ack(&*q, &j).await;
+    }
+    let dead_jobs = q.dead_letters(cx.queue(), 10).await.expect("dead_letters");
+    let letter = dead_jobs
+        .iter()
+        .find(|d| d.id == "dead")
+        .unwrap_or_else(|| panic!("the dead job is gone after the crash: {dead_jobs:?}"));
+    assert_eq!(
+        letter.errors,
+        vec!["fatal 1".to_string(), "fatal 2".to_string()],
+        "a dead job keeps its errors across the crash"
+    );
+    assert!(
+        !enqueue(&*q, cx.queue(), "done", "again").await,
+        "the id of a job that ran was forgotten in the crash"
+    );
+    assert_empty(&cx, &*q, cx.queue(), "every job ran").await;
+    assert_eq!(stats(&*q, cx.queue()).await.dead, 1, "one dead job");
+    Verdict::Pass
+}
+
 /// `release` hands a reservation back without spending an attempt: the job
 /// is reserved again with the same attempt number and errors (after the
 /// given delay, at once for zero), the old reservation can no longer be

@@ -170,6 +170,90 @@ pub async fn broker_restart(cx: Arc<BusCx>) -> Verdict {
     Verdict::Pass
 }
 
+/// The broker's process is killed (SIGKILL) with a group's deliveries acked,
+/// in flight and not yet delivered, and starts again on the same data: on a
+/// durable adapter a process crash loses nothing acknowledged. Every message
+/// that was not acked comes (those in flight at the crash as a redelivery,
+/// attempt 2 or later), no acked one comes back, and publishing works again.
+pub async fn durable_resume_after_crash(cx: Arc<BusCx>) -> Verdict {
+    if !cx.features().durable {
+        return Verdict::skip("adapter is not durable");
+    }
+    if !cx.caps().broker_crash {
+        return Verdict::skip("the factory cannot crash the broker");
+    }
+    let survive = cx.caps().clients_survive_restart;
+    let bus = cx.connect().await;
+    cx.ensure_stream(&*bus).await;
+    let subject = cx.subject("crash");
+    let ack_wait = cx.ms(2000);
+    let all = names("m", cx.count(20, 10));
+    for p in &all {
+        publish(&*bus, msg(&subject, p)).await;
+    }
+    let mut sub = group(&*bus, &subject, &cx.group("g"), ack_wait, 4).await;
+    let mut acked = BTreeSet::new();
+    for _ in 0..all.len() / 2 {
+        let d = next(&mut sub, cx.ms(DEADLINE_MS), "a delivery to ack").await;
+        assert!(d.ack());
+        acked.insert(text(&d));
+    }
+    // Delivered, never settled: in flight when the broker dies.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(next(&mut sub, cx.ms(DEADLINE_MS), "a delivery to hold").await);
+    }
+    let in_flight: BTreeSet<String> = held.iter().map(text).collect();
+    let (bus, sub) = if survive {
+        cx.crash_broker().await;
+        (bus, Some(sub))
+    } else {
+        drop(sub);
+        drop(bus);
+        cx.crash_broker().await;
+        let bus = cx.connect().await;
+        cx.ensure_stream(&*bus).await;
+        (bus, None)
+    };
+    drop(held);
+    publish_after_restart(&cx, &*bus, msg(&subject, "after")).await;
+    let sub = match sub {
+        Some(sub) => sub,
+        None => group(&*bus, &subject, &cx.group("g"), ack_wait, 64).await,
+    };
+    let (_r, mut rx) = reader(sub, 0);
+    let mut want: BTreeSet<String> = set(&all).difference(&acked).cloned().collect();
+    want.insert("after".to_string());
+    let mut got = gather(
+        &mut rx,
+        &want,
+        ack_wait + cx.ms(DEADLINE_MS),
+        "after the broker crashed",
+    )
+    .await;
+    while let Ok(Some(g)) = tokio::time::timeout(cx.ms(300), rx.recv()).await {
+        got.push(g);
+    }
+    let back: Vec<&str> = got
+        .iter()
+        .map(|g| g.payload.as_str())
+        .filter(|p| acked.contains(*p))
+        .collect();
+    assert!(
+        back.is_empty(),
+        "acked messages came back after the crash: {back:?}"
+    );
+    for g in got.iter().filter(|g| in_flight.contains(&g.payload)) {
+        assert!(
+            g.attempt >= 2,
+            "{} was in flight at the crash but came back as attempt {}",
+            g.payload,
+            g.attempt
+        );
+    }
+    Verdict::Pass
+}
+
 /// `close` ends every subscription (after what they already hold), later
 /// calls fail with [`BusError::Closed`], a held delivery can still be acked
 /// without a panic, and closing twice is harmless.

@@ -30,8 +30,8 @@ pub use self::groups::{
     messages_before_group_first_subscribes, order_per_key,
 };
 pub use self::lifecycle::{
-    broker_restart, close_ends_subscriptions, durable_resume_after_restart,
-    ensure_stream_is_idempotent,
+    broker_restart, close_ends_subscriptions, durable_resume_after_crash,
+    durable_resume_after_restart, ensure_stream_is_idempotent,
 };
 pub use self::payloads::{headers_round_trip, payload_near_limit, payload_over_limit};
 pub use self::progress::in_progress_holds_a_delivery;
