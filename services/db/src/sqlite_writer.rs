@@ -263,9 +263,22 @@ impl SqliteTx {
 }
 
 impl Drop for SqliteTx {
+    /// Undone at once, not by the next writer: until then the group's open
+    /// transaction would hold SQLite's write lock against every other process
+    /// on the file. Members of the group that already committed their part
+    /// get the group's commit from here.
     fn drop(&mut self) {
         if let Some(mut state) = self.state.take() {
             state.abandoned = true;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = state.settle().await {
+                        state.abort_group(&e).await;
+                    } else if let Err(e) = state.commit_group().await {
+                        tracing::warn!(error = %e, "SQLite group commit after a dropped transaction failed");
+                    }
+                });
+            }
         }
     }
 }

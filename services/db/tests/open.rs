@@ -205,3 +205,47 @@ async fn sqlite_commits_are_synced_fully_unless_the_url_asks_for_normal() {
     let error = error.to_string();
     assert!(error.contains("synchronous"), "{error}");
 }
+
+/// A write transaction dropped after an error (a failed statement, a caller
+/// that gave up) gives SQLite's write lock back at once, not at this
+/// process's next write: another process on the same file (a worker beside
+/// the orders service) would be refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_sqlite_transaction_releases_the_write_lock_for_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("things.db");
+    let db = open(&sqlite_url(&file), &MIGRATIONS).await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    query("INSERT INTO things (id, uid, at, doc, note) VALUES ($1, $2, $3, $4, $5)")
+        .bind(1_i64)
+        .bind(Uuid::now_v7())
+        .bind(OffsetDateTime::now_utc())
+        .bind(Arg::Json("{}".into()))
+        .bind(None::<&str>)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    drop(tx);
+
+    // Another process's connection, with a second of patience.
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=rw", file.display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("PRAGMA busy_timeout = 1000")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let took = sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO things (id, uid, at, doc) VALUES (2, x'00', '2026-01-01', '{}'); COMMIT")
+        .execute(&mut other)
+        .await;
+    assert!(
+        took.is_ok(),
+        "another process could not write after the dropped transaction: {took:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM things")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the dropped transaction's row was not rolled back");
+    db.close().await;
+}
