@@ -744,6 +744,34 @@ async fn messages_older_than_max_age_are_dropped() {
     assert_eq!(s.lock().message_count(), 0);
 }
 
+/// A subject no durable group reads grows the stream only up to the cap, the
+/// oldest going first; what a group still has to read is never dropped.
+#[tokio::test]
+async fn messages_no_group_reads_are_capped_and_a_groups_are_kept() {
+    let b = in_memory().await;
+    b.ensure_stream(StreamConfig::new("capped", &["capped.*"]))
+        .await
+        .unwrap();
+    let _group = b
+        .subscribe_group("capped.read", "g", GroupOptions::default())
+        .await
+        .unwrap();
+    let s = b.stream_for_test("capped");
+    for i in 0..100 {
+        s.lock()
+            .append(Message::new("capped.read", format!("{i}")), true)
+            .unwrap();
+        s.lock()
+            .append(Message::new("capped.nobody", vec![0u8; 1000]), true)
+            .unwrap();
+    }
+    assert_eq!(s.lock().message_count(), 200);
+    s.lock().drop_unclaimed_over(11_000);
+    // Ten unread 1 kB messages fit under the cap; every message the group
+    // has not read yet stays.
+    assert_eq!(s.lock().message_count(), 110);
+}
+
 #[tokio::test]
 async fn a_dedup_id_is_forgotten_after_max_age() {
     let b = in_memory().await;

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{MSG_ID, Stream, duration_ms, seen_size, wall_ms};
+use super::{MSG_ID, Stream, UNCLAIMED_MAX_BYTES, duration_ms, msg_size, seen_size, wall_ms};
 use crate::embedded::record::{Record, encode_seen_framed};
+use crate::subject;
 
 /// Compaction starts once the log is at least [`super::COMPACT_MIN_BYTES`] large
 /// and live content is below this share of it (1/4 = 25%).
@@ -64,6 +65,7 @@ impl Stream {
         for seq in old {
             self.remove_msg(seq);
         }
+        self.drop_unclaimed_over(UNCLAIMED_MAX_BYTES);
         let window = max_age.min(duration_ms(self.dedup_window));
         let id_cutoff = now_ms.saturating_sub(window);
         if self.seen_oldest_ms < id_cutoff {
@@ -90,6 +92,39 @@ impl Stream {
             tracing::debug!(stream = %self.name, count = before - self.seen.len(), "dedup ids past the dedup window forgotten");
         }
         self.maybe_compact();
+    }
+
+    /// Drops the oldest messages no durable group matches while they add up
+    /// to more than `cap` bytes. A message some group matches stays until that
+    /// group settles it.
+    pub(crate) fn drop_unclaimed_over(&mut self, cap: u64) {
+        if self.live_bytes <= cap {
+            return;
+        }
+        let unclaimed: Vec<(u64, u64)> = self
+            .msgs
+            .values()
+            .filter(|m| {
+                !self
+                    .groups
+                    .iter()
+                    .any(|g| subject::matches(&g.filter, &m.msg.subject))
+            })
+            .map(|m| (m.seq, msg_size(m)))
+            .collect();
+        let mut total: u64 = unclaimed.iter().map(|(_, size)| size).sum();
+        let mut dropped = 0usize;
+        for (seq, size) in unclaimed {
+            if total <= cap {
+                break;
+            }
+            self.remove_msg(seq);
+            total -= size;
+            dropped += 1;
+        }
+        if dropped > 0 {
+            tracing::debug!(stream = %self.name, count = dropped, "messages no group reads dropped over the cap");
+        }
     }
 
     /// Whether the log is mostly dead weight and worth rewriting.

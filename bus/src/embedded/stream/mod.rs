@@ -54,7 +54,13 @@ pub(crate) const COMPACT_MIN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long dedup ids are remembered unless the broker says otherwise
 /// (never longer than the stream's `max_age`).
-pub(crate) const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
+/// Messages that no durable group reads (a subject only plain subscribers
+/// follow) are kept for a group that may subscribe later, but in memory and
+/// at full rate they would grow by the gigabyte until `max_age`: past this
+/// many bytes of them per stream, the oldest go first.
+pub(crate) const UNCLAIMED_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The member id of pull consumers (the job queue); never has a push channel.
 pub(crate) const PULL_MEMBER: u64 = 0;

@@ -24,8 +24,10 @@ pub enum BrokerSync {
 /// fsynced every 50 ms (a power cut loses at most the last 50 ms).
 pub const DEFAULT_BROKER_SYNC: BrokerSync = BrokerSync::Interval(Duration::from_millis(50));
 
-/// The default dedup window: one hour.
-pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+/// The default dedup window: two minutes, as JetStream's. Ids are kept per
+/// message published (thousands a second at full rate), and a duplicate that
+/// comes later still pays nothing twice: an order becomes PAID once.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
 
 impl FromStr for BrokerSync {
     type Err = String;
@@ -61,7 +63,7 @@ impl fmt::Display for BrokerSync {
 pub struct BrokerStorage {
     /// `ORDERLY_BROKER_SYNC` (`interval:50`).
     pub sync: BrokerSync,
-    /// `ORDERLY_BROKER_DEDUP_WINDOW_SECONDS` (3600): how long a job id (any
+    /// `ORDERLY_BROKER_DEDUP_WINDOW_SECONDS` (120): how long a job id (any
     /// dedup id) is remembered after it was published; ids of jobs still
     /// queued are kept regardless.
     pub dedup_window: Duration,

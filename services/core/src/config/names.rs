@@ -708,7 +708,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "ORDERLY_BROKER_DEDUP_WINDOW_SECONDS",
         Bus,
-        "`3600`",
+        "`120`",
         "how long the embedded broker remembers a job id (any dedup id) after it was published; ids of jobs still queued are kept regardless",
     ),
     var(

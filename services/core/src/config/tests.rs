@@ -477,7 +477,7 @@ fn the_broker_fsyncs_every_50_ms_by_default_and_can_be_told_otherwise() {
         s.broker_storage.sync,
         BrokerSync::Interval(Duration::from_millis(50))
     );
-    assert_eq!(s.broker_storage.dedup_window, Duration::from_secs(3600));
+    assert_eq!(s.broker_storage.dedup_window, Duration::from_secs(120));
     let env = Env::from_pairs([
         ("ORDERLY_BROKER_SYNC", "always"),
         ("ORDERLY_BROKER_DEDUP_WINDOW_SECONDS", "600"),
