@@ -125,9 +125,9 @@ impl Visitor {
 impl Console {
     /// The visitor of a page, or the response that turns it away: refused
     /// outright off loopback without a token, sent to sign in with one.
-    fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, Response> {
+    fn visitor(&self, headers: &HeaderMap) -> Result<Visitor, Box<Response>> {
         if let Access::Refused = self.parts.access {
-            return Err(refused());
+            return Err(Box::new(refused()));
         }
         if let Some(session) = self.sessions.find(headers) {
             return Ok(Visitor {
@@ -140,7 +140,7 @@ impl Console {
                 session: self.sessions.open("loopback"),
                 new: true,
             }),
-            _ => Err(see_other("/console/login")),
+            _ => Err(Box::new(see_other("/console/login"))),
         }
     }
 
@@ -150,33 +150,33 @@ impl Console {
         &self,
         headers: &HeaderMap,
         form: &HashMap<String, String>,
-    ) -> Result<Session, Response> {
+    ) -> Result<Session, Box<Response>> {
         if let Access::Refused = self.parts.access {
-            return Err(refused());
+            return Err(Box::new(refused()));
         }
         if let Some(why) = session::cross_site(headers) {
             tracing::warn!(%why, "console: cross-site POST refused");
-            return Err(message_page(
+            return Err(Box::new(message_page(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 &format!("This request did not come from the console's own pages ({why})."),
-            ));
+            )));
         }
         let Some(session) = self.sessions.find(headers) else {
-            return Err(message_page(
+            return Err(Box::new(message_page(
                 StatusCode::UNAUTHORIZED,
                 "Signed out",
                 "Open the console again and retry.",
-            ));
+            )));
         };
         let sent = form.get("csrf").map(String::as_str).unwrap_or("");
         if !session::same_secret(sent, &session.csrf) {
             tracing::warn!(user = %session.user, "console: POST without its CSRF token refused");
-            return Err(message_page(
+            return Err(Box::new(message_page(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 "The form's token is missing or stale: reload the page and retry.",
-            ));
+            )));
         }
         Ok(session)
     }
@@ -423,7 +423,7 @@ fn tile(fields: &[Field], key: &str, label: &str, href: Option<&str>) -> String 
 async fn overview(State(c): App, headers: HeaderMap) -> Response {
     let visitor = match c.visitor(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let snap = c.snapshot().await;
     let f = snap.fields();
@@ -658,7 +658,7 @@ fn error_line(what: &str, why: &str) -> String {
 async fn stuck(State(c): App, headers: HeaderMap) -> Response {
     let visitor = match c.visitor(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let csrf = visitor.session.csrf.clone();
     let now = OffsetDateTime::now_utc();
@@ -738,7 +738,7 @@ struct SearchQuery {
 async fn search(State(c): App, headers: HeaderMap, Query(q): Query<SearchQuery>) -> Response {
     let visitor = match c.visitor(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let q = q.q.trim();
     if let Ok(id) = Uuid::parse_str(q) {
@@ -775,7 +775,7 @@ async fn search(State(c): App, headers: HeaderMap, Query(q): Query<SearchQuery>)
 async fn order_page(State(c): App, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let visitor = match c.visitor(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(id) = Uuid::parse_str(&id) else {
         return visitor.page(
@@ -925,7 +925,7 @@ struct ConfirmQuery {
 async fn confirm(State(c): App, headers: HeaderMap, Query(q): Query<ConfirmQuery>) -> Response {
     let visitor = match c.visitor(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(what) = bulk_action(&q.action) else {
         return visitor.respond(see_other("/console/stuck"));
@@ -968,7 +968,7 @@ async fn action(
 ) -> Response {
     let session = match c.poster(&headers, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let action = form.get("action").map(String::as_str).unwrap_or("");
     let id = form.get("id").map(String::as_str).unwrap_or("").trim();
