@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Command {
-    /// Everything in one process: auth (:8001), orders (:8000), consumer, worker, broker (default)
+    /// Everything in one process: auth (:8001), orders (:8000), consumer, worker, broker, the console (127.0.0.1:8002/console) (default)
     All {
         #[command(flatten)]
         broker: BrokerFlags,

@@ -106,10 +106,17 @@ pub async fn run(role: Role, settings: Settings) -> Result<()> {
             reconcile::start(&settings, &service, messaging, &shutdown, &mut tasks);
             jobs::start_worker(&settings, service, messaging, &shutdown, &mut tasks);
         }
-        if let (true, Some(addr)) = (starts.needs_ops_listener(), &settings.ops_bind) {
-            let queue = &messaging.jobs.queue;
-            let checks = ops::checks(starts, &messaging.bus, orders.as_ref(), queue);
-            tasks.spawn(ops::server(addr, checks, shutdown.clone(), &settings).await?);
+        if let Some(addr) = ops::address(role, &settings) {
+            let (queue, bus) = (&messaging.jobs.queue, &messaging.bus);
+            let checks = ops::checks(starts, bus, orders.as_ref(), queue);
+            // The console needs the orders database: every role that has it.
+            let console = orders
+                .as_ref()
+                .map(|parts| ops::ConsoleInputs::new(parts, queue, bus));
+            let server = ops::server(addr, checks, console, shutdown.clone(), &settings);
+            if let Some(server) = server.await? {
+                tasks.spawn(server);
+            }
         }
     }
     tracing::info!(data_dir = %settings.data_dir.display(), "orderly is running; Ctrl-C to stop");

@@ -44,11 +44,20 @@ fn announce_api(service: &str, listener: &TcpListener) {
     }
 }
 
-/// Logs and prints `   ops: http://…` (no docs there).
-pub fn announce_ops(listener: &TcpListener) {
+/// Logs and prints `   ops: http://…`, with `  (console: http://…/console)`
+/// when the console is served there.
+pub fn announce_ops(listener: &TcpListener, console: Option<&str>) {
     if let Some(url) = local_url(listener) {
-        tracing::info!(service = "ops", %url, "listening");
-        println!("{:>6}: {url}", "ops");
+        match console {
+            Some(path) => {
+                tracing::info!(service = "ops", %url, console = %format!("{url}{path}"), "listening");
+                println!("{:>6}: {url}  (console: {url}{path})", "ops");
+            }
+            None => {
+                tracing::info!(service = "ops", %url, "listening");
+                println!("{:>6}: {url}", "ops");
+            }
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 pub struct TestApp {
     pub auth_url: String,
     pub orders_url: String,
-    /// `consumer`/`worker` started with `ORDERLY_OPS_BIND`: their ops endpoint.
+    /// The ops listener (`ORDERLY_OPS_BIND`, a free port unless the test says
+    /// otherwise): `/health`, `/ready`, `/metrics` and, with the orders
+    /// database, the console.
     pub ops_url: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
@@ -28,6 +30,9 @@ pub fn default_env() -> Vec<(String, String)> {
         ("ORDERS_RATE_LIMIT", "10000/minute"),
         ("AUTH_REGISTER_RATE_LIMIT", "10000/minute"),
         ("JOB_RETRY_BASE_MS", "100"),
+        // Each process its own ops listener (and console) on a free port,
+        // rather than `orderly all`'s fixed default.
+        ("ORDERLY_OPS_BIND", "127.0.0.1:0"),
         ("RUST_LOG", "info"),
     ]
     .iter()
@@ -84,10 +89,16 @@ pub fn try_start_role(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let wants_ops = matches!(role, "consumer" | "worker")
-        && overrides
-            .iter()
-            .any(|(k, v)| k == "ORDERLY_OPS_BIND" && !v.trim().is_empty());
+    // Every role with the bus announces its ops listener when it has one.
+    let ops_bind = overrides
+        .iter()
+        .rev()
+        .chain(default_env().iter())
+        .find(|(k, _)| k == "ORDERLY_OPS_BIND")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let wants_ops =
+        matches!(role, "all" | "orders" | "consumer" | "worker") && !ops_bind.is_empty();
     async move {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join(format!("orderly-{generation}.log"));

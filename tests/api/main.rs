@@ -5,6 +5,7 @@ mod auth_security;
 mod broker_security;
 mod chaos;
 mod cli;
+mod console;
 mod contract;
 mod crash;
 mod e2e;

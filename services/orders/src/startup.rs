@@ -42,6 +42,9 @@ pub struct OrdersParts {
     /// One cache for all processes (Redis): writers refresh it themselves, so
     /// there is nothing to drop on `order_status_changed`.
     pub shared_cache: bool,
+    /// The orders database itself (its pool, shared with the store), for
+    /// read-only views beside the service: the operator's console.
+    pub db: orderly_db::Db,
 }
 
 /// The store on the database the URL names (SQLite or PostgreSQL); opening
@@ -70,7 +73,9 @@ fn redis_tls(files: &TlsFiles) -> RedisTls {
 }
 
 pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupError> {
-    let store = open_store(settings.database_url.expose()).await?;
+    let sql = SqlOrderStore::connect(settings.database_url.expose()).await?;
+    let db = sql.db().clone();
+    let store: Arc<dyn OrderStore> = Arc::new(sql);
     let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(StoreCheck(store.clone()))];
     let redis_tls = redis_tls(&settings.redis_tls);
 
@@ -120,6 +125,7 @@ pub async fn build(settings: &OrdersSettings) -> Result<OrdersParts, StartupErro
         limiter,
         checks,
         shared_cache,
+        db,
     })
 }
 

@@ -39,6 +39,7 @@ pub use doc::{REGENERATE as REGENERATE_CONFIGURATION_DOC, configuration_markdown
 pub use env::{ConfigError, Env, Secret, redact_url};
 pub use http::HttpSettings;
 pub use names::{ENV_NAMES, Section, VARIABLES, Variable};
+pub use ops::DEFAULT_ALL_OPS_BIND;
 pub use orders::{
     DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, REVOKED_TOKENS_PATH, RevokedTokensSource,
     StatusPolicy,
@@ -78,9 +79,12 @@ pub struct Settings {
     /// `ORDERLY_BROKER_SYNC`, `ORDERLY_BROKER_DEDUP_WINDOW_SECONDS`: how the
     /// embedded broker keeps its files.
     pub broker_storage: BrokerStorage,
-    /// `ORDERLY_OPS_BIND`: where `orderly consumer` and `orderly worker`, which
-    /// have no HTTP API, serve `/health`, `/ready` and `/metrics` (unset: nowhere).
+    /// `ORDERLY_OPS_BIND`: where `/health`, `/ready`, `/metrics` and, in the
+    /// roles with the orders database, the console are served (unset:
+    /// [`DEFAULT_ALL_OPS_BIND`] for `orderly all`, nowhere for the others).
     pub ops_bind: Option<String>,
+    /// `ORDERLY_CONSOLE_TOKEN`: signs in to the console off loopback.
+    pub console_token: Option<Secret>,
     /// The auth service.
     pub auth: AuthSettings,
     /// The orders service.
@@ -108,6 +112,7 @@ impl Settings {
         let nats_client = bus::nats_client(env)?;
         let broker_storage = broker::broker_storage(env)?;
         let ops_bind = ops::ops_bind(env)?;
+        let console_token = ops::console_token(env);
         let jobs = queue::job_queue_settings(env)?;
         let http = http::http_settings(env)?;
         let auth = auth::auth_settings(env, &data_dir)?;
@@ -136,6 +141,7 @@ impl Settings {
             broker_security,
             broker_storage,
             ops_bind,
+            console_token,
             auth,
             orders,
             worker,

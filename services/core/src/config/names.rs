@@ -109,8 +109,14 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "ORDERLY_OPS_BIND",
         General,
-        "unset (no ops endpoint)",
-        "where `orderly consumer` and `orderly worker` serve `/health`, `/ready` and `/metrics`, e.g. `0.0.0.0:9090`",
+        "unset: `127.0.0.1:8002` for `orderly all` (skipped with a warning when taken), none for the other roles",
+        "where a role serves `/health`, `/ready`, `/metrics` and, with the orders database (`all`, `orders`, `worker`), the console at `/console` ([docs/console.md](console.md)), e.g. `0.0.0.0:9090`",
+    ),
+    var(
+        "ORDERLY_CONSOLE_TOKEN",
+        General,
+        "unset (no console off loopback)",
+        "the token that signs in to the console on an ops address that is not loopback; without it the console is only served on loopback",
     ),
     // --- Logging -----------------------------------------------------------
     var(
