@@ -382,8 +382,11 @@ async fn measure(
     // Per-minute samples while the load runs (a soak's rows).
     let mut samples = Vec::new();
     let mut rss_peak_mb: Option<f64> = None;
-    let load_end = Instant::now() + duration;
-    let mut next_row = Instant::now() + SOAK_ROW;
+    // One instant for both, or the last row (due as the load ends) falls
+    // just past it and a 10-minute soak reports 9 minutes.
+    let load_start = Instant::now();
+    let load_end = load_start + duration;
+    let mut next_row = load_start + SOAK_ROW;
     while next_row <= load_end {
         tokio::time::sleep_until(next_row.into()).await;
         samples.push(sample(env, proc_, &db).await);
