@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use orderly_bus::conformance::{QueueCaps, QueueFactory};
 use orderly_bus::{JobQueue, QueueError, RetryPolicy};
 
-use common::{Cleanup, DurableRedis};
+use common::Cleanup;
+use orderly_testkit::redis_server::DurableRedis;
 
 struct Shared {
     cleanup: Cleanup,

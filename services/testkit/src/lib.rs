@@ -15,6 +15,7 @@ pub mod contract;
 pub mod hostile;
 pub mod in_process;
 pub mod openapi;
+pub mod redis_server;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -5,90 +5,18 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderly_bus::schema::jobs::PROCESS_ORDER;
 use orderly_bus::{JobQueue, RetryPolicy};
 use orderly_redis::{RedisQueue, RedisQueueConfig};
+use orderly_testkit::redis_server::DurableRedis;
 
 use support::{Ledger, assert_all_paid, config, enqueue_orders, run, wait_until};
 
 /// A redis-server that persists every write, killed by its PID and started
 /// again on the same directory and port.
-struct DurableRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl DurableRedis {
-    fn start() -> Option<Self> {
-        let mut r = Self {
-            port: orderly_testkit::free_port(),
-            dir: tempfile::tempdir().expect("a temp dir for redis-server"),
-            child: None,
-        };
-        match r.restart() {
-            Ok(()) => Some(r),
-            Err(e) => orderly_testkit::missing("redis-server", e),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) -> Result<(), String> {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(format!("redis-server on port {} never answered", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_outage_spends_no_attempt_and_every_order_is_paid_once() {
