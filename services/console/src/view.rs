@@ -154,7 +154,8 @@ impl SqlOrdersView {
         }
     }
 
-    /// Milliseconds from `earlier` to `later`, as a whole number.
+    /// Milliseconds from `earlier` to `later` (SQLite's julianday arithmetic
+    /// lands a hair off whole milliseconds: callers round, not truncate).
     fn millis_between(&self, earlier: &str, later: &str) -> String {
         match self.db.kind() {
             DbKind::Sqlite => {
@@ -213,7 +214,7 @@ impl OrdersView for SqlOrdersView {
             m = self.minute_of("h.changed_at"),
         );
         let latency = format!(
-            "SELECT {m} AS minute, CAST(AVG({ms}) AS BIGINT) AS latency_ms \
+            "SELECT {m} AS minute, CAST(ROUND(AVG({ms})) AS BIGINT) AS latency_ms \
              FROM order_status_history h JOIN orders o ON o.id = h.order_id \
              WHERE h.to_status = 'PAID' AND h.changed_at >= $1 AND h.id % $2 = 0 GROUP BY 1",
             m = self.minute_of("h.changed_at"),
