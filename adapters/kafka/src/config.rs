@@ -49,6 +49,12 @@ pub struct KafkaConfig {
     pub security: KafkaSecurity,
     /// Extra librdkafka properties applied to every client (after ours).
     pub extra: Vec<(String, String)>,
+    /// Received, not yet acked records above which a group subscription
+    /// pauses its partitions (at least twice its `max_in_flight`); it resumes
+    /// at half. A pause drops what librdkafka prefetched and, on tansu,
+    /// resumes inside a batch (a gap fetched again), so it is kept for a
+    /// subscriber that really falls behind.
+    pub pause_above: usize,
 }
 
 impl KafkaConfig {
@@ -68,6 +74,7 @@ impl KafkaConfig {
             group_instance_id: None,
             security: KafkaSecurity::Plaintext,
             extra: Vec::new(),
+            pause_above: 4_096,
         }
     }
 

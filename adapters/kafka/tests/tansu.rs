@@ -375,3 +375,94 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     assert!(bus.dead_letters(&other, 10).await.expect("list").is_empty());
     bus.close().await;
 }
+
+/// Publishes `n` messages at once through a producer that waits for more
+/// (`linger.ms`), so they go out as one batch (tansu keeps a batch as one
+/// object, found by its first offset).
+async fn publish_in_one_batch(bootstrap: &str, topic: &str, n: usize) {
+    let mut c = config(bootstrap);
+    c.topic_partitions = 1;
+    c.extra.push(("linger.ms".into(), "500".into()));
+    let producer = KafkaBus::new(c).expect("producer bus");
+    let sends = (0..n).map(|i| producer.publish(Message::new(topic, format!("m{i}"))));
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("publish");
+    }
+    producer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_from_a_commit_inside_a_producer_batch() {
+    let b = kafka_or_skip!();
+    let mut c = config(&b);
+    c.topic_partitions = 1;
+    let bus = KafkaBus::new(c).expect("bus");
+    let topic = unique("midbatch");
+    let group = unique("g");
+    bus.ensure_stream(StreamConfig::new("midbatch", &[&topic]))
+        .await
+        .expect("ensure_stream");
+    publish_in_one_batch(&b, &topic, 200).await;
+
+    let mut first = bus
+        .subscribe_group(&topic, &group, opts(256, 10))
+        .await
+        .expect("subscribe");
+    let mut all = BTreeSet::new();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let d = next(&mut first, WAIT, "a first delivery").await;
+        all.insert(text(&d));
+        held.push(d);
+    }
+    // One partition: deliveries come in offset order. Acking the first 50
+    // commits offset 50, inside the batch the 200 were sent in.
+    for d in &held[..50] {
+        assert!(d.ack());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.close();
+    drop(held);
+
+    let mut second = bus
+        .subscribe_group(&topic, &group, opts(256, 10))
+        .await
+        .expect("subscribe again");
+    let mut rest = BTreeSet::new();
+    while rest.len() < 150 {
+        let d = next(&mut second, WAIT, "the records after the commit point").await;
+        rest.insert(text(&d));
+        assert!(d.ack());
+    }
+    assert_eq!(rest.len(), 150);
+    assert!(rest.is_subset(&all));
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_partition_resumes_inside_a_producer_batch_without_losing_its_rest() {
+    let b = kafka_or_skip!();
+    let mut c = config(&b);
+    c.topic_partitions = 1;
+    // Two in flight and a pause above 32 held: the subscription pauses the
+    // partition long before the 300 are through, and resumes it at an
+    // offset inside their batch.
+    c.pause_above = 32;
+    let bus = KafkaBus::new(c).expect("bus");
+    let topic = unique("resume");
+    bus.ensure_stream(StreamConfig::new("resume", &[&topic]))
+        .await
+        .expect("ensure_stream");
+    publish_in_one_batch(&b, &topic, 300).await;
+    let mut sub = bus
+        .subscribe_group(&topic, &unique("g"), opts(2, 10))
+        .await
+        .expect("subscribe");
+    let mut seen = BTreeSet::new();
+    while seen.len() < 300 {
+        let d = next(&mut sub, WAIT, "the rest of the batch after a pause").await;
+        seen.insert(text(&d));
+        assert!(d.ack());
+    }
+    bus.close().await;
+}
