@@ -9,7 +9,7 @@ use clap::Parser;
 
 use orderly_bench::default_orderly_bin;
 use orderly_bench::ids::PipelineSetup;
-use orderly_bench::sections::{Config, Section, parse_length, run_all};
+use orderly_bench::sections::{Config, Section, parse_length, parse_length_or_zero, run_all};
 
 /// Benchmarks orderly side by side with its peers (docs/performance.md).
 ///
@@ -84,6 +84,10 @@ struct Cli {
     /// The setup the soak runs on
     #[arg(long, default_value = "embedded")]
     soak_setup: PipelineSetup,
+    /// Load before the soak's first measured minute (reported, not compared): the
+    /// broker's dedup window (120 s) and the caches fill while the tables are small
+    #[arg(long, value_parser = parse_length_or_zero, default_value = "2m")]
+    soak_warmup: Duration,
     /// Write the results as JSON
     #[arg(long)]
     json: Option<PathBuf>,
@@ -172,6 +176,7 @@ fn run() -> Result<()> {
         pipeline_setups,
         soak: cli.soak,
         soak_setup: cli.soak_setup,
+        soak_warmup: cli.soak_warmup,
         quiet: cli.quiet,
     };
     match &config.orderly_bin {

@@ -26,6 +26,7 @@ fn config() -> Config {
         pipeline_setups: Vec::new(),
         soak: None,
         soak_setup: orderly_bench::ids::PipelineSetup::Embedded,
+        soak_warmup: Duration::ZERO,
         quiet: true,
     }
 }

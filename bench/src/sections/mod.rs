@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use bus::bus_inprocess;
 pub use http::bare_http;
-pub use pipeline::parse_length;
+pub use pipeline::{parse_length, parse_length_or_zero};
 pub use queue::queue_embedded;
 
 use crate::clock::now_rfc3339;
@@ -104,6 +104,8 @@ pub struct Config {
     pub soak: Option<Duration>,
     /// The setup of the soak run.
     pub soak_setup: PipelineSetup,
+    /// Load before the soak's measured minutes (whole minutes).
+    pub soak_warmup: Duration,
     /// No progress line.
     pub quiet: bool,
 }
@@ -184,6 +186,10 @@ fn describe_settings(cfg: &Config, r: &mut Report) {
         if let Some(soak) = cfg.soak {
             r.settings
                 .insert("soak_s".into(), soak.as_secs_f64().to_string());
+            r.settings.insert(
+                "soak_warmup_s".into(),
+                cfg.soak_warmup.as_secs_f64().to_string(),
+            );
         }
     }
     r.settings.insert(

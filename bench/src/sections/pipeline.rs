@@ -5,7 +5,8 @@
 //! takes to drain, the server's RSS. Beside each setup the same load with the
 //! worker idle (the created half of an order's life alone), and on PostgreSQL
 //! pgbench running one order's whole life on the same database (the ceiling).
-//! The soak mode runs the load for minutes and reports each minute.
+//! The soak mode runs the load for minutes and reports each minute, after a
+//! warm-up whose minutes are reported too but not compared.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ pub(super) async fn section(cfg: &Config, r: &mut Report) {
         run_setup(cfg, r, &bin, setup).await;
     }
     if let Some(length) = cfg.soak {
-        soak(cfg, r, &bin, cfg.soak_setup, length).await;
+        soak(cfg, r, &bin, cfg.soak_setup, warmup_minutes(cfg), length).await;
     }
 }
 
@@ -543,8 +544,8 @@ impl RunResult {
 
     /// One measurement per minute of the load: that minute's create and PAID
     /// rates, the latency of the orders created in it, and the samples taken
-    /// at its end.
-    fn soak_rows(&self, setup: PipelineSetup) -> Vec<Measurement> {
+    /// at its end. The first `warmup` minutes are labelled as the warm-up.
+    fn soak_rows(&self, setup: PipelineSetup, warmup: u32) -> Vec<Measurement> {
         let minutes = self.samples.len();
         let row_s = SOAK_ROW.as_secs_f64();
         let mut created = vec![0u64; minutes];
@@ -572,9 +573,15 @@ impl RunResult {
         }
         (0..minutes)
             .map(|i| {
+                let minute = i as u32 + 1;
+                let label = if minute <= warmup {
+                    format!("soak, warm-up minute {minute}")
+                } else {
+                    format!("soak, minute {} (of the run: {minute})", minute - warmup)
+                };
                 let mut m = Measurement::new(
-                    id(setup, PipelineRun::SoakMinute(i as u32 + 1)),
-                    &format!("soak, minute {}", i + 1),
+                    id(setup, PipelineRun::SoakMinute(minute)),
+                    &label,
                     setup.name(),
                 )
                 .with_connections(CONNECTIONS);
@@ -608,17 +615,27 @@ fn insert_create_latency(extra: &mut std::collections::BTreeMap<String, f64>, lo
     }
 }
 
-/// The full run for `length`, reported per minute (and as a whole).
+/// The soak's warm-up in whole minutes (rows).
+fn warmup_minutes(cfg: &Config) -> u32 {
+    (cfg.soak_warmup.as_secs() / SOAK_ROW.as_secs()) as u32
+}
+
+/// The full run for `warmup` minutes and then `length`, reported per minute
+/// (and as a whole).
 async fn soak(
     cfg: &Config,
     r: &mut Report,
     bin: &std::path::Path,
     setup: PipelineSetup,
+    warmup: u32,
     length: Duration,
 ) {
     let whole = Measurement::new(
         id(setup, PipelineRun::SoakMinute(0)),
-        &format!("soak for {} min, whole run", length.as_secs() / 60),
+        &format!(
+            "soak for {} min after {warmup} min of warm-up, whole run",
+            length.as_secs() / 60
+        ),
         setup.name(),
     )
     .with_connections(CONNECTIONS);
@@ -633,10 +650,11 @@ async fn soak(
             return;
         }
     };
-    match run_once(cfg, bin, &env, RunKind::Full, length).await {
+    let total = length + SOAK_ROW * warmup;
+    match run_once(cfg, bin, &env, RunKind::Full, total).await {
         Ok(run) => {
-            let rows = run.soak_rows(setup);
-            r.measurements.push(run.full_measurement(whole, length));
+            let rows = run.soak_rows(setup, warmup);
+            r.measurements.push(run.full_measurement(whole, total));
             r.measurements.extend(rows);
         }
         Err(e) => r.measurements.push(whole.failed(format!("{e:#}"))),
@@ -703,11 +721,12 @@ pub(super) fn checks(cfg: &Config, r: &mut Report) {
     }
     if let Some(length) = cfg.soak {
         let minutes = (length.as_secs() / SOAK_ROW.as_secs()) as u32;
+        let warmup = warmup_minutes(cfg);
         if minutes >= 2 {
             let setup = cfg.soak_setup;
             let (first, last) = (
-                id(setup, PipelineRun::SoakMinute(1)),
-                id(setup, PipelineRun::SoakMinute(minutes)),
+                id(setup, PipelineRun::SoakMinute(warmup + 1)),
+                id(setup, PipelineRun::SoakMinute(warmup + minutes)),
             );
             for (what, field, goal, target) in [
                 (
@@ -727,8 +746,30 @@ pub(super) fn checks(cfg: &Config, r: &mut Report) {
                     field,
                     Some((goal, target)),
                 );
+                // Shown beside it, without a goal: the same against the
+                // warm-up's first minute, when the tables were empty.
+                if warmup > 0 {
+                    r.ratio(
+                        &format!(
+                            "soak {}: last minute / warm-up's first, {what}",
+                            setup.key()
+                        ),
+                        last,
+                        id(setup, PipelineRun::SoakMinute(1)),
+                        field,
+                        None,
+                    );
+                }
             }
         }
+    }
+}
+
+/// As [`parse_length`], and `0` for none.
+pub fn parse_length_or_zero(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "0s" | "0m" | "0h" => Ok(Duration::ZERO),
+        other => parse_length(other),
     }
 }
 
@@ -766,5 +807,7 @@ mod tests {
         assert_eq!(parse_length("45"), Ok(Duration::from_secs(45)));
         assert!(parse_length("10 parsecs").is_err());
         assert!(parse_length("0m").is_err());
+        assert_eq!(parse_length_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_length_or_zero("2m"), Ok(Duration::from_secs(120)));
     }
 }
