@@ -508,3 +508,93 @@ async fn bus_dead_letters_are_listed_and_replay_one_and_purge_all_do_what_they_s
         stuck.body
     );
 }
+
+/// Auth as the admin sign-in sees it: one admin, one expired admin, one
+/// plain user, and an e-mail whose check finds auth down.
+struct FakeAuth;
+
+#[async_trait::async_trait]
+impl orderly_console::AdminSignIn for FakeAuth {
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<orderly_console::SignedIn, orderly_console::SignInError> {
+        use orderly_console::{SignInError, SignedIn};
+        use std::time::SystemTime;
+        let admin = |expires_at| {
+            Ok(SignedIn {
+                user: format!("admin:{email}"),
+                expires_at,
+            })
+        };
+        match (email, password) {
+            ("down@example.com", _) => Err(SignInError::Unavailable("connection refused".into())),
+            (_, p) if p != "right" => Err(SignInError::Credentials),
+            ("boss@example.com", _) => admin(SystemTime::now() + Duration::from_secs(600)),
+            ("gone@example.com", _) => admin(SystemTime::now() - Duration::from_secs(1)),
+            _ => Err(SignInError::NotAdmin),
+        }
+    }
+}
+
+#[tokio::test]
+async fn under_orders_an_admin_account_signs_in_and_others_get_the_form_again() {
+    let f = fixture(Access::Admin(Arc::new(FakeAuth))).await;
+    let r = send(&f.app, get("/console", None)).await;
+    assert_eq!(r.location.as_deref(), Some("/console/login"));
+    let page = send(&f.app, get("/console/login", None)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("name=\"email\"") && page.body.contains("name=\"password\""));
+    let login = |form: &str| {
+        Request::post("/console/login")
+            .header("host", "127.0.0.1:8000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap()
+    };
+    for (form, status, says) in [
+        (
+            "email=boss%40example.com&password=guess",
+            StatusCode::UNAUTHORIZED,
+            "Incorrect e-mail or password",
+        ),
+        (
+            "email=user%40example.com&password=right",
+            StatusCode::FORBIDDEN,
+            "This account is not an admin",
+        ),
+        (
+            "email=down%40example.com&password=right",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The auth service cannot check the account now",
+        ),
+    ] {
+        let r = send(&f.app, login(form)).await;
+        assert_eq!(r.status, status, "{form}: {}", r.body);
+        assert!(r.body.contains(says), "{form}: {}", r.body);
+        assert!(r.body.contains("name=\"password\""), "the form again");
+        assert!(r.cookie.is_none(), "{form} opened a session");
+    }
+    let right = send(&f.app, login("email=boss%40example.com&password=right")).await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER, "{}", right.body);
+    let cookie = right.cookie.expect("a session");
+    assert!(cookie.starts_with("orderly_console_admin="), "{cookie}");
+    let r = send(&f.app, get("/console", Some(&cookie))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("signed in: admin:boss@example.com"),
+        "{}",
+        r.body
+    );
+
+    // A session never outlives the account's access token.
+    let gone = send(&f.app, login("email=gone%40example.com&password=right")).await;
+    let cookie = gone.cookie.expect("a session");
+    let r = send(&f.app, get("/console", Some(&cookie))).await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/console/login"),
+        "a session outlived its access token"
+    );
+}
