@@ -38,7 +38,7 @@ enum Command {
     },
     /// The auth service: register, tokens, Google login (AUTH_BIND, default 0.0.0.0:8001)
     Auth,
-    /// The orders REST API and its outbox relay (ORDERS_BIND, default 0.0.0.0:8000)
+    /// The orders REST API and its outbox relay (ORDERS_BIND, default 0.0.0.0:8000); ORDERS_CONSOLE=on adds the console there for admin accounts
     Orders,
     /// Turns new_order events into process_order jobs
     Consumer,

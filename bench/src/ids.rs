@@ -282,6 +282,32 @@ impl Footprint {
     }
 }
 
+/// The orders database under the console's overview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleDb {
+    /// The SQLite file of `orderly all`.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+impl ConsoleDb {
+    fn key(self) -> &'static str {
+        match self {
+            ConsoleDb::Sqlite => "sqlite",
+            ConsoleDb::Postgres => "postgres",
+        }
+    }
+
+    /// The target's name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsoleDb::Sqlite => "orderly (SQLite)",
+            ConsoleDb::Postgres => "orderly (PostgreSQL)",
+        }
+    }
+}
+
 /// Which measurement: its identity in the report and in the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MeasurementId {
@@ -328,6 +354,8 @@ pub enum MeasurementId {
     PipelineCeiling,
     /// Start time and memory of `orderly all`.
     Footprint(Footprint),
+    /// The console's overview on a database of 100k orders.
+    Console(ConsoleDb),
 }
 
 impl MeasurementId {
@@ -341,6 +369,7 @@ impl MeasurementId {
             MeasurementId::Paid => "paid",
             MeasurementId::Pipeline { .. } | MeasurementId::PipelineCeiling => "pipeline",
             MeasurementId::Footprint(_) => "footprint",
+            MeasurementId::Console(_) => "console",
         }
     }
 
@@ -355,6 +384,7 @@ impl MeasurementId {
             MeasurementId::Pipeline { .. } | MeasurementId::PipelineCeiling => "orders/s",
             MeasurementId::Footprint(Footprint::StartCold | Footprint::StartWarm) => "ms",
             MeasurementId::Footprint(Footprint::RssIdle | Footprint::RssAfterLoad) => "MB",
+            MeasurementId::Console(_) => "req/s",
         }
     }
 }
@@ -381,6 +411,7 @@ impl fmt::Display for MeasurementId {
             },
             MeasurementId::PipelineCeiling => f.write_str("pipeline.ceiling.pgbench"),
             MeasurementId::Footprint(which) => write!(f, "footprint.{}", which.key()),
+            MeasurementId::Console(db) => write!(f, "console.overview.{}", db.key()),
         }
     }
 }
@@ -442,6 +473,10 @@ mod tests {
             (
                 MeasurementId::Footprint(Footprint::RssAfterLoad),
                 "footprint.rss.after_load",
+            ),
+            (
+                MeasurementId::Console(ConsoleDb::Postgres),
+                "console.overview.postgres",
             ),
         ];
         for (id, text) in cases {

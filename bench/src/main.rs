@@ -31,7 +31,7 @@ struct Cli {
     /// Smoke run: 1 s per run after 0.3 s of warm-up
     #[arg(long)]
     quick: bool,
-    /// Sections to run, comma-separated: http, bus, queue, paid, pipeline, footprint (default: all)
+    /// Sections to run, comma-separated: http, bus, queue, paid, pipeline, footprint, console (default: all)
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
     /// The orderly binary to start (default: `orderly` next to this binary)

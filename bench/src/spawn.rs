@@ -41,6 +41,8 @@ pub(crate) struct OrderlyProcess {
     pub(crate) pid: u32,
     pub(crate) auth_url: String,
     pub(crate) orders_url: String,
+    /// The ops listener's URL, when the options set `ORDERLY_OPS_BIND`.
+    pub(crate) ops_url: String,
     /// From spawn to both URLs printed.
     pub(crate) time_to_listen: Duration,
     pub(crate) spawned_at: Instant,
@@ -134,6 +136,7 @@ impl OrderlyProcess {
             pid,
             auth_url: String::new(),
             orders_url: String::new(),
+            ops_url: String::new(),
             time_to_listen: Duration::ZERO,
             spawned_at,
             data_dir: Some(data_dir),
@@ -141,7 +144,12 @@ impl OrderlyProcess {
         let deadline = spawned_at + Duration::from_secs(60);
         let mut auth = None;
         let mut orders = None;
-        while auth.is_none() || orders.is_none() {
+        let mut ops = None;
+        let wants_ops = opts
+            .env
+            .iter()
+            .any(|(k, v)| k == "ORDERLY_OPS_BIND" && !v.is_empty());
+        while auth.is_none() || orders.is_none() || (wants_ops && ops.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
@@ -159,11 +167,14 @@ impl OrderlyProcess {
                 auth = Some(url);
             } else if let Some(url) = url_after(&line, "orders:") {
                 orders = Some(url);
+            } else if let Some(url) = url_after(&line, "ops:") {
+                ops = Some(url);
             }
         }
         this.time_to_listen = spawned_at.elapsed();
         this.auth_url = auth.unwrap_or_default();
         this.orders_url = orders.unwrap_or_default();
+        this.ops_url = ops.unwrap_or_default();
         Ok(this)
     }
 

@@ -4,6 +4,7 @@
 
 mod broker;
 mod checks;
+mod console;
 mod jobs;
 mod key_file;
 mod messaging;

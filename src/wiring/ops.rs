@@ -116,7 +116,7 @@ pub async fn server(
                  unset: the console refuses every request there"
             ),
             Access::Token(_) => tracing::info!("the console asks for ORDERLY_CONSOLE_TOKEN"),
-            Access::Loopback => {}
+            Access::Loopback | Access::Admin(_) => {}
         }
         router = router.merge(orderly_console::router(ConsoleParts {
             orders: inputs.orders,

@@ -17,8 +17,10 @@ use orderly_orders::relay::{OutboxRelay, forget_changed_orders};
 use orderly_orders::startup::OrdersParts;
 
 use super::checks::{BusCheck, JwksCheck, QueueCheck};
+use super::console;
 use super::key_file;
 use super::messaging::Messaging;
+use super::ops::ConsoleInputs;
 use super::serve;
 
 /// How long the first attempt to create the events stream may hold up start.
@@ -50,10 +52,30 @@ pub async fn start(
     if check_queue {
         checks.push(Arc::new(QueueCheck(messaging.jobs.queue.clone())));
     }
-    let app =
+    let console = if settings.orders.console {
+        let inputs = ConsoleInputs::new(parts, &messaging.jobs.queue, bus);
+        let mut all_checks = parts.checks.clone();
+        all_checks.extend(checks.iter().cloned());
+        let routes =
+            console::under_orders(settings, inputs, all_checks, verifier.clone(), local_auth)?;
+        Some(routes)
+    } else {
+        None
+    };
+    let mut app =
         orderly_orders::startup::app(&settings.orders, parts, verifier, checks, &settings.http);
+    // Merged after the API's layers, so neither gets the other's.
+    if let Some(console) = console {
+        app = app.merge(console);
+    }
     let (addr, http) = (&settings.orders.bind, &settings.http);
-    serve::start_api("orders", addr, app, shutdown, http, tasks).await?;
+    let url = serve::start_api("orders", addr, app, shutdown, http, tasks).await?;
+    if let (true, Some(url)) = (settings.orders.console, url) {
+        println!(
+            "{:>6}: {url}/console  (admin accounts; ORDERS_CONSOLE=on)",
+            ""
+        );
+    }
     let relay = OutboxRelay::new(
         parts.service.store().clone(),
         bus.clone(),

@@ -6,6 +6,7 @@ mod broker_security;
 mod chaos;
 mod cli;
 mod console;
+mod console_admin;
 mod contract;
 mod crash;
 mod e2e;

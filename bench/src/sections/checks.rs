@@ -2,7 +2,8 @@
 //! the targets come from the design).
 
 use crate::ids::{
-    ApiTarget, BusRun, BusTarget, DurableTarget, Footprint, MeasurementId, QueueTarget, Workload,
+    ApiTarget, BusRun, BusTarget, ConsoleDb, DurableTarget, Footprint, MeasurementId, QueueTarget,
+    Workload,
 };
 use crate::report::{Field, Goal, Report};
 use crate::sections::Config;
@@ -66,6 +67,19 @@ pub(super) fn add(cfg: &Config, r: &mut Report) {
         Goal::AtMost,
         300.0,
     );
+    for (db, label) in [
+        (ConsoleDb::Sqlite, "SQLite"),
+        (ConsoleDb::Postgres, "PostgreSQL"),
+    ] {
+        r.absolute(
+            &format!("console overview with 100k orders ({label}), p99"),
+            MeasurementId::Console(db),
+            P99,
+            "ms",
+            Goal::AtMost,
+            50.0,
+        );
+    }
 }
 
 fn http_checks(cfg: &Config, r: &mut Report, c: usize) {

@@ -4,6 +4,7 @@
 
 mod bus;
 mod checks;
+mod console;
 mod footprint;
 mod http;
 mod paid;
@@ -40,6 +41,8 @@ pub enum Section {
     Pipeline,
     /// Start time and memory.
     Footprint,
+    /// The console's overview with 100k orders.
+    Console,
 }
 
 impl std::str::FromStr for Section {
@@ -52,8 +55,9 @@ impl std::str::FromStr for Section {
             "paid" => Ok(Self::Paid),
             "pipeline" => Ok(Self::Pipeline),
             "footprint" => Ok(Self::Footprint),
+            "console" => Ok(Self::Console),
             _ => Err(format!(
-                "unknown section {s:?}: http, bus, queue, paid, pipeline, footprint"
+                "unknown section {s:?}: http, bus, queue, paid, pipeline, footprint, console"
             )),
         }
     }
@@ -61,13 +65,14 @@ impl std::str::FromStr for Section {
 
 impl Section {
     /// Every section, in the order they run.
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Http,
         Section::Bus,
         Section::Queue,
         Section::Paid,
         Section::Pipeline,
         Section::Footprint,
+        Section::Console,
     ];
 }
 
@@ -151,6 +156,9 @@ pub async fn run_all(cfg: &Config) -> Report {
     }
     if cfg.sections.contains(&Section::Footprint) {
         footprint::section(cfg, &mut r).await;
+    }
+    if cfg.sections.contains(&Section::Console) {
+        console::section(cfg, &mut r).await;
     }
     checks::add(cfg, &mut r);
     r

@@ -11,7 +11,9 @@
 //!
 //! It reads through what the wiring hands it ([`ConsoleParts`]: the orders
 //! database's [`OrdersView`], the [`JobQueue`] and [`Bus`] ports, readiness
-//! checks) and adds nothing to the API: it is served on the ops listener.
+//! checks). It is served on the ops listener and, with `ORDERS_CONSOLE=on`,
+//! beside the orders API for admin accounts, where it adds no layer to the
+//! API's routes.
 //! Who may use it and how its forms are protected: [`session`].
 
 pub mod html;
@@ -27,7 +29,7 @@ use axum::Router;
 use orderly_bus::{Bus, JobQueue};
 use orderly_core::readiness::ReadinessCheck;
 
-pub use session::Access;
+pub use session::{Access, AdminSignIn, SignInError, SignedIn};
 pub use view::{OrdersView, SqlOrdersView};
 
 /// What the console shows and acts on, as the wiring gives it.

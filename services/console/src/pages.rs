@@ -22,7 +22,7 @@ use orderly_bus::{DeadJob, DeadLetter, QueueStats};
 
 use crate::ConsoleParts;
 use crate::html::{self, Nav, action_form, age_text, esc, time_text};
-use crate::session::{self, Access, Session, Sessions};
+use crate::session::{self, Access, Session, Sessions, SignInError};
 use crate::view::{Minute, OrderRow, OutboxLag};
 
 /// How long one source (query, port, check) may take before the page shows
@@ -48,10 +48,11 @@ struct Console {
 type App = State<Arc<Console>>;
 
 pub(crate) fn router(parts: ConsoleParts) -> Router {
-    let state = Arc::new(Console {
-        parts,
-        sessions: Sessions::default(),
-    });
+    let sessions = match parts.access {
+        Access::Admin(_) => Sessions::named(session::ADMIN_COOKIE_NAME),
+        _ => Sessions::named(session::COOKIE_NAME),
+    };
+    let state = Arc::new(Console { parts, sessions });
     Router::new()
         .route("/console", get(overview))
         .route("/console/", get(|| async { see_other("/console") }))
@@ -97,11 +98,11 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     html_page(status, html::page(title, Nav::None, None, &body))
 }
 
-/// The session a request acts in, and whether it was just opened (its
-/// cookie then goes out with the response).
+/// The session a request acts in, and the cookie that goes out with the
+/// response when it was just opened.
 struct Visitor {
     session: Session,
-    new: bool,
+    new_cookie: Option<String>,
 }
 
 impl Visitor {
@@ -113,8 +114,8 @@ impl Visitor {
 
     fn respond(self, response: Response) -> Response {
         let mut response = response;
-        if self.new
-            && let Ok(v) = HeaderValue::from_str(&session::set_cookie(&self.session))
+        if let Some(cookie) = &self.new_cookie
+            && let Ok(v) = HeaderValue::from_str(cookie)
         {
             response.headers_mut().insert(SET_COOKIE, v);
         }
@@ -132,15 +133,19 @@ impl Console {
         if let Some(session) = self.sessions.find(headers) {
             return Ok(Visitor {
                 session,
-                new: false,
+                new_cookie: None,
             });
         }
         match self.parts.access {
-            Access::Loopback => Ok(Visitor {
-                session: self.sessions.open("loopback"),
-                new: true,
-            }),
+            Access::Loopback => Ok(self.new_visitor(self.sessions.open("loopback"))),
             _ => Err(Box::new(see_other("/console/login"))),
+        }
+    }
+
+    fn new_visitor(&self, session: Session) -> Visitor {
+        Visitor {
+            new_cookie: Some(self.sessions.set_cookie(&session)),
+            session,
         }
     }
 
@@ -1057,13 +1062,18 @@ async fn run_action(c: &Console, action: &str, id: &str) -> Result<String, Strin
     }
 }
 
-// --- Sign-in (off loopback) ---------------------------------------------------
+// --- Sign-in (off loopback, or under the orders API) -------------------------
+
+/// How long auth may take to check a password (Argon2id) before the sign-in
+/// page says it is unavailable.
+const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn login_page(State(c): App) -> Response {
     match c.parts.access {
         Access::Refused => refused(),
         Access::Loopback => see_other("/console"),
         Access::Token(_) => message_form(StatusCode::OK, ""),
+        Access::Admin(_) => admin_form(StatusCode::OK, "", ""),
     }
 }
 
@@ -1076,14 +1086,33 @@ fn message_form(status: StatusCode, note: &str) -> Response {
     html_page(status, html::page("Sign in", Nav::None, None, &body))
 }
 
+/// The admin sign-in form; `note` says why it is shown again, `email` is
+/// what was typed.
+fn admin_form(status: StatusCode, note: &str, email: &str) -> Response {
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"bad\" role=\"alert\">{}</p>", esc(note))
+    };
+    let body = format!(
+        "<h1>Sign in</h1><p class=\"muted\">With an account that has the admin role.</p>{note}\
+         <form method=\"post\" action=\"/console/login\">\
+         <label>E-mail <input type=\"email\" name=\"email\" value=\"{}\" autocomplete=\"username\" required autofocus></label> \
+         <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label> \
+         <button>Sign in</button></form>",
+        esc(email)
+    );
+    html_page(status, html::page("Sign in", Nav::None, None, &body))
+}
+
 async fn login(
     State(c): App,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let Access::Token(token) = &c.parts.access else {
+    if matches!(c.parts.access, Access::Refused | Access::Loopback) {
         return login_page(State(c)).await;
-    };
+    }
     if let Some(why) = session::cross_site(&headers) {
         tracing::warn!(%why, "console: cross-site sign-in refused");
         return message_page(
@@ -1092,15 +1121,55 @@ async fn login(
             "Sign in from the console's own page.",
         );
     }
-    let sent = form.get("token").map(String::as_str).unwrap_or("");
-    if !session::same_secret(sent, token) {
-        tracing::warn!("console: sign-in with a wrong token");
-        return message_form(
-            StatusCode::UNAUTHORIZED,
-            "<p class=\"bad\">That is not the console's token.</p>",
-        );
-    }
-    let session = c.sessions.open("token");
+    let session = match &c.parts.access {
+        Access::Token(token) => {
+            let sent = form.get("token").map(String::as_str).unwrap_or("");
+            if !session::same_secret(sent, token) {
+                tracing::warn!("console: sign-in with a wrong token");
+                return message_form(
+                    StatusCode::UNAUTHORIZED,
+                    "<p class=\"bad\">That is not the console's token.</p>",
+                );
+            }
+            c.sessions.open("token")
+        }
+        Access::Admin(auth) => {
+            let email = form.get("email").map(|e| e.trim()).unwrap_or("");
+            let password = form.get("password").map(String::as_str).unwrap_or("");
+            let outcome = tokio::time::timeout(SIGN_IN_TIMEOUT, auth.sign_in(email, password))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SignInError::Unavailable(format!(
+                        "no answer within {} s",
+                        SIGN_IN_TIMEOUT.as_secs()
+                    )))
+                });
+            match outcome {
+                Ok(admin) => c.sessions.open_until(&admin.user, Some(admin.expires_at)),
+                Err(e) => {
+                    tracing::warn!(email, error = %e, "console: admin sign-in refused");
+                    let status = match e {
+                        SignInError::Credentials => StatusCode::UNAUTHORIZED,
+                        SignInError::NotAdmin => StatusCode::FORBIDDEN,
+                        SignInError::Throttled => StatusCode::TOO_MANY_REQUESTS,
+                        SignInError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    let note = match e {
+                        SignInError::Credentials => "Incorrect e-mail or password.".into(),
+                        SignInError::NotAdmin => "This account is not an admin.".into(),
+                        SignInError::Throttled => {
+                            "Too many failed sign-ins; try again later.".into()
+                        }
+                        SignInError::Unavailable(why) => format!(
+                            "The auth service cannot check the account now ({why}); try again later."
+                        ),
+                    };
+                    return admin_form(status, &note, email);
+                }
+            }
+        }
+        Access::Refused | Access::Loopback => return login_page(State(c.clone())).await,
+    };
     tracing::info!(user = %session.user, "console: signed in");
-    Visitor { session, new: true }.respond(see_other("/console"))
+    c.new_visitor(session).respond(see_other("/console"))
 }

@@ -4,7 +4,10 @@
 //! On a loopback address whoever can connect is on this machine already: the
 //! first visit gets a session as "loopback". Elsewhere a session needs the
 //! configured token (`ORDERLY_CONSOLE_TOKEN`) typed into the sign-in page;
-//! without a token the console is not served there at all.
+//! without a token the console is not served there at all. Under the orders
+//! API (`ORDERS_CONSOLE=on`) it is an admin account's e-mail and password,
+//! checked by the auth service ([`AdminSignIn`]); that session ends when the
+//! account's access token does.
 //!
 //! A POST must carry the session's CSRF token in its form, and must not come
 //! from another site: `Sec-Fetch-Site`, when the browser sends it, is
@@ -12,15 +15,19 @@
 //! `SameSite=Strict` as a third line.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::HeaderMap;
 use axum::http::header::{COOKIE, HOST, ORIGIN};
 use rand::RngCore;
 
-/// The session cookie's name.
+/// The session cookie's name on the ops listener.
 pub const COOKIE_NAME: &str = "orderly_console";
+/// The session cookie's name under the orders API. Cookies do not tell ports
+/// apart: with the same name, signing in on one listener of a host would
+/// overwrite the session of the other.
+pub const ADMIN_COOKIE_NAME: &str = "orderly_console_admin";
 /// How long a session lasts after it was opened.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest goes first (a loopback console opens one
@@ -36,6 +43,38 @@ pub enum Access {
     Token(String),
     /// Bound elsewhere without a token: not served.
     Refused,
+    /// Under the orders API: signed in with an admin account.
+    Admin(Arc<dyn AdminSignIn>),
+}
+
+/// Checks an account's e-mail and password and whether it is an admin (the
+/// auth service, as the wiring reaches it).
+#[async_trait::async_trait]
+pub trait AdminSignIn: Send + Sync {
+    async fn sign_in(&self, email: &str, password: &str) -> Result<SignedIn, SignInError>;
+}
+
+/// An admin who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// Who acts, as every action's log line names them.
+    pub user: String,
+    /// When the account's access token expires: the session ends then too.
+    pub expires_at: SystemTime,
+}
+
+/// Why an admin sign-in did not open a session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignInError {
+    #[error("incorrect e-mail or password")]
+    Credentials,
+    #[error("this account is not an admin")]
+    NotAdmin,
+    #[error("too many failed sign-ins; try again later")]
+    Throttled,
+    /// Auth cannot be reached, or answered what the console cannot use.
+    #[error("the auth service is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Access {
@@ -58,14 +97,28 @@ pub struct Session {
     /// What its forms carry.
     pub csrf: String,
     opened: Instant,
+    /// When it ends: [`SESSION_LIFETIME`] after it opened, or earlier.
+    ends: Instant,
     /// What the last action did, shown once on the next page.
     flash: Option<String>,
 }
 
+impl Session {
+    fn live(&self) -> bool {
+        Instant::now() < self.ends
+    }
+}
+
 /// The sessions of one console, in memory (a restart signs everyone out).
-#[derive(Default)]
 pub struct Sessions {
+    cookie: &'static str,
     map: Mutex<HashMap<String, Session>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::named(COOKIE_NAME)
+    }
 }
 
 fn random_token() -> String {
@@ -75,17 +128,39 @@ fn random_token() -> String {
 }
 
 impl Sessions {
+    /// No sessions yet; their cookie is called `cookie`.
+    pub fn named(cookie: &'static str) -> Self {
+        Self {
+            cookie,
+            map: Mutex::default(),
+        }
+    }
+
     /// A new session for `user`.
     pub fn open(&self, user: &str) -> Session {
+        self.open_until(user, None)
+    }
+
+    /// A new session for `user` that ends at `until` at the latest.
+    pub fn open_until(&self, user: &str, until: Option<SystemTime>) -> Session {
+        let opened = Instant::now();
+        let mut ends = opened + SESSION_LIFETIME;
+        if let Some(until) = until {
+            let left = until
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            ends = ends.min(opened + left);
+        }
         let session = Session {
             id: random_token(),
             user: user.to_string(),
             csrf: random_token(),
-            opened: Instant::now(),
+            opened,
+            ends,
             flash: None,
         };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| s.opened.elapsed() < SESSION_LIFETIME);
+        map.retain(|_, s| s.live());
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.values().min_by_key(|s| s.opened).map(|s| s.id.clone())
         {
@@ -111,20 +186,18 @@ impl Sessions {
 
     /// The live session the request's cookie names.
     pub fn find(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, COOKIE_NAME)?;
+        let id = cookie(headers, self.cookie)?;
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&id)
-            .filter(|s| s.opened.elapsed() < SESSION_LIFETIME)
-            .cloned()
+        map.get(&id).filter(|s| s.live()).cloned()
     }
-}
 
-/// The `Set-Cookie` value for `session`.
-pub fn set_cookie(session: &Session) -> String {
-    format!(
-        "{COOKIE_NAME}={}; Path=/console; HttpOnly; SameSite=Strict",
-        session.id
-    )
+    /// The `Set-Cookie` value for `session`.
+    pub fn set_cookie(&self, session: &Session) -> String {
+        format!(
+            "{}={}; Path=/console; HttpOnly; SameSite=Strict",
+            self.cookie, session.id
+        )
+    }
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -215,6 +288,31 @@ mod tests {
                 .find(&headers(&[("cookie", &format!("{COOKIE_NAME}=nope"))]))
                 .is_none()
         );
+        let admin = Sessions::named(ADMIN_COOKIE_NAME);
+        let a = admin.open("admin:a@example.com");
+        assert!(
+            admin
+                .find(&headers(&[("cookie", &format!("{COOKIE_NAME}={}", a.id))]))
+                .is_none(),
+            "the admin console's session is found by the ops console's cookie"
+        );
+        assert!(admin.set_cookie(&a).starts_with("orderly_console_admin="));
+    }
+
+    #[test]
+    fn a_session_ends_when_its_access_token_does() {
+        let sessions = Sessions::named(ADMIN_COOKIE_NAME);
+        let cookie_of =
+            |s: &Session| headers(&[("cookie", &format!("{ADMIN_COOKIE_NAME}={}", s.id))]);
+        let expired =
+            sessions.open_until("admin:a", Some(SystemTime::now() - Duration::from_secs(1)));
+        assert!(
+            sessions.find(&cookie_of(&expired)).is_none(),
+            "a session outlived its access token"
+        );
+        let later = SystemTime::now() + Duration::from_secs(600);
+        let live = sessions.open_until("admin:a", Some(later));
+        assert!(sessions.find(&cookie_of(&live)).is_some());
     }
 
     #[test]

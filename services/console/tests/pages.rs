@@ -1,5 +1,6 @@
 //! The console's pages and actions through its router: who may see them,
-//! which POSTs are refused, and that requeue moves a dead job on.
+//! which POSTs are refused, that requeue moves a dead job on, and that bus
+//! dead letters are listed and replayed or purged.
 
 mod support;
 
@@ -14,12 +15,18 @@ use time::OffsetDateTime;
 use tower::ServiceExt;
 
 use orderly_bus::embedded::{BrokerConfig, EmbeddedBroker, EmbeddedQueue};
+use orderly_bus::schema::events;
 use orderly_bus::schema::jobs::{PROCESS_ORDER, ProcessOrder, process_order_job_id};
-use orderly_bus::{JobQueue, NewJob, RetryOutcome, RetryPolicy};
+use orderly_bus::{
+    Bus, DeadLetter, GroupOptions, JobQueue, Message, NewJob, RetryOutcome, RetryPolicy,
+    Subscription,
+};
+use orderly_console::html::esc;
 use orderly_console::{Access, ConsoleParts, SqlOrdersView};
 
 struct Fixture {
     _guard: support::Guard,
+    broker: EmbeddedBroker,
     queue: Arc<EmbeddedQueue>,
     order: uuid::Uuid,
     job_id: String,
@@ -72,13 +79,14 @@ async fn fixture(access: Access) -> Fixture {
     let app = orderly_console::router(ConsoleParts {
         orders: Arc::new(SqlOrdersView::new(store.db().clone())),
         jobs: queue.clone(),
-        bus: Arc::new(broker),
+        bus: Arc::new(broker.clone()),
         checks: Vec::new(),
         pending_after: Duration::from_secs(300),
         access,
     });
     Fixture {
         _guard: guard,
+        broker,
         queue,
         order: order.id,
         job_id,
@@ -339,4 +347,254 @@ async fn off_loopback_the_token_signs_in() {
     let r = send(&f.app, get("/console", Some(&cookie))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("signed in: token"));
+}
+
+/// The group the dead-letter test's consumer reads `new_order` as.
+const GROUP: &str = "console-test";
+
+/// The next delivery of `sub`, which must come.
+async fn next_delivery(sub: &mut Subscription) -> orderly_bus::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("the subscription is open")
+}
+
+/// The dead letters of the events stream, once there are `n` of them.
+async fn dead_letters(broker: &EmbeddedBroker, n: usize) -> Vec<DeadLetter> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = broker.dead_letters(&events::stream(), 100).await.unwrap();
+        if letters.len() == n {
+            return letters;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} dead letters, not {n}: {letters:?}",
+            letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The stuck page's "Bus dead letters" section.
+fn events_section(page: &str) -> &str {
+    let start = page
+        .find("id=\"events\"")
+        .expect("the dead letters' section");
+    let end = page[start..]
+        .find("id=\"pending\"")
+        .map_or(page.len(), |e| start + e);
+    &page[start..end]
+}
+
+#[tokio::test]
+async fn bus_dead_letters_are_listed_and_replay_one_and_purge_all_do_what_they_say() {
+    let f = fixture(Access::Loopback).await;
+    f.broker.ensure_stream(events::stream()).await.unwrap();
+    let options = GroupOptions {
+        ack_wait: Duration::from_secs(30),
+        max_deliveries: 2,
+        max_in_flight: 8,
+    };
+    let mut sub = f
+        .broker
+        .subscribe_group(events::NEW_ORDER, GROUP, options)
+        .await
+        .unwrap();
+    // Two new_order events a consumer cannot take: each is nacked until the
+    // group gives up on it.
+    let other = uuid::Uuid::now_v7();
+    for order in [f.order, other] {
+        let payload = serde_json::json!({
+            "order_id": order, "user_id": 7, "timestamp": "2026-01-01T00:00:00Z"
+        });
+        let message = Message::new(events::NEW_ORDER, serde_json::to_vec(&payload).unwrap())
+            .with_key(order.to_string());
+        f.broker.publish(message).await.unwrap();
+    }
+    for _ in 0..4 {
+        next_delivery(&mut sub).await.nack(Duration::ZERO);
+    }
+    let letters = dead_letters(&f.broker, 2).await;
+    let key = f.order.to_string();
+    let mine = letters
+        .iter()
+        .find(|l| l.message.key.as_deref() == Some(key.as_str()))
+        .expect("the order's dead letter")
+        .clone();
+    assert!(!mine.reason.is_empty());
+
+    let overview = send(&f.app, get("/console", None)).await;
+    let cookie = overview.cookie.expect("a session cookie");
+    assert!(
+        overview.body.contains("data-field=\"bus_dead\">2<"),
+        "{}",
+        overview.body
+    );
+    let stuck = send(&f.app, get("/console/stuck", Some(&cookie))).await;
+    assert_eq!(stuck.status, StatusCode::OK);
+    let section = events_section(&stuck.body);
+    let row = format!(
+        "<td><code>{}</code></td><td>{GROUP}</td><td>new_order</td>\
+         <td><a href=\"/console/orders/{key}\">{key}</a></td><td>{}</td><td>2</td>",
+        esc(&mine.id),
+        esc(&mine.reason)
+    );
+    assert!(
+        section.contains(&row),
+        "the dead letter's row (id, group, subject, order, reason, deliveries) is not\n{row}\nin\n{section}"
+    );
+    assert!(
+        section.contains(&format!("/console/orders/{other}")),
+        "{section}"
+    );
+    let token = csrf(&stuck.body);
+
+    // Replay one: it is no longer dead, and the group gets it again.
+    let form = format!("csrf={token}&action=events-replay&id={}", mine.id);
+    let r = send(&f.app, post("/console/action", &cookie, &form, &[])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let left = dead_letters(&f.broker, 1).await;
+    assert!(left.iter().all(|l| l.id != mine.id), "{left:?}");
+    let again = next_delivery(&mut sub).await;
+    assert_eq!(again.message.key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        again.attempt, 1,
+        "a replayed letter comes back as a first delivery"
+    );
+    again.ack();
+    let stuck = send(&f.app, get("/console/stuck", Some(&cookie))).await;
+    assert!(
+        stuck
+            .body
+            .contains(&format!("Replayed dead letter {}", mine.id)),
+        "{}",
+        stuck.body
+    );
+    assert!(!events_section(&stuck.body).contains(&esc(&mine.id)));
+
+    // Purge all: not without the confirmation, then every letter is gone.
+    let form = format!("csrf={token}&action=events-purge-all");
+    let r = send(&f.app, post("/console/action", &cookie, &form, &[])).await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/console/confirm?action=events-purge-all")
+    );
+    assert_eq!(
+        dead_letters(&f.broker, 1).await.len(),
+        1,
+        "purged unconfirmed"
+    );
+    let confirm = send(
+        &f.app,
+        get("/console/confirm?action=events-purge-all", Some(&cookie)),
+    )
+    .await;
+    assert!(confirm.body.contains("1 of them"), "{}", confirm.body);
+    let form = format!("csrf={token}&action=events-purge-all&confirm=yes");
+    let r = send(&f.app, post("/console/action", &cookie, &form, &[])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    dead_letters(&f.broker, 0).await;
+    let stuck = send(&f.app, get("/console/stuck", Some(&cookie))).await;
+    assert!(
+        stuck.body.contains("Purged 1 dead letters."),
+        "{}",
+        stuck.body
+    );
+    assert!(
+        events_section(&stuck.body).contains("No dead letters."),
+        "{}",
+        stuck.body
+    );
+}
+
+/// Auth as the admin sign-in sees it: one admin, one expired admin, one
+/// plain user, and an e-mail whose check finds auth down.
+struct FakeAuth;
+
+#[async_trait::async_trait]
+impl orderly_console::AdminSignIn for FakeAuth {
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<orderly_console::SignedIn, orderly_console::SignInError> {
+        use orderly_console::{SignInError, SignedIn};
+        use std::time::SystemTime;
+        let admin = |expires_at| {
+            Ok(SignedIn {
+                user: format!("admin:{email}"),
+                expires_at,
+            })
+        };
+        match (email, password) {
+            ("down@example.com", _) => Err(SignInError::Unavailable("connection refused".into())),
+            (_, p) if p != "right" => Err(SignInError::Credentials),
+            ("boss@example.com", _) => admin(SystemTime::now() + Duration::from_secs(600)),
+            ("gone@example.com", _) => admin(SystemTime::now() - Duration::from_secs(1)),
+            _ => Err(SignInError::NotAdmin),
+        }
+    }
+}
+
+#[tokio::test]
+async fn under_orders_an_admin_account_signs_in_and_others_get_the_form_again() {
+    let f = fixture(Access::Admin(Arc::new(FakeAuth))).await;
+    let r = send(&f.app, get("/console", None)).await;
+    assert_eq!(r.location.as_deref(), Some("/console/login"));
+    let page = send(&f.app, get("/console/login", None)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("name=\"email\"") && page.body.contains("name=\"password\""));
+    let login = |form: &str| {
+        Request::post("/console/login")
+            .header("host", "127.0.0.1:8000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap()
+    };
+    for (form, status, says) in [
+        (
+            "email=boss%40example.com&password=guess",
+            StatusCode::UNAUTHORIZED,
+            "Incorrect e-mail or password",
+        ),
+        (
+            "email=user%40example.com&password=right",
+            StatusCode::FORBIDDEN,
+            "This account is not an admin",
+        ),
+        (
+            "email=down%40example.com&password=right",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The auth service cannot check the account now",
+        ),
+    ] {
+        let r = send(&f.app, login(form)).await;
+        assert_eq!(r.status, status, "{form}: {}", r.body);
+        assert!(r.body.contains(says), "{form}: {}", r.body);
+        assert!(r.body.contains("name=\"password\""), "the form again");
+        assert!(r.cookie.is_none(), "{form} opened a session");
+    }
+    let right = send(&f.app, login("email=boss%40example.com&password=right")).await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER, "{}", right.body);
+    let cookie = right.cookie.expect("a session");
+    assert!(cookie.starts_with("orderly_console_admin="), "{cookie}");
+    let r = send(&f.app, get("/console", Some(&cookie))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("signed in: admin:boss@example.com"),
+        "{}",
+        r.body
+    );
+
+    // A session never outlives the account's access token.
+    let gone = send(&f.app, login("email=gone%40example.com&password=right")).await;
+    let cookie = gone.cookie.expect("a session");
+    let r = send(&f.app, get("/console", Some(&cookie))).await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some("/console/login"),
+        "a session outlived its access token"
+    );
 }

@@ -42,7 +42,7 @@ pub use names::{ENV_NAMES, Section, VARIABLES, Variable};
 pub use ops::DEFAULT_ALL_OPS_BIND;
 pub use orders::{
     DEFAULT_JWKS_MIN_REFETCH, OrdersSettings, REVOKED_TOKENS_PATH, RevokedTokensSource,
-    StatusPolicy,
+    StatusPolicy, TOKEN_PATH,
 };
 pub use proxies::{IpRange, TrustedProxies};
 pub use queue::{JobQueueKind, JobQueueSettings};

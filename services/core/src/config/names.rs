@@ -407,6 +407,12 @@ pub const VARIABLES: &[Variable] = &[
         "auth's `/auth/revoked-tokens`, polled to refuse revoked access tokens; auto: the auth of the same process, else `ORDERS_JWKS_URL`'s origin; `off` disables",
     ),
     var(
+        "ORDERS_CONSOLE",
+        Orders,
+        "`off`",
+        "`on`: the operator's console also at `/console` on the orders listener, for accounts with the `admin` role, signed in through auth's `/auth/token/` (the auth of the same process, else the origin of `ORDERS_REVOKED_TOKENS_URL` or `ORDERS_JWKS_URL`) ([docs/console.md](console.md))",
+    ),
+    var(
         "ORDERS_REVOKED_TOKENS_POLL_SECONDS",
         Orders,
         "`5`",

@@ -72,6 +72,9 @@ pub struct OrdersSettings {
     pub revoked_tokens_poll: Duration,
     /// How long sent outbox rows are kept before the relay deletes them.
     pub outbox_retention: Duration,
+    /// `ORDERS_CONSOLE`: the operator's console at `/console` on the API's
+    /// listener too, for admin accounts.
+    pub console: bool,
 }
 
 /// Where orders learns which access tokens auth revoked before their expiry.
@@ -88,6 +91,8 @@ pub enum RevokedTokensSource {
 
 /// The path auth serves its revoked-token list on.
 pub const REVOKED_TOKENS_PATH: &str = "/auth/revoked-tokens";
+/// The path of auth's password sign-in (OAuth2 password flow).
+pub const TOKEN_PATH: &str = "/auth/token/";
 
 /// The orders section; the public key defaults to auth's.
 pub(super) fn orders_settings(
@@ -151,6 +156,7 @@ pub(super) fn orders_settings(
                 .max(1),
         ),
         outbox_retention: outbox_retention(env)?,
+        console: env.flag(&["ORDERS_CONSOLE"])?,
     })
 }
 
@@ -180,6 +186,21 @@ impl OrdersSettings {
                     Some(jwks.join(REVOKED_TOKENS_PATH).ok()?.to_string())
                 }),
         }
+    }
+
+    /// Where the console signs admins in (auth's [`TOKEN_PATH`]): the auth
+    /// of the same process, else the origin of an explicit
+    /// `ORDERS_REVOKED_TOKENS_URL` or of `ORDERS_JWKS_URL`; `None`: unknown.
+    pub fn token_url(&self, local_auth: Option<&str>) -> Option<String> {
+        if let Some(base) = local_auth {
+            return Some(format!("{}{TOKEN_PATH}", base.trim_end_matches('/')));
+        }
+        let revoked = match &self.revoked_tokens {
+            RevokedTokensSource::Url(url) => Some(url.as_str()),
+            _ => None,
+        };
+        let known = url::Url::parse(revoked.or(self.jwks_url.as_deref())?).ok()?;
+        Some(known.join(TOKEN_PATH).ok()?.to_string())
     }
 }
 

@@ -452,6 +452,43 @@ fn the_revoked_token_list_is_found_from_the_local_auth_or_the_jwks_origin() {
 }
 
 #[test]
+fn the_console_under_orders_is_off_by_default_and_finds_auth_like_the_revocations() {
+    let orders = |pairs: &[(&str, &str)]| {
+        Settings::from_env(&Env::from_pairs(pairs.iter().copied()))
+            .unwrap()
+            .orders
+    };
+    let auto = orders(&[]);
+    assert!(!auto.console, "ORDERS_CONSOLE is on by default");
+    assert!(orders(&[("ORDERS_CONSOLE", "on")]).console);
+    assert!(Settings::from_env(&Env::from_pairs([("ORDERS_CONSOLE", "maybe")])).is_err());
+    assert_eq!(auto.token_url(None), None);
+    assert_eq!(
+        auto.token_url(Some("http://127.0.0.1:8001/")).as_deref(),
+        Some("http://127.0.0.1:8001/auth/token/")
+    );
+    let jwks = orders(&[(
+        "ORDERS_JWKS_URL",
+        "https://auth.example/.well-known/jwks.json",
+    )]);
+    assert_eq!(
+        jwks.token_url(None).as_deref(),
+        Some("https://auth.example/auth/token/")
+    );
+    let explicit = orders(&[
+        (
+            "ORDERS_REVOKED_TOKENS_URL",
+            "http://auth:8001/auth/revoked-tokens",
+        ),
+        ("ORDERS_JWKS_URL", "https://elsewhere.example/jwks.json"),
+    ]);
+    assert_eq!(
+        explicit.token_url(None).as_deref(),
+        Some("http://auth:8001/auth/token/")
+    );
+}
+
+#[test]
 fn the_reconciler_runs_every_30_s_on_orders_pending_a_minute() {
     let s = Settings::from_env(&Env::default()).unwrap().reconcile;
     assert_eq!(s.schedule, "*/30 * * * * *");
