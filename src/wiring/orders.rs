@@ -72,8 +72,8 @@ pub async fn start(
     let url = serve::start_api("orders", addr, app, shutdown, http, tasks).await?;
     if let (true, Some(url)) = (settings.orders.console, url) {
         println!(
-            "{:>6}: {url}/console  (admin accounts; ORDERS_CONSOLE=on)",
-            ""
+            "{:>6}: {url}/console  (the console for admin accounts; ORDERS_CONSOLE=on)",
+            "admin"
         );
     }
     let relay = OutboxRelay::new(
