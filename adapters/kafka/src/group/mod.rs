@@ -105,6 +105,8 @@ struct PartitionState {
     entries: BTreeMap<i64, Entry>,
     /// The offset to commit (the next record to read after a restart).
     commit_to: Option<i64>,
+    /// The committed offset the assignment started from, if any.
+    committed: Option<i64>,
     /// `commit_to` moved since the last commit.
     dirty: bool,
     /// The highest offset received in this assignment.
@@ -277,8 +279,21 @@ impl GroupState {
             // owner reads it again.
             return None;
         };
-        if p.entries.contains_key(&offset) || p.commit_to.is_some_and(|c| offset < c) {
+        // Records before the committed offset come again only because a
+        // refetch asked for them; read any other way (librdkafka reset to the
+        // earliest offset, the broker's log cut short), they are delivered.
+        let refetched_below_commit = p.refetches > 0 && p.committed.is_some_and(|c| offset < c);
+        if p.entries.contains_key(&offset)
+            || p.commit_to.is_some_and(|c| offset < c)
+            || refetched_below_commit
+        {
             return None;
+        }
+        if p.refetches == 0 && p.last_received.is_some_and(|last| offset <= last) {
+            // Not asked for: librdkafka reads from before where this
+            // assignment expected it to (an offset reset). Follow it.
+            p.last_received = Some(offset);
+            p.watch_since = None;
         }
         if let Some(last) = p.last_received
             && offset > last + 1
@@ -496,7 +511,8 @@ impl GroupState {
                 PartitionState {
                     epoch: self.next_epoch,
                     entries: BTreeMap::new(),
-                    commit_to: committed,
+                    commit_to: None,
+                    committed,
                     dirty: false,
                     last_received: committed.map(|c| c - 1),
                     gap_since: None,
@@ -765,10 +781,22 @@ mod tests {
         st.assign(&[(1, Some(40))], now);
         // tansu skipped the batch holding 40..=57.
         assert_eq!(st.receive(1, 58, record(58), now), Some(40));
-        // Records before the committed offset are not delivered again.
+        // Records before the committed offset that the refetch brings are
+        // not delivered again.
         assert_eq!(st.receive(1, 39, record(39), now), None);
         assert_eq!(st.receive(1, 40, record(40), now), None);
         assert_eq!(st.ready.len(), 1);
+        // Read from before the committed offset without a refetch (the
+        // broker's log was cut short, librdkafka reset to the earliest
+        // offset), they are delivered: a duplicate rather than a loss.
+        st.assign(&[(2, Some(40))], now);
+        assert_eq!(st.receive(2, 0, record(0), now), None);
+        assert_eq!(st.receive(2, 1, record(1), now), None);
+        assert_eq!(st.ready.len(), 3);
+        // And reading goes on from there: no gap, nothing to watch.
+        assert_eq!(st.receive(2, 2, record(2), now), None);
+        assert_eq!(st.ready.len(), 4);
+        assert_eq!(st.partitions[&2].watch_since, None);
     }
 
     #[tokio::test]
