@@ -2,7 +2,6 @@
 //! rebalance callbacks, and the copies to the dead-letter topic.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +31,6 @@ const IDLE_TICK: Duration = Duration::from_millis(500);
 /// broker stop, a slow start), and when that member led the group, tansu kept
 /// naming it leader and no member got partitions again. Kafka's own default.
 const STATIC_SESSION_TIMEOUT: &str = "45000";
-/// How long asking the group coordinator for committed offsets may take.
-const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a blocking librdkafka call from inside a consumer poll. The poll runs
 /// on a runtime worker; on a multi-threaded runtime the worker's other tasks
@@ -46,32 +43,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     } else {
         f()
     }
-}
-
-/// The assigned partitions of `topic`, each with its committed offset when it
-/// has one (and it could be asked: without it, reading still starts there,
-/// only a batch tansu skips is not noticed).
-fn committed_offsets(
-    consumer: &BaseConsumer<GroupContext>,
-    tpl: &TopicPartitionList,
-    topic: &str,
-) -> Vec<(i32, Option<i64>)> {
-    let committed = blocking(|| consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT))
-        .inspect_err(|e| tracing::warn!(topic, error = %e, "cannot read the committed offsets of newly assigned partitions"))
-        .ok();
-    partitions_of(tpl, topic)
-        .into_iter()
-        .map(|partition| {
-            let offset = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(topic, partition))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o),
-                    _ => None,
-                });
-            (partition, offset)
-        })
-        .collect()
 }
 
 fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
@@ -120,10 +91,9 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let topic = lock(&self.state).topic.clone();
-                let assigned = committed_offsets(consumer, tpl, &topic);
                 let mut st = lock(&self.state);
-                st.assign(&assigned, Instant::now());
+                let assigned = partitions_of(tpl, &st.topic);
+                st.assign(&assigned);
                 // New partitions join the others' state: paused while the
                 // subscriber is behind, resumed with them.
                 if st.paused
@@ -226,9 +196,6 @@ async fn run(
                 && consumer.resume(&assigned).is_ok()
             {
                 st.paused = false;
-                // librdkafka resumes at the next record to deliver, which may
-                // sit inside a batch.
-                st.watch_all(now);
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 last_commit = Instant::now();
@@ -245,12 +212,8 @@ async fn run(
             if st.partitions.values().any(|p| p.dirty) {
                 wake_at = wake_at.min(last_commit + COMMIT_EVERY);
             }
-            if let Some(t) = st.next_check() {
-                wake_at = wake_at.min(t);
-            }
             (st.can_emit(), wake_at, dead)
         };
-        check_stalled(&consumer, &state, &topic);
         for d in dead {
             spawn_dead_letter(&inner, d, settle_tx.clone());
         }
@@ -309,55 +272,6 @@ async fn run(
         drop(consumer);
     })
     .await;
-}
-
-/// Looks at the high watermark of each partition that delivered nothing for
-/// a while from a position that may sit inside a batch, and fetches it again
-/// when records are there (see `GroupState::stalled`).
-fn check_stalled(consumer: &GroupConsumer, state: &Mutex<GroupState>, topic: &str) {
-    let due = lock(state).to_check(Instant::now());
-    for (partition, next) in due {
-        let high = fetched_high_watermark(consumer, topic, partition);
-        if high.is_none() {
-            tracing::debug!(
-                topic,
-                partition,
-                next,
-                "no high watermark known for a partition yet"
-            );
-        }
-        let from = lock(state).stalled(partition, high, Instant::now());
-        if let Some(from) = from
-            && let Err(e) = consumer.seek(topic, partition, Offset::Offset(from), Duration::ZERO)
-        {
-            tracing::warn!(topic, partition, from, error = %e, "cannot fetch a stalled partition again");
-        }
-    }
-}
-
-/// A partition's high watermark as the last fetch response gave it (kept by
-/// librdkafka; no request is made). Asking the broker (`fetch_watermarks`,
-/// a ListOffsets request) is no substitute: tansu 0.6 answers it with the
-/// last batch's first offset plus one. rdkafka wraps no call for the kept
-/// value, hence the one FFI call.
-#[allow(unsafe_code)]
-fn fetched_high_watermark(consumer: &GroupConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client handle lives as long as `consumer`, borrowed for the
-    // call; `topic` is NUL-terminated and outlives it; `low` and `high` are
-    // valid for writes. The call only reads librdkafka's partition state.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
 }
 
 fn spawn_dead_letter(inner: &Arc<Inner>, d: DeadLetter, settle: mpsc::UnboundedSender<Settle>) {

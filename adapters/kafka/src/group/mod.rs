@@ -45,16 +45,6 @@ pub(crate) use self::consumer::subscribe;
 /// How long a gap in a partition's offsets is fetched again before the
 /// records after it are taken without it (see [`GroupState::receive`]).
 const GAP_PATIENCE: Duration = Duration::from_secs(2);
-/// Where the refetches of one gap start, before its first missing offset: at
-/// it, then further back each time the gap is still there (see
-/// [`GroupState::receive`]). The last step is kept for any further refetch.
-const REFETCH_BACK: [i64; 4] = [0, 256, 4_096, 65_536];
-/// The least time between two refetches of one gap: the records of a fetch
-/// that is already answered arrive together, and one is enough to go on.
-const REFETCH_SPACING: Duration = Duration::from_millis(100);
-/// How long a partition that should have records to read may deliver nothing
-/// before its high watermark is asked (see [`GroupState::stalled`]).
-const STALL_AFTER: Duration = Duration::from_millis(500);
 /// The first pause before a failed dead-letter copy is tried again; it doubles
 /// with each failure up to [`DEAD_LETTER_RETRY_CAP`].
 const DEAD_LETTER_RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -105,41 +95,15 @@ struct PartitionState {
     entries: BTreeMap<i64, Entry>,
     /// The offset to commit (the next record to read after a restart).
     commit_to: Option<i64>,
-    /// The committed offset the assignment started from, if any.
-    committed: Option<i64>,
     /// `commit_to` moved since the last commit.
     dirty: bool,
     /// The highest offset received in this assignment.
     last_received: Option<i64>,
     /// A gap after `last_received` being fetched again, and since when.
     gap_since: Option<Instant>,
-    /// Refetches of the current gap so far, and when the last one was asked.
-    refetches: usize,
-    last_refetch: Option<Instant>,
-    /// Since when the partition is reading from a position that may sit
-    /// inside a batch (an assignment from a committed offset, a resume, a
-    /// refetch), until a new record arrives.
-    watch_since: Option<Instant>,
 }
 
 impl PartitionState {
-    /// The offset to fetch a gap after `last_received` again from, when a
-    /// refetch is due (see [`GroupState::receive`]).
-    fn refetch(&mut self, now: Instant) -> Option<i64> {
-        let last = self.last_received?;
-        if self
-            .last_refetch
-            .is_some_and(|t| now.duration_since(t) < REFETCH_SPACING)
-        {
-            return None;
-        }
-        let back = REFETCH_BACK[self.refetches.min(REFETCH_BACK.len() - 1)];
-        self.refetches += 1;
-        self.last_refetch = Some(now);
-        self.watch_since = Some(now);
-        Some((last + 1 - back).max(0))
-    }
-
     /// Drops the done records at the head; returns whether the commit point moved.
     fn advance(&mut self) -> bool {
         let mut moved = false;
@@ -255,18 +219,13 @@ impl GroupState {
     /// records before this one are missing.
     ///
     /// A partition's records arrive in offset order without gaps on the
-    /// topics orderly writes (no transactions, no compaction). tansu 0.6
-    /// breaks that two ways: a fetch can return a batch before an earlier one
-    /// is written; and a fetch from an offset inside a batch skips that whole
-    /// batch (it answers with the batches that *start* at or after the offset,
-    /// where Kafka answers with the batch holding it). librdkafka reads from
-    /// inside a batch after a resume and after an assignment from a committed
-    /// offset. Either way acking the later records would commit past records
-    /// never delivered. So a gap is fetched again (the later record is
-    /// dropped; it comes again after the earlier ones), first from the gap,
-    /// then from further back ([`REFETCH_BACK`]; records already held or
-    /// committed are dropped as they come again), for up to [`GAP_PATIENCE`];
-    /// a gap still there then is taken as real and logged.
+    /// topics orderly writes (no transactions, no compaction). tansu 0.6 can
+    /// let a fetch return a batch before an earlier one is written, and
+    /// librdkafka then moves past the earlier records: acking the later ones
+    /// would commit past records never delivered. So a gap is fetched again
+    /// (the later record is dropped; it comes again after the earlier ones),
+    /// for up to [`GAP_PATIENCE`]; a gap still there then is taken as real
+    /// and logged.
     fn receive(
         &mut self,
         partition: i32,
@@ -279,38 +238,20 @@ impl GroupState {
             // owner reads it again.
             return None;
         };
-        // Records before the committed offset come again only because a
-        // refetch asked for them; read any other way (librdkafka reset to the
-        // earliest offset, the broker's log cut short), they are delivered.
-        let refetched_below_commit = p.refetches > 0 && p.committed.is_some_and(|c| offset < c);
-        if p.entries.contains_key(&offset)
-            || p.commit_to.is_some_and(|c| offset < c)
-            || refetched_below_commit
-        {
+        if p.entries.contains_key(&offset) || p.commit_to.is_some_and(|c| offset < c) {
             return None;
-        }
-        if p.refetches == 0 && p.last_received.is_some_and(|last| offset <= last) {
-            // Not asked for: librdkafka reads from before where this
-            // assignment expected it to (an offset reset). Follow it.
-            p.last_received = Some(offset);
-            p.watch_since = None;
         }
         if let Some(last) = p.last_received
             && offset > last + 1
         {
             let since = *p.gap_since.get_or_insert(now);
             if now.duration_since(since) < GAP_PATIENCE {
-                return p.refetch(now);
+                return Some(last + 1);
             }
             tracing::warn!(topic = %self.topic, partition, from = last + 1, to = offset - 1,
                 "Kafka offsets missing from the partition; going on without them");
         }
-        if p.last_received.is_none_or(|last| offset > last) {
-            p.gap_since = None;
-            p.refetches = 0;
-            p.last_refetch = None;
-            p.watch_since = None;
-        }
+        p.gap_since = None;
         p.last_received = Some(p.last_received.map_or(offset, |last| last.max(offset)));
         p.entries.insert(
             offset,
@@ -497,14 +438,8 @@ impl GroupState {
         (tpl.count() > 0).then_some(tpl)
     }
 
-    /// Takes on `partitions`, each with its committed offset when it has one.
-    ///
-    /// Reading starts at the committed offset, which may sit inside a batch:
-    /// the records from it on are expected, so that a first record past it
-    /// is a gap, and a partition that delivers nothing is checked
-    /// ([`GroupState::stalled`]).
-    fn assign(&mut self, partitions: &[(i32, Option<i64>)], now: Instant) {
-        for &(partition, committed) in partitions {
+    fn assign(&mut self, partitions: &[i32]) {
+        for &partition in partitions {
             self.next_epoch += 1;
             self.partitions.insert(
                 partition,
@@ -512,84 +447,12 @@ impl GroupState {
                     epoch: self.next_epoch,
                     entries: BTreeMap::new(),
                     commit_to: None,
-                    committed,
                     dirty: false,
-                    last_received: committed.map(|c| c - 1),
+                    last_received: None,
                     gap_since: None,
-                    refetches: 0,
-                    last_refetch: None,
-                    watch_since: committed.map(|_| now),
                 },
             );
         }
-    }
-
-    /// Marks every partition as reading from a position that may sit inside
-    /// a batch (after a resume).
-    fn watch_all(&mut self, now: Instant) {
-        for p in self.partitions.values_mut() {
-            if p.last_received.is_some() {
-                p.watch_since = Some(now);
-            }
-        }
-    }
-
-    /// The partitions that delivered nothing new for [`STALL_AFTER`] while
-    /// watched, with the offset they should deliver next: the caller asks
-    /// the high watermark and, when records are there, calls
-    /// [`GroupState::stalled`].
-    fn to_check(&self, now: Instant) -> Vec<(i32, i64)> {
-        if self.paused {
-            return Vec::new();
-        }
-        self.partitions
-            .iter()
-            .filter_map(|(&partition, p)| {
-                let since = p.watch_since?;
-                let last = p.last_received?;
-                (now.duration_since(since) >= STALL_AFTER).then_some((partition, last + 1))
-            })
-            .collect()
-    }
-
-    /// The earliest moment a watched partition is due for a check.
-    fn next_check(&self) -> Option<Instant> {
-        if self.paused {
-            return None;
-        }
-        self.partitions
-            .values()
-            .filter_map(|p| p.watch_since.map(|s| s + STALL_AFTER))
-            .min()
-    }
-
-    /// A watched partition's high watermark, asked after [`STALL_AFTER`]
-    /// (`None`: it could not be asked; asked again after another
-    /// [`STALL_AFTER`]): when records past the last received one are there
-    /// but not delivered, they are fetched again as a gap is; returns the
-    /// offset to fetch from.
-    fn stalled(
-        &mut self,
-        partition: i32,
-        high_watermark: Option<i64>,
-        now: Instant,
-    ) -> Option<i64> {
-        let p = self.partitions.get_mut(&partition)?;
-        let last = p.last_received?;
-        let Some(high_watermark) = high_watermark else {
-            p.watch_since = Some(now);
-            return None;
-        };
-        if high_watermark <= last + 1 {
-            p.watch_since = None;
-            return None;
-        }
-        p.watch_since = Some(now);
-        tracing::debug!(topic = %self.topic, partition, next = last + 1, high_watermark,
-            "Kafka partition delivers nothing below its high watermark; fetching again");
-        // A stall is not a gap's later record: the spacing is STALL_AFTER already.
-        p.last_refetch = None;
-        p.refetch(now)
     }
 
     fn revoke(&mut self, partitions: &[i32]) {
@@ -642,7 +505,7 @@ mod tests {
             ready: VecDeque::new(),
             paused: false,
         };
-        st.assign(&[(0, None)], Instant::now());
+        st.assign(&[0]);
         st
     }
 
@@ -737,96 +600,11 @@ mod tests {
         st.receive(0, 5, record(5), start);
         assert_eq!(st.receive(0, 9, record(9), start), Some(6));
         let later = start + GAP_PATIENCE / 2;
-        assert!(
-            st.receive(0, 9, record(9), later).is_some(),
-            "still waiting"
-        );
+        assert_eq!(st.receive(0, 9, record(9), later), Some(6), "still waiting");
         let past = start + GAP_PATIENCE;
         assert_eq!(st.receive(0, 9, record(9), past), None);
         assert_eq!(queued(&st), [5, 9]);
-        // A later gap gets its own patience, from the gap again.
+        // A later gap gets its own patience.
         assert_eq!(st.receive(0, 12, record(12), past), Some(10));
-    }
-
-    #[tokio::test]
-    async fn a_gap_still_there_is_fetched_from_further_back_each_time() {
-        let mut st = one_partition();
-        let start = Instant::now();
-        st.receive(0, 9_999, record(9_999), start);
-        let gap = |st: &mut GroupState, at| st.receive(0, 10_050, record(10_050), at);
-        assert_eq!(gap(&mut st, start), Some(10_000), "first the gap itself");
-        // The other records of an answered fetch ask nothing more.
-        assert_eq!(gap(&mut st, start + REFETCH_SPACING / 2), None);
-        let mut at = start;
-        for back in &REFETCH_BACK[1..] {
-            at += REFETCH_SPACING;
-            assert_eq!(gap(&mut st, at), Some((10_000 - back).max(0)));
-        }
-        at += REFETCH_SPACING;
-        assert_eq!(gap(&mut st, at), Some(0), "the last step stays");
-        // Records before the gap come again and are dropped; the gap's
-        // records are kept, and a later gap starts at the gap again.
-        assert_eq!(st.receive(0, 9_999, record(9_999), at), None);
-        for o in 10_000..=10_050 {
-            assert_eq!(st.receive(0, o, record(o), at), None);
-        }
-        assert_eq!(queued(&st), (9_999..=10_050).collect::<Vec<_>>());
-        assert_eq!(st.receive(0, 10_060, record(10_060), at), Some(10_051));
-    }
-
-    #[tokio::test]
-    async fn an_assignment_expects_its_committed_offset_first() {
-        let mut st = one_partition();
-        let now = Instant::now();
-        st.assign(&[(1, Some(40))], now);
-        // tansu skipped the batch holding 40..=57.
-        assert_eq!(st.receive(1, 58, record(58), now), Some(40));
-        // Records before the committed offset that the refetch brings are
-        // not delivered again.
-        assert_eq!(st.receive(1, 39, record(39), now), None);
-        assert_eq!(st.receive(1, 40, record(40), now), None);
-        assert_eq!(st.ready.len(), 1);
-        // Read from before the committed offset without a refetch (the
-        // broker's log was cut short, librdkafka reset to the earliest
-        // offset), they are delivered: a duplicate rather than a loss.
-        st.assign(&[(2, Some(40))], now);
-        assert_eq!(st.receive(2, 0, record(0), now), None);
-        assert_eq!(st.receive(2, 1, record(1), now), None);
-        assert_eq!(st.ready.len(), 3);
-        // And reading goes on from there: no gap, nothing to watch.
-        assert_eq!(st.receive(2, 2, record(2), now), None);
-        assert_eq!(st.ready.len(), 4);
-        assert_eq!(st.partitions[&2].watch_since, None);
-    }
-
-    #[tokio::test]
-    async fn a_watched_partition_below_its_high_watermark_is_fetched_again() {
-        let mut st = one_partition();
-        let start = Instant::now();
-        st.receive(0, 0, record(0), start);
-        st.receive(0, 1, record(1), start);
-        st.watch_all(start);
-        assert!(st.to_check(start).is_empty(), "not before STALL_AFTER");
-        let at = start + STALL_AFTER;
-        assert_eq!(st.next_check(), Some(at));
-        assert_eq!(st.to_check(at), [(0, 2)]);
-        // The high watermark could not be asked: asked again later.
-        assert_eq!(st.stalled(0, None, at), None);
-        assert!(st.to_check(at).is_empty());
-        let at = at + STALL_AFTER;
-        // Records 2..10 are there but none came.
-        assert_eq!(st.stalled(0, Some(10), at), Some(2));
-        assert_eq!(st.to_check(at + STALL_AFTER), [(0, 2)], "still watched");
-        // They come: nothing to check any more.
-        st.receive(0, 2, record(2), at);
-        assert_eq!(st.next_check(), None);
-        // Caught up: the watch ends without a refetch.
-        st.watch_all(at);
-        assert_eq!(st.stalled(0, Some(3), at + STALL_AFTER), None);
-        assert_eq!(st.next_check(), None);
-        // A paused subscription checks nothing.
-        st.watch_all(at);
-        st.paused = true;
-        assert!(st.to_check(at + STALL_AFTER).is_empty());
     }
 }
