@@ -18,8 +18,8 @@ pub mod openapi;
 pub mod redis_server;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
@@ -187,32 +187,14 @@ impl PrivateRedis {
     /// Start (again) on the same port and wait until it answers PING.
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
-        loop {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(format!("redis-server exited at start: {status}"));
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                return Err(format!("redis-server on port {} never answered", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut command = Command::new("redis-server");
+        command.args(["--save", "", "--appendonly", "no"]);
+        self.child = Some(redis_server::spawn_answering(
+            command,
+            self.port,
+            Duration::from_secs(10),
+        )?);
+        Ok(())
     }
 
     /// Kill it (by its PID) and wait until it is gone.

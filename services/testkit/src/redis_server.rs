@@ -33,38 +33,21 @@ impl DurableRedis {
 
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(format!("redis-server on port {} never answered", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut command = Command::new("redis-server");
+        command.arg("--dir").arg(self.dir.path()).args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ]);
+        self.child = Some(spawn_answering(
+            command,
+            self.port,
+            Duration::from_secs(10),
+        )?);
+        Ok(())
     }
 
     /// SIGKILL: no shutdown save; only the AOF keeps the data.
@@ -79,5 +62,41 @@ impl DurableRedis {
 impl Drop for DurableRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Starts `command` (a `redis-server` with its settings) on `port` of
+/// 127.0.0.1 and waits until it answers PING; killed again when it does not
+/// within `patience`.
+pub(crate) fn spawn_answering(
+    mut command: Command,
+    port: u16,
+    patience: Duration,
+) -> Result<Child, String> {
+    let mut child = command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run redis-server: {e}"))?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(mut conn) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server exited at start: {status}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("redis-server on port {port} never answered"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
