@@ -295,8 +295,8 @@ impl DurableRedis {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--save",
                 "",
@@ -306,30 +306,12 @@ impl DurableRedis {
                 "always",
             ])
             .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(format!("redis-server exited at start: {status}"));
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                return Err(format!("redis-server on port {} never answered", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .arg(&self.dir);
+        let patience = Duration::from_secs(30);
+        self.child = Some(orderly_testkit::redis_server::spawn_answering(
+            command, self.port, patience,
+        )?);
+        Ok(())
     }
 
     fn stop(&mut self) {

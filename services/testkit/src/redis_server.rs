@@ -68,7 +68,7 @@ impl Drop for DurableRedis {
 /// Starts `command` (a `redis-server` with its settings) on `port` of
 /// 127.0.0.1 and waits until it answers PING; killed again when it does not
 /// within `patience`.
-pub(crate) fn spawn_answering(
+pub fn spawn_answering(
     mut command: Command,
     port: u16,
     patience: Duration,
